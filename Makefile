@@ -1,0 +1,31 @@
+# The two set-up commands: `make demo` runs the whole pipeline, `make test` the tests.
+# Both build .venv first (deploy/setup_env.sh; a second call skips what is installed).
+VENV ?= .venv
+BIN := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: venv demo test test-unit lint format ui clean
+
+venv:
+	@deploy/setup_env.sh
+
+demo: venv
+	$(BIN)/pipeline demo
+
+test: venv
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-unit: venv
+	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+
+lint: venv
+	$(BIN)/ruff check .
+
+format: venv
+	$(BIN)/ruff format pipeline jobs tests
+
+ui: venv
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlruns.db --host 127.0.0.1 --port 5000
+
+clean:
+	rm -rf data mlruns.db mlartifacts .pytest_cache

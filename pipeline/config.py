@@ -1,0 +1,182 @@
+"""Typed configuration: conf/default.yaml, merged with a user file and dotted overrides.
+
+Validated once, here, at the edge; errors name the offending key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from pipeline.errors import PipelineError
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent / "resources" / "default.yaml"
+
+
+class ConfigError(PipelineError, ValueError):
+    """A configuration file, key or value is wrong; the message says which."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SparkConfig(_Section):
+    master: str
+    app_name: str
+    driver_memory: str
+    log_level: Literal["ALL", "DEBUG", "INFO", "WARN", "ERROR", "FATAL", "OFF"]
+    conf: dict[str, str] = Field(default_factory=dict)
+
+
+class ImagesConfig(_Section):
+    height: int = Field(gt=0, le=4096)
+    width: int = Field(gt=0, le=4096)
+    png_compression: int = Field(ge=0, le=9)
+    max_pixels: int = Field(gt=0)
+
+
+class SplitConfig(_Section):
+    train: float = Field(ge=0, le=1)
+    val: float = Field(ge=0, le=1)
+    test: float = Field(ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _sums_to_one(self) -> SplitConfig:
+        total = self.train + self.val + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"train + val + test must be 1.0, got {total:g}")
+        if self.train == 0:
+            raise ValueError("train must be > 0")
+        return self
+
+
+class DatasetConfig(_Section):
+    rows_per_row_group: int = Field(gt=0)
+    row_group_size_mb: int = Field(gt=0)
+
+
+class TrainConfig(_Section):
+    workers: int = Field(ge=1)
+    epochs: int = Field(ge=1)
+    batch_size: int = Field(ge=1)
+    learning_rate: float = Field(gt=0)
+    optimizer: Literal["adam", "sgd", "rmsprop"]
+    seed: int
+    threads_per_worker: int = Field(ge=1)
+    reader_workers: int = Field(ge=1)
+    shuffle_buffer: int = Field(ge=0)
+    start_timeout_s: int = Field(gt=0)
+
+
+class MlflowConfig(_Section):
+    tracking_uri: str
+    artifact_root: str
+    experiment: str = Field(min_length=1)
+
+
+class Config(_Section):
+    data_dir: str
+    spark: SparkConfig
+    images: ImagesConfig
+    split: SplitConfig
+    dataset: DatasetConfig
+    train: TrainConfig
+    mlflow: MlflowConfig
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    return data
+
+
+def _merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Split ``a.b.c=value`` into its key path and a YAML-typed value."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {text!r} must look like dotted.key=value")
+    parts = key.strip().split(".")
+    if any(not part for part in parts):
+        raise ConfigError(f"override {text!r} has an empty key segment")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return parts, value
+
+
+def _apply_override(data: dict[str, Any], parts: list[str], value: Any) -> None:
+    node = data
+    for depth, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if not isinstance(child, dict):
+            where = ".".join(parts[: depth + 1])
+            raise ConfigError(f"unknown config key '{where}' (in override {'.'.join(parts)})")
+        node = child
+    node[parts[-1]] = value
+
+
+def _split_spark_conf_override(parts: list[str]) -> list[str]:
+    # spark.conf holds free-form Spark keys, which themselves contain dots
+    if len(parts) > 2 and parts[:2] == ["spark", "conf"]:
+        return ["spark", "conf", ".".join(parts[2:])]
+    return parts
+
+
+def _format_validation_error(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "<top level>"
+        if err["type"] == "extra_forbidden":
+            lines.append(f"unknown config key '{key}'")
+        elif err["type"] == "missing":
+            lines.append(f"missing config key '{key}'")
+        else:
+            got = err.get("input")
+            shown = "" if isinstance(got, dict) else f" (got {got!r})"
+            lines.append(f"config key '{key}': {err['msg']}{shown}")
+    return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> Config:
+    """Build the configuration: defaults, then ``path``, then each ``key=value`` override."""
+    data = _read_yaml(DEFAULT_CONFIG)
+    if path is not None:
+        data = _merge(data, _read_yaml(Path(path)))
+    for text in overrides:
+        parts, value = parse_override(text)
+        _apply_override(data, _split_spark_conf_override(parts), value)
+    if isinstance(data.get("spark", {}).get("conf"), dict):
+        data["spark"]["conf"] = {k: str(v) for k, v in data["spark"]["conf"].items()}
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc)) from None

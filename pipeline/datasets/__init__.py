@@ -1,0 +1,1 @@
+"""Dataset versions: the schema (defined once), the manifest, the atomic writer, the readers."""

@@ -1,0 +1,77 @@
+"""``manifest.json``: what a dataset version holds, so later stages need no side channel."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from pipeline.datasets import storage
+from pipeline.errors import PipelineError
+
+MANIFEST_NAME = "manifest.json"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class SplitInfo:
+    rows: int
+    row_groups: int
+    per_label: dict[str, int]
+
+
+@dataclass
+class Manifest:
+    kind: str
+    source: str
+    created_at: str
+    config: dict[str, Any]
+    label_map: dict[str, int]
+    discovered: int
+    splits: dict[str, SplitInfo]
+    quarantine: dict[str, int]
+    schema: list[dict[str, Any]]
+    fingerprint: str
+    format_version: int = FORMAT_VERSION
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def quarantined(self) -> int:
+        return sum(self.quarantine.values())
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.label_map)
+
+    def max_even_workers(self, split: str = "train") -> int:
+        """How many workers this split can feed (one row group at least each)."""
+        return self.splits[split].row_groups
+
+    def accounted(self) -> bool:
+        """Every discovered input is in exactly one split or in quarantine."""
+        return sum(s.rows for s in self.splits.values()) + self.quarantined == self.discovered
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Manifest:
+        data = json.loads(text)
+        data["splits"] = {name: SplitInfo(**info) for name, info in data["splits"].items()}
+        return cls(**data)
+
+
+class NotADatasetError(PipelineError, FileNotFoundError):
+    """The path holds no committed dataset version."""
+
+
+def read_manifest(dataset_url: str) -> Manifest:
+    """Load the manifest of a committed dataset version, or say clearly that there is none."""
+    url = storage.join(dataset_url, MANIFEST_NAME)
+    try:
+        return Manifest.from_json(storage.read_text(url))
+    except FileNotFoundError:
+        raise NotADatasetError(
+            f"{dataset_url} is not a dataset version (no {MANIFEST_NAME}); "
+            "create one with 'pipeline ingest images'"
+        ) from None

@@ -1,0 +1,64 @@
+"""Filesystem operations on URIs (local, HDFS, S3) through pyarrow: the one place we touch files
+that Spark does not write."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import urlparse
+
+from pyarrow import fs as pafs
+
+
+def to_uri(path_or_uri: str | Path) -> str:
+    """A plain path becomes an absolute ``file://`` URI; a URI is returned unchanged."""
+    text = str(path_or_uri)
+    if "://" in text:
+        return text.rstrip("/")
+    return Path(text).expanduser().resolve().as_uri()
+
+
+def join(uri: str, *parts: str) -> str:
+    return "/".join([uri.rstrip("/"), *parts])
+
+
+def _resolve(uri: str) -> tuple[pafs.FileSystem, str]:
+    if urlparse(uri).scheme in ("", "file"):
+        return pafs.LocalFileSystem(), urlparse(to_uri(uri)).path
+    return pafs.FileSystem.from_uri(uri)
+
+
+def exists(uri: str) -> bool:
+    filesystem, path = _resolve(uri)
+    return filesystem.get_file_info(path).type != pafs.FileType.NotFound
+
+
+def read_text(uri: str) -> str:
+    filesystem, path = _resolve(uri)
+    if filesystem.get_file_info(path).type != pafs.FileType.File:
+        raise FileNotFoundError(uri)
+    with filesystem.open_input_stream(path) as stream:
+        return stream.read().decode("utf-8")
+
+
+def write_text(uri: str, text: str) -> None:
+    filesystem, path = _resolve(uri)
+    with filesystem.open_output_stream(path) as stream:
+        stream.write(text.encode("utf-8"))
+
+
+def rename(src: str, dst: str) -> None:
+    """Rename a directory; atomic on POSIX filesystems and HDFS."""
+    filesystem, src_path = _resolve(src)
+    _, dst_path = _resolve(dst)
+    filesystem.move(src_path, dst_path)
+
+
+def delete_dir(uri: str) -> None:
+    filesystem, path = _resolve(uri)
+    if filesystem.get_file_info(path).type != pafs.FileType.NotFound:
+        filesystem.delete_dir(path)
+
+
+def make_dirs(uri: str) -> None:
+    filesystem, path = _resolve(uri)
+    filesystem.create_dir(path, recursive=True)

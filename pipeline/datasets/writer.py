@@ -1,0 +1,159 @@
+"""Write a dataset version aside, check that every input is accounted for, commit atomically.
+
+Shared by every ingest job: one writer, one manifest, one quarantine, one invariant.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import pyarrow.parquet as pq
+from petastorm.etl.dataset_metadata import materialize_dataset
+from petastorm.unischema import Unischema
+from pyarrow import fs as pafs
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from pipeline.datasets import storage
+from pipeline.datasets.manifest import MANIFEST_NAME, Manifest, SplitInfo
+from pipeline.datasets.schema import describe
+from pipeline.errors import PipelineError
+from pipeline.ingest.split import SPLITS
+
+log = logging.getLogger(__name__)
+
+WriteMode = Literal["error", "overwrite"]
+QUARANTINE_DIR = "quarantine"
+
+
+class OutputExistsError(PipelineError, FileExistsError):
+    """The output already holds a dataset version and the mode says not to replace it."""
+
+
+class AccountingError(PipelineError, RuntimeError):
+    """Inputs went missing or were counted twice: nothing is committed."""
+
+
+@dataclass(frozen=True)
+class VersionSpec:
+    """What the writer needs to know besides the data."""
+
+    kind: str
+    source: str
+    schema: Unischema
+    config: dict[str, Any]
+    label_map: dict[str, int]
+    rows_per_row_group: int
+    row_group_size_mb: int
+    order_column: str
+
+
+def check_output(output_uri: str, mode: WriteMode) -> None:
+    """Fail before any work when the output exists and may not be replaced."""
+    if mode == "error" and storage.exists(output_uri):
+        raise OutputExistsError(
+            f"{output_uri} already exists; pass --mode overwrite to replace it")
+
+
+def _count_row_groups(split_uri: str) -> int:
+    filesystem, path = storage._resolve(split_uri)
+    selector = pafs.FileSelector(path, recursive=True)
+    total = 0
+    for info in filesystem.get_file_info(selector):
+        if info.type == pafs.FileType.File and info.base_name.endswith(".parquet"):
+            with filesystem.open_input_file(info.path) as handle:
+                total += pq.ParquetFile(handle).metadata.num_row_groups
+    return total
+
+
+def _fingerprint(records: DataFrame, spec: VersionSpec) -> str:
+    """SHA-256 over the configuration and the sorted (split, label, content) triples."""
+    digest = hashlib.sha256(repr(sorted(spec.config.items())).encode())
+    ordered = records.select("split", "label_name", spec.order_column).orderBy(
+        "split", spec.order_column, "label_name")
+    for row in ordered.toLocalIterator():
+        digest.update(f"{row[0]}\t{row[1]}\t{row[2]}\n".encode())
+    return digest.hexdigest()
+
+
+def _write_split(spark: SparkSession, rows: DataFrame, count: int, uri: str,
+                 spec: VersionSpec) -> None:
+    parts = max(1, math.ceil(count / spec.rows_per_row_group))
+    fields = list(spec.schema.fields)
+    laid_out = (rows.select(*fields)
+                .repartitionByRange(parts, spec.order_column)
+                .sortWithinPartitions(spec.order_column))
+    with materialize_dataset(spark, uri, spec.schema, spec.row_group_size_mb):
+        laid_out.write.mode("error").parquet(uri)
+
+
+def write_version(spark: SparkSession, records: DataFrame, discovered: int,
+                  output_uri: str, mode: WriteMode, spec: VersionSpec) -> Manifest:
+    """Write ``records`` (schema fields + ``split``, ``reason``, ``detail``) as a dataset version.
+
+    Accepted rows have a split and no reason; rejected rows a reason. The version appears at
+    ``output_uri`` only once complete and accounted for.
+    """
+    check_output(output_uri, mode)
+    parent, _, name = output_uri.rstrip("/").rpartition("/")
+    staging = storage.join(parent, f".{name}.staging-{uuid.uuid4().hex[:8]}")
+    accepted = records.filter(F.col("reason").isNull())
+    rejected = records.filter(F.col("reason").isNotNull())
+
+    counts: dict[str, dict[str, int]] = {}
+    for row in accepted.groupBy("split", "label_name").count().collect():
+        counts.setdefault(row["split"], {})[row["label_name"]] = row["count"]
+    reasons = {row["reason"]: row["count"] for row in rejected.groupBy("reason").count().collect()}
+
+    storage.make_dirs(staging)
+    try:
+        splits: dict[str, SplitInfo] = {}
+        for split in SPLITS:
+            per_label = dict(sorted(counts.get(split, {}).items()))
+            rows = sum(per_label.values())
+            if rows == 0:
+                continue
+            split_uri = storage.join(staging, split)
+            log.info("writing %s: %d rows", split, rows)
+            _write_split(spark, accepted.filter(F.col("split") == split), rows, split_uri, spec)
+            splits[split] = SplitInfo(rows=rows, row_groups=_count_row_groups(split_uri),
+                                      per_label=per_label)
+        (rejected.select("path", "reason", "detail").coalesce(1)
+         .write.mode("error").parquet(storage.join(staging, QUARANTINE_DIR)))
+
+        manifest = Manifest(
+            kind=spec.kind, source=spec.source,
+            created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            config=spec.config, label_map=spec.label_map, discovered=discovered,
+            splits=splits, quarantine=dict(sorted(reasons.items())),
+            schema=describe(spec.schema), fingerprint=_fingerprint(accepted, spec),
+        )
+        if not manifest.accounted():
+            raise AccountingError(
+                f"{discovered} inputs discovered but {sum(s.rows for s in splits.values())} "
+                f"accepted + {manifest.quarantined} quarantined; nothing committed")
+        storage.write_text(storage.join(staging, MANIFEST_NAME), manifest.to_json())
+        _commit(staging, output_uri, mode)
+    except BaseException:
+        storage.delete_dir(staging)
+        raise
+    return manifest
+
+
+def _commit(staging: str, output_uri: str, mode: WriteMode) -> None:
+    """Swap the finished version in; a reader sees the old version or the new, never a mix."""
+    if storage.exists(output_uri):
+        check_output(output_uri, mode)
+        retired = f"{staging}.retired"
+        storage.rename(output_uri, retired)
+        storage.rename(staging, output_uri)
+        storage.delete_dir(retired)
+    else:
+        storage.rename(staging, output_uri)
+    log.info("committed dataset version %s", output_uri)

@@ -1,0 +1,51 @@
+"""``pipeline demo``: the whole flow on the bundled MNIST digits, on this machine."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.config import Config
+from pipeline.datasets.manifest import Manifest
+from pipeline.ingest.image_job import ingest_images
+from pipeline.samples.digits import write_digits
+from pipeline.spark import get_spark
+from pipeline.tracking.store import absolute_tracking_uri
+from pipeline.train.job import TrainResult, train
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DemoResult:
+    manifest: Manifest
+    training: TrainResult
+    dataset_dir: Path
+
+
+def run_demo(cfg: Config) -> DemoResult:
+    """Raw digit files -> Spark ingest -> Horovod training -> an MLflow run."""
+    data_dir = Path(cfg.data_dir)
+    raw_dir = data_dir / "raw" / "digits"
+    dataset_dir = data_dir / "datasets" / "digits"
+    log.info("step 1/3: raw files in %s", raw_dir)
+    write_digits(raw_dir)
+
+    log.info("step 2/3: Spark ingest -> %s", dataset_dir)
+    spark = get_spark(cfg.spark, app_name="pipeline-demo-ingest")
+    try:
+        manifest = ingest_images(spark, cfg, str(raw_dir), str(dataset_dir), mode="overwrite")
+    finally:
+        spark.stop()
+
+    log.info("step 3/3: training with %d Horovod workers", cfg.train.workers)
+    result = train(cfg, str(dataset_dir))
+    return DemoResult(manifest=manifest, training=result, dataset_dir=dataset_dir)
+
+
+def ui_command(cfg: Config) -> str:
+    mlflow = Path(sys.executable).with_name("mlflow")
+    return (f"{mlflow} ui --backend-store-uri {absolute_tracking_uri(cfg.mlflow.tracking_uri)} "
+            "--host 127.0.0.1 --port 5000")

@@ -1,0 +1,85 @@
+"""The one place a SparkSession is built, from configuration (local, standalone, YARN, k8s)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sys
+import threading
+from pathlib import Path
+
+from pipeline.config import SparkConfig
+from pipeline.errors import PipelineError
+
+log = logging.getLogger(__name__)
+
+LOG4J2_CONFIG = Path(__file__).resolve().parent / "resources" / "log4j2.properties"
+
+
+class JavaMissingError(PipelineError, RuntimeError):
+    """No Java runtime: Spark cannot start."""
+
+
+def check_java() -> str:
+    """Return the path of the ``java`` Spark will use, or raise with how to install one."""
+    java_home = os.environ.get("JAVA_HOME")
+    java = Path(java_home, "bin", "java") if java_home else shutil.which("java")
+    if not java or not Path(java).exists():
+        raise JavaMissingError(
+            "Java was not found (Spark needs Java 17). Install it, e.g. "
+            "'sudo apt-get install -y openjdk-17-jre-headless' on Debian/Ubuntu, "
+            "or set JAVA_HOME to a Java 17 installation."
+        )
+    return str(java)
+
+
+def get_spark(cfg: SparkConfig, app_name: str | None = None):
+    """Start (or reuse) the SparkSession described by ``cfg``, with JVM logging silenced."""
+    check_java()
+    from pyspark.sql import SparkSession
+
+    # Executors must run the same interpreter as the driver (the project's venv).
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    java_opts = f"-Dlog4j2.configurationFile={LOG4J2_CONFIG.as_uri()}"
+    builder = (
+        SparkSession.builder.master(cfg.master)
+        .appName(app_name or cfg.app_name)
+        .config("spark.driver.memory", cfg.driver_memory)
+        .config("spark.driver.extraJavaOptions", java_opts)
+        .config("spark.executor.extraJavaOptions", java_opts)
+        .config("spark.executorEnv.PYTHONWARNINGS", "ignore::FutureWarning")
+    )
+    for key, value in cfg.conf.items():
+        builder = builder.config(key, value)
+    log.info("starting Spark (master %s)", cfg.master)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel(cfg.log_level)
+    return spark
+
+
+class SparkProgress:
+    """Logs the progress of running Spark stages every few seconds while the block runs."""
+
+    def __init__(self, spark, what: str, every_s: float = 5.0) -> None:
+        self._tracker = spark.sparkContext.statusTracker()
+        self._what = what
+        self._every_s = every_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._every_s):
+            for stage_id in self._tracker.getActiveStageIds():
+                info = self._tracker.getStageInfo(stage_id)
+                if info is not None:
+                    log.info("%s: stage %d, %d/%d tasks done", self._what, stage_id,
+                             info.numCompletedTasks, info.numTasks)
+
+    def __enter__(self) -> SparkProgress:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._stop.set()
+        self._thread.join()

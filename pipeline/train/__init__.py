@@ -1,0 +1,1 @@
+"""Training: driver side (``job``, ``launcher``) apart from worker side (``worker``, ``model``)."""

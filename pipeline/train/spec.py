@@ -1,0 +1,17 @@
+"""What the driver hands to every worker: small, picklable, complete."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pipeline.config import TrainConfig
+from pipeline.datasets.manifest import Manifest
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    dataset_url: str
+    manifest: Manifest
+    train: TrainConfig
+    tracking_uri: str
+    run_id: str
