@@ -16,7 +16,7 @@ from pipeline.datasets.manifest import Manifest
 from pipeline.datasets.schema import image_schema
 from pipeline.datasets.writer import VersionSpec, WriteMode, check_output, write_version
 from pipeline.errors import InputError
-from pipeline.ingest.image_records import ImageRecord, clean_image_file
+from pipeline.ingest.image_records import ImageRecord, clean_image_file, skipped_file_record
 from pipeline.ingest.images import ImageSpec
 from pipeline.ingest.labels import build_label_map
 from pipeline.spark import SparkProgress
@@ -37,12 +37,28 @@ assert tuple(RECORD_SCHEMA.names) == ImageRecord._fields
 FILES_PER_PARTITION = 2000
 
 
-def _qualified_root(spark: SparkSession, uri: str) -> str:
-    """The input root spelled as Spark spells file paths (``file:/x`` rather than ``file:///x``)."""
+def _hadoop_fs(spark: SparkSession, uri: str):
     jvm = spark.sparkContext._jvm
     path = jvm.org.apache.hadoop.fs.Path(uri)
-    filesystem = path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
-    return filesystem.makeQualified(path).toString()
+    return path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()), path
+
+
+def list_files(spark: SparkSession, uri: str) -> tuple[str, list[tuple[str, int]]]:
+    """(root as Spark spells it, [(path, size)] of every file below it) via Hadoop's listing.
+
+    Spark's ``binaryFile`` source silently skips empty and hidden files; this listing does not,
+    so those inputs are counted and quarantined rather than lost.
+    """
+    filesystem, path = _hadoop_fs(spark, uri)
+    root = filesystem.makeQualified(path).toString()
+    if not filesystem.exists(path):
+        raise InputError(f"input {uri} does not exist")
+    found = []
+    listing = filesystem.listFiles(path, True)
+    while listing.hasNext():
+        status = listing.next()
+        found.append((status.getPath().toString(), int(status.getLen())))
+    return root, found
 
 
 def _clean_partition(rows, root: str, spec: ImageSpec, ratios: dict[str, float]):
@@ -50,23 +66,27 @@ def _clean_partition(rows, root: str, spec: ImageSpec, ratios: dict[str, float])
         yield clean_image_file(row.path, row.content, root, spec, ratios)
 
 
+def _skipped_by_spark(spark: SparkSession, listed: list[tuple[str, int]],
+                      files) -> list[ImageRecord]:
+    """Records for listed files that ``binaryFile`` did not return (empty or hidden files)."""
+    read = {row.path for row in files.select("path").toLocalIterator()}
+    return [skipped_file_record(path, size) for path, size in listed if path not in read]
+
+
 def ingest_images(spark: SparkSession, cfg: Config, input_path: str, output_path: str,
                   mode: WriteMode = "error") -> Manifest:
     """Turn a folder of ``<label>/<image>`` files into a committed dataset version."""
     input_uri, output_uri = storage.to_uri(input_path), storage.to_uri(output_path)
     check_output(output_uri, mode)
-    if not storage.exists(input_uri):
-        raise InputError(f"input {input_uri} does not exist")
     spec = ImageSpec(cfg.images.height, cfg.images.width, cfg.images.png_compression,
                      cfg.images.max_pixels)
     ratios = cfg.split.model_dump()
-    root = _qualified_root(spark, input_uri)
-
-    files = (spark.read.format("binaryFile").option("recursiveFileLookup", "true")
-             .load(input_uri))
-    discovered = files.count()
+    root, listed = list_files(spark, input_uri)
+    discovered = len(listed)
     if discovered == 0:
         raise InputError(f"no files found under {input_uri}")
+    files = (spark.read.format("binaryFile").option("recursiveFileLookup", "true")
+             .load(input_uri))
     # binaryFile makes one partition per ~32 small files; plan the parallelism instead
     parallelism = spark.sparkContext.defaultParallelism
     partitions = max(parallelism * 2, -(-discovered // FILES_PER_PARTITION))
@@ -74,7 +94,11 @@ def ingest_images(spark: SparkSession, cfg: Config, input_path: str, output_path
 
     cleaned = (files.select("path", "content").repartition(partitions).rdd
                .mapPartitions(partial(_clean_partition, root=root, spec=spec, ratios=ratios)))
-    records = spark.createDataFrame(cleaned, RECORD_SCHEMA).persist(StorageLevel.MEMORY_AND_DISK)
+    records = spark.createDataFrame(cleaned, RECORD_SCHEMA)
+    skipped = _skipped_by_spark(spark, listed, files)
+    if skipped:
+        records = records.unionByName(spark.createDataFrame(skipped, RECORD_SCHEMA))
+    records = records.persist(StorageLevel.MEMORY_AND_DISK)
     try:
         with SparkProgress(spark, "decode"):
             labels = {r[0] for r in records.select("label_name").distinct().collect() if r[0]}

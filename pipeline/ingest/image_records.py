@@ -36,3 +36,15 @@ def clean_image_file(path: str, content: bytes, root: str, spec: ImageSpec,
     except Exception as exc:  # a decoder bug must quarantine one file, not kill the job
         return ImageRecord(path, label, None, None, None, "unexpected_error",
                            f"{type(exc).__name__}: {exc}")
+
+
+def skipped_file_record(path: str, size: int) -> ImageRecord:
+    """A listed file that Spark's reader skipped: say why, so that it is not silently lost."""
+    name = path.rsplit("/", 1)[-1]
+    if size == 0:
+        reason, detail = "empty_file", "the file has no bytes"
+    elif name.startswith((".", "_")):
+        reason, detail = "hidden_file", "names starting with '.' or '_' are hidden from Spark"
+    else:
+        reason, detail = "unreadable", "listed but not returned by Spark's binaryFile reader"
+    return ImageRecord(path, None, None, None, None, reason, detail)

@@ -1,0 +1,64 @@
+"""Shared fixtures: real Spark, the real bundled digits written as files, a real MLflow store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import Config, load_config
+from pipeline.logs import setup_logging
+
+REPO = Path(__file__).resolve().parents[1]
+setup_logging()
+
+
+def make_config(tmp: Path, *overrides: str) -> Config:
+    """The embedded defaults, with every path under ``tmp`` and Spark on 2 local cores."""
+    return load_config(overrides=[
+        f"data_dir={tmp / 'data'}",
+        f"mlflow.tracking_uri=sqlite:///{tmp / 'mlruns.db'}",
+        f"mlflow.artifact_root={tmp / 'mlartifacts'}",
+        "spark.master=local[2]",
+        *overrides,
+    ])
+
+
+@pytest.fixture(scope="session")
+def session_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("session")
+
+
+@pytest.fixture(scope="session")
+def config(session_dir) -> Config:
+    return make_config(session_dir)
+
+
+@pytest.fixture(scope="session")
+def spark(config):
+    from pipeline.spark import get_spark
+
+    session = get_spark(config.spark, app_name="pipeline-tests")
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="session")
+def digits_raw(session_dir) -> Path:
+    """The 5,000 real MNIST digits as PNG files in one folder per class."""
+    from pipeline.samples.digits import write_digits
+
+    raw = session_dir / "raw" / "digits"
+    assert write_digits(raw) == 5000
+    return raw
+
+
+@pytest.fixture(scope="session")
+def digits_dataset(spark, config, digits_raw, session_dir):
+    """(dataset url, manifest) of the digits ingested once for the whole session."""
+    from pipeline.datasets.storage import to_uri
+    from pipeline.ingest.image_job import ingest_images
+
+    output = session_dir / "datasets" / "digits"
+    manifest = ingest_images(spark, config, str(digits_raw), str(output))
+    return to_uri(output), manifest

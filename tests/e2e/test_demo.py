@@ -1,0 +1,53 @@
+"""``pipeline demo`` end to end in a fresh folder, with fewer epochs."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+
+def test_demo_runs_the_whole_pipeline(tmp_path):
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from pipeline.datasets.manifest import read_manifest
+    from pipeline.datasets.reader import read_batches
+    from pipeline.datasets.storage import to_uri
+
+    pipeline = str(Path(sys.executable).with_name("pipeline"))
+    out = subprocess.run([pipeline, "demo", "train.epochs=2"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    run_id = re.search(r"MLflow run id (\w+)", out.stdout).group(1)
+    accuracy = float(re.search(r"validation accuracy ([\d.]+)", out.stdout).group(1))
+    assert "mlflow ui --backend-store-uri sqlite:///" in out.stdout
+    assert "Traceback" not in out.stderr
+
+    # the embedded defaults: raw files, dataset and store under the working directory
+    assert len(list((tmp_path / "data" / "raw" / "digits").rglob("*.png"))) == 5000
+    dataset = to_uri(tmp_path / "data" / "datasets" / "digits")
+    manifest = read_manifest(dataset)
+    assert manifest.discovered == 5000 and manifest.accounted()
+
+    tracking_uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    client = MlflowClient(tracking_uri=tracking_uri)
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED"
+    assert run.info.artifact_uri.startswith((tmp_path / "mlartifacts").as_uri())
+    history = client.get_metric_history(run_id, "val_accuracy")
+    assert len(history) == 2
+    assert history[-1].value == pytest.approx(accuracy, abs=1e-4)
+    assert accuracy > 0.9
+
+    mlflow.set_tracking_uri(tracking_uri)
+    model = mlflow.pyfunc.load_model(f"runs:/{run_id}/model")
+    batch = next(read_batches(dataset, "val", ("image", "label"), 64))
+    predicted = np.asarray(model.predict(batch["image"].astype("float32"))).argmax(axis=1)
+    assert (predicted == batch["label"]).mean() > 0.85
