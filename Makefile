@@ -3,8 +3,9 @@
 VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: venv demo test test-unit lint format ui clean
+.PHONY: venv demo test test-unit lint format ui bench clean
 
 venv:
 	@deploy/setup_env.sh
@@ -23,6 +24,11 @@ lint: venv
 
 format: venv
 	$(BIN)/ruff format pipeline jobs tests
+
+# Benchmarks need Debian's dataset-fashion-mnist (60,000 images); results: benchmarks/results/
+bench: venv
+	@test -d /usr/share/datasets/fashion-mnist || $(SUDO) apt-get install -y dataset-fashion-mnist
+	$(BIN)/python benchmarks/ingest_images.py
 
 ui: venv
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlruns.db --host 127.0.0.1 --port 5000

@@ -16,6 +16,7 @@ log = logging.getLogger("pipeline")
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+EXIT_TOO_MANY_BAD = 3
 
 
 def _config_options() -> argparse.ArgumentParser:
@@ -44,14 +45,24 @@ def build_parser() -> argparse.ArgumentParser:
     ingest = commands.add_parser("ingest", help="raw files -> a dataset version",
                                  description="Turn raw files into a Petastorm dataset version.")
     kinds = ingest.add_subparsers(dest="kind", required=True, metavar="KIND")
-    images = kinds.add_parser("images", parents=[common], help="a folder of <label>/<image> files",
-                              description="Ingest ROOT/<label>/<image> files into train/val/test "
-                                          "Petastorm datasets with a manifest.")
-    images.add_argument("--input", required=True, metavar="PATH", help="folder or URI of images")
-    images.add_argument("--output", required=True, metavar="PATH",
+    images = kinds.add_parser(
+        "images", parents=[common], help="a folder of <label>/<image> files, or a listing",
+        description="Ingest ROOT/<label>/<image> files (or the path,label rows of a CSV/JSONL "
+                    "listing) into train/val/test Petastorm datasets, a quarantine table and a "
+                    "manifest. Exit status 3: too many inputs were quarantined.")
+    source = images.add_mutually_exclusive_group(required=True)
+    source.add_argument("--input", metavar="URI", help="folder of label folders (file://, "
+                                                        "hdfs://, s3a://, or a local path)")
+    source.add_argument("--manifest", metavar="FILE",
+                        help="CSV or JSONL listing with path,label (paths relative to it)")
+    images.add_argument("--output", required=True, metavar="URI",
                         help="where the dataset version is written")
-    images.add_argument("--mode", choices=("error", "overwrite"), default="error",
-                        help="what to do when the output exists (default: error)")
+    images.add_argument("--mode", choices=("error", "overwrite", "new-version"), default="error",
+                        help="when the output exists: fail (default), replace it, or add a "
+                             "new version vNNNN inside it")
+    images.add_argument("--max-bad-fraction", type=float, default=1.0, metavar="F",
+                        help="exit with status 3 when more than this share of the inputs is "
+                             "quarantined (default 1.0: never)")
 
     train = commands.add_parser("train", parents=[common], help="train on a dataset version",
                                 description="Train the image CNN with Horovod on a dataset "
@@ -86,16 +97,28 @@ def _doctor(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def _ingest_images(cfg: Config, args: argparse.Namespace) -> int:
-    from pipeline.ingest.image_job import ingest_images, summary_line
+    from pipeline.ingest.image_job import ingest_images
+    from pipeline.ingest.report import bad_fraction, summary_table
     from pipeline.spark import get_spark
 
+    if not 0.0 <= args.max_bad_fraction <= 1.0:
+        print("pipeline: --max-bad-fraction must be between 0 and 1", file=sys.stderr)
+        return EXIT_USAGE
     spark = get_spark(cfg.spark, app_name="pipeline-ingest-images")
     try:
-        manifest = ingest_images(spark, cfg, args.input, args.output, mode=args.mode)
+        manifest = ingest_images(spark, cfg, args.input, args.output, mode=args.mode,
+                                 listing_path=args.manifest)
     finally:
         spark.stop()
-    print(f"dataset version {args.output}: {summary_line(manifest)}")
+    print(summary_table(manifest))
+    print(f"dataset version {manifest.extra['version_uri']}")
     print(f"fingerprint {manifest.fingerprint}")
+    share = bad_fraction(manifest)
+    if share > args.max_bad_fraction:
+        print(f"pipeline ingest: {share:.1%} of the inputs were quarantined, more than "
+              f"--max-bad-fraction {args.max_bad_fraction:.1%}; see the quarantine table",
+              file=sys.stderr)
+        return EXIT_TOO_MANY_BAD
     return 0
 
 

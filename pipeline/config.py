@@ -36,8 +36,14 @@ class SparkConfig(_Section):
 class ImagesConfig(_Section):
     height: int = Field(gt=0, le=4096)
     width: int = Field(gt=0, le=4096)
-    png_compression: int = Field(ge=0, le=9)
+    color_mode: Literal["rgb", "grayscale"]
+    resize: Literal["fit", "pad", "crop"]
+    min_size: int = Field(ge=1)
     max_pixels: int = Field(gt=0)
+    animation: Literal["first_frame", "reject"]
+    encoding: Literal["png", "jpeg"]
+    png_compression: int = Field(ge=0, le=9)
+    jpeg_quality: int = Field(ge=1, le=100)
 
 
 class SplitConfig(_Section):

@@ -43,16 +43,20 @@ def get_spark(cfg: SparkConfig, app_name: str | None = None):
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     java_opts = f"-Dlog4j2.configurationFile={LOG4J2_CONFIG.as_uri()}"
     builder = (
-        SparkSession.builder.master(cfg.master)
-        .appName(app_name or cfg.app_name)
-        .config("spark.driver.memory", cfg.driver_memory)
-        .config("spark.driver.extraJavaOptions", java_opts)
+        SparkSession.builder.appName(app_name or cfg.app_name)
         .config("spark.executor.extraJavaOptions", java_opts)
         .config("spark.executorEnv.PYTHONWARNINGS", "ignore::FutureWarning")
     )
+    if "PYSPARK_GATEWAY_PORT" in os.environ:
+        # under spark-submit: its --master and driver options are in force; do not override
+        log.info("running under spark-submit; spark.master from its command line")
+    else:
+        builder = (builder.master(cfg.master)
+                   .config("spark.driver.memory", cfg.driver_memory)
+                   .config("spark.driver.extraJavaOptions", java_opts))
+        log.info("starting Spark (master %s)", cfg.master)
     for key, value in cfg.conf.items():
         builder = builder.config(key, value)
-    log.info("starting Spark (master %s)", cfg.master)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(cfg.log_level)
     return spark

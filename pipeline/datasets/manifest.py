@@ -10,6 +10,7 @@ from pipeline.datasets import storage
 from pipeline.errors import PipelineError
 
 MANIFEST_NAME = "manifest.json"
+LATEST_NAME = "LATEST"  # in a folder of versions: the name of the newest one
 FORMAT_VERSION = 1
 
 
@@ -65,13 +66,28 @@ class NotADatasetError(PipelineError, FileNotFoundError):
     """The path holds no committed dataset version."""
 
 
-def read_manifest(dataset_url: str) -> Manifest:
-    """Load the manifest of a committed dataset version, or say clearly that there is none."""
-    url = storage.join(dataset_url, MANIFEST_NAME)
+def resolve_version(dataset_url: str) -> str:
+    """A dataset version's URI: ``dataset_url`` itself, or the newest in a folder of versions."""
+    if storage.exists(storage.join(dataset_url, MANIFEST_NAME)):
+        return dataset_url
     try:
-        return Manifest.from_json(storage.read_text(url))
+        latest = storage.read_text(storage.join(dataset_url, LATEST_NAME)).strip()
     except FileNotFoundError:
         raise NotADatasetError(
             f"{dataset_url} is not a dataset version (no {MANIFEST_NAME}); "
-            "create one with 'pipeline ingest images'"
-        ) from None
+            "create one with 'pipeline ingest images'") from None
+    return storage.join(dataset_url, latest)
+
+
+def open_version(dataset_url: str) -> tuple[str, Manifest]:
+    """(resolved URI, manifest) of a committed dataset version."""
+    url = resolve_version(dataset_url)
+    try:
+        return url, Manifest.from_json(storage.read_text(storage.join(url, MANIFEST_NAME)))
+    except FileNotFoundError:
+        raise NotADatasetError(f"{url} is not a dataset version (no {MANIFEST_NAME})") from None
+
+
+def read_manifest(dataset_url: str) -> Manifest:
+    """Load the manifest of a committed dataset version, or say clearly that there is none."""
+    return open_version(dataset_url)[1]

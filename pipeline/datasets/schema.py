@@ -7,13 +7,15 @@ from petastorm.codecs import CompressedImageCodec, ScalarCodec
 from petastorm.unischema import Unischema, UnischemaField
 from pyspark.sql.types import IntegerType, StringType
 
-IMAGE_FIELDS = ("image", "label", "label_name", "source", "content_hash")
+from pipeline.config import ImagesConfig
+from pipeline.ingest.images import image_shape
 
 
-def image_schema(height: int, width: int) -> Unischema:
-    """RGB images of a fixed size stored as PNG, with their label and provenance."""
+def image_schema(images: ImagesConfig) -> Unischema:
+    """Images of the configured size, mode and encoding, with their label and provenance."""
+    codec = CompressedImageCodec(images.encoding, quality=images.jpeg_quality)
     return Unischema("ImageRecord", [
-        UnischemaField("image", np.uint8, (height, width, 3), CompressedImageCodec("png"), False),
+        UnischemaField("image", np.uint8, image_shape(images), codec, False),
         UnischemaField("label", np.int32, (), ScalarCodec(IntegerType()), False),
         UnischemaField("label_name", np.str_, (), ScalarCodec(StringType()), False),
         UnischemaField("source", np.str_, (), ScalarCodec(StringType()), False),

@@ -62,3 +62,11 @@ def delete_dir(uri: str) -> None:
 def make_dirs(uri: str) -> None:
     filesystem, path = _resolve(uri)
     filesystem.create_dir(path, recursive=True)
+
+
+def list_names(uri: str) -> list[str]:
+    """Names of the entries directly inside a directory (empty if it does not exist)."""
+    filesystem, path = _resolve(uri)
+    if filesystem.get_file_info(path).type != pafs.FileType.Directory:
+        return []
+    return sorted(info.base_name for info in filesystem.get_file_info(pafs.FileSelector(path)))

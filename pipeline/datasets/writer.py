@@ -9,7 +9,7 @@ import hashlib
 import logging
 import math
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -21,14 +21,14 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from pipeline.datasets import storage
-from pipeline.datasets.manifest import MANIFEST_NAME, Manifest, SplitInfo
+from pipeline.datasets.manifest import LATEST_NAME, MANIFEST_NAME, Manifest, SplitInfo
 from pipeline.datasets.schema import describe
 from pipeline.errors import PipelineError
 from pipeline.ingest.split import SPLITS
 
 log = logging.getLogger(__name__)
 
-WriteMode = Literal["error", "overwrite"]
+WriteMode = Literal["error", "overwrite", "new-version"]
 QUARANTINE_DIR = "quarantine"
 
 
@@ -52,13 +52,19 @@ class VersionSpec:
     rows_per_row_group: int
     row_group_size_mb: int
     order_column: str
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def check_output(output_uri: str, mode: WriteMode) -> None:
     """Fail before any work when the output exists and may not be replaced."""
     if mode == "error" and storage.exists(output_uri):
         raise OutputExistsError(
-            f"{output_uri} already exists; pass --mode overwrite to replace it")
+            f"{output_uri} already exists; pass --mode overwrite to replace it, or "
+            "--mode new-version to add a version beside the existing ones")
+    if mode == "new-version" and storage.exists(storage.join(output_uri, MANIFEST_NAME)):
+        raise OutputExistsError(
+            f"{output_uri} is a dataset version itself; --mode new-version needs a folder of "
+            "versions")
 
 
 def _count_row_groups(split_uri: str) -> int:
@@ -101,8 +107,12 @@ def write_version(spark: SparkSession, records: DataFrame, discovered: int,
     ``output_uri`` only once complete and accounted for.
     """
     check_output(output_uri, mode)
-    parent, _, name = output_uri.rstrip("/").rpartition("/")
-    staging = storage.join(parent, f".{name}.staging-{uuid.uuid4().hex[:8]}")
+    token = uuid.uuid4().hex[:8]
+    if mode == "new-version":
+        staging = storage.join(output_uri, f".staging-{token}")
+    else:
+        parent, _, name = output_uri.rstrip("/").rpartition("/")
+        staging = storage.join(parent, f".{name}.staging-{token}")
     accepted = records.filter(F.col("reason").isNull())
     rejected = records.filter(F.col("reason").isNotNull())
 
@@ -133,27 +143,59 @@ def write_version(spark: SparkSession, records: DataFrame, discovered: int,
             config=spec.config, label_map=spec.label_map, discovered=discovered,
             splits=splits, quarantine=dict(sorted(reasons.items())),
             schema=describe(spec.schema), fingerprint=_fingerprint(accepted, spec),
+            extra={**spec.extra, "rows_per_row_group": spec.rows_per_row_group,
+                   "max_workers": min((s.row_groups for s in splits.values()), default=0)},
         )
-        if not manifest.accounted():
-            raise AccountingError(
-                f"{discovered} inputs discovered but {sum(s.rows for s in splits.values())} "
-                f"accepted + {manifest.quarantined} quarantined; nothing committed")
+        _check_accounting(records, discovered, manifest)
         storage.write_text(storage.join(staging, MANIFEST_NAME), manifest.to_json())
-        _commit(staging, output_uri, mode)
+        version_uri = _commit(staging, output_uri, mode)
     except BaseException:
         storage.delete_dir(staging)
         raise
+    manifest.extra["version_uri"] = version_uri
     return manifest
 
 
-def _commit(staging: str, output_uri: str, mode: WriteMode) -> None:
-    """Swap the finished version in; a reader sees the old version or the new, never a mix."""
-    if storage.exists(output_uri):
+def _check_accounting(records: DataFrame, discovered: int, manifest: Manifest) -> None:
+    """Every discovered input exactly once: in one split, or in quarantine."""
+    accepted = sum(s.rows for s in manifest.splits.values())
+    if not manifest.accounted():
+        raise AccountingError(
+            f"{discovered} inputs discovered but {accepted} accepted + {manifest.quarantined} "
+            "quarantined; nothing committed")
+    distinct = records.select("path").distinct().count()
+    if distinct != discovered:
+        raise AccountingError(
+            f"{discovered} inputs discovered but {distinct} distinct paths in the output; "
+            "nothing committed")
+
+
+def _next_version_name(collection_uri: str) -> str:
+    numbers = [int(n[1:]) for n in storage.list_names(collection_uri)
+               if n.startswith("v") and n[1:].isdigit()]
+    return f"v{max(numbers, default=0) + 1:04d}"
+
+
+def _commit(staging: str, output_uri: str, mode: WriteMode) -> str:
+    """Move the finished version into place; a reader sees a whole version or none.
+
+    Returns the URI of the committed version.
+    """
+    if mode == "new-version":
+        target = storage.join(output_uri, _next_version_name(output_uri))
+        storage.rename(staging, target)
+        pointer = storage.join(output_uri, f".{LATEST_NAME}.{uuid.uuid4().hex[:8]}")
+        storage.write_text(pointer, target.rsplit("/", 1)[1] + "\n")
+        storage.rename(pointer, storage.join(output_uri, LATEST_NAME))
+    elif storage.exists(output_uri):
         check_output(output_uri, mode)
         retired = f"{staging}.retired"
         storage.rename(output_uri, retired)
         storage.rename(staging, output_uri)
         storage.delete_dir(retired)
+        target = output_uri
     else:
         storage.rename(staging, output_uri)
-    log.info("committed dataset version %s", output_uri)
+        target = output_uri
+    log.info("committed dataset version %s", target)
+    return target

@@ -1,64 +1,117 @@
-"""Per-image cleaning, plain Python: decode safely, normalise to RGB, resize, encode PNG.
+"""Per-image cleaning, plain Python: decode safely, normalise the mode, resize, encode.
 
 No Spark here: the ingest job maps ``prepare_image`` over raw bytes, and batch inference
-reuses it so that serving sees exactly the pixels training saw.
+reuses it so that serving sees exactly the pixels training saw. Every option comes from
+``ImagesConfig`` (the ``images:`` section of the configuration).
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import struct
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
+from pipeline.config import ImagesConfig
 from pipeline.ingest.rejection import Rejected
 
-# We enforce our own pixel limit from the header (ImageSpec.max_pixels) before decoding.
+# We enforce our own pixel limit from the header (ImagesConfig.max_pixels) before decoding,
+# so Pillow's bomb check must not fire first with a different error.
 Image.MAX_IMAGE_PIXELS = None
+# A truncated file must fail to load, never come back silently padded with grey.
+ImageFile.LOAD_TRUNCATED_IMAGES = False
 cv2.setNumThreads(1)
 
-
-@dataclass(frozen=True)
-class ImageSpec:
-    """What every accepted image becomes."""
-
-    height: int
-    width: int
-    png_compression: int = 1
-    max_pixels: int = 50_000_000
+# What Pillow raises on bad data (Image.open probes plugins with the same set).
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error)
+# File signatures Pillow knows: an unreadable file that starts with one is corrupt, not text.
+_SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"II*\x00", b"MM\x00*")
+# Formats whose extra frames are an animation (extra TIFF pages or MPO previews are not).
+_ANIMATED_FORMATS = ("GIF", "PNG", "WEBP")
 
 
 @dataclass(frozen=True)
 class PreparedImage:
-    png: bytes
+    encoded: bytes
     content_hash: str
 
 
-def decode_rgb(data: bytes, max_pixels: int) -> np.ndarray:
-    """Decode image bytes to an RGB uint8 array (EXIF orientation applied, first frame)."""
+def _open(data: bytes) -> Image.Image:
+    """Parse only the header (Pillow is lazy): no pixel is decoded here."""
     if not data:
         raise Rejected("empty_file", "the file has no bytes")
     try:
-        img = Image.open(io.BytesIO(data))
+        return Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
+        if data.startswith(_SIGNATURES) or data[8:12] == b"WEBP":
+            raise Rejected("corrupt_image", "image signature but unreadable header") from None
         raise Rejected("not_an_image", "no image format recognised in the file header") from None
-    except (OSError, ValueError, SyntaxError) as exc:
+    except _DECODE_ERRORS as exc:
         raise Rejected("corrupt_image", f"header unreadable: {exc}") from None
-    width, height = img.size
-    if width * height > max_pixels:
+
+
+def decode_pixels(data: bytes, cfg: ImagesConfig) -> np.ndarray:
+    """Raw file bytes -> oriented, mode-normalised uint8 pixels before resize; raises ``Rejected``.
+
+    Checks run cheapest first: pixel count and animation from the header, then the first
+    frame alone is decoded, EXIF orientation applied, the mode normalised, the size checked.
+    """
+    image = _open(data)
+    width, height = image.size
+    if width * height > cfg.max_pixels:
         raise Rejected("too_many_pixels",
-                       f"header claims {width}x{height} = {width * height} pixels > {max_pixels}")
+                       f"header claims {width}x{height} = {width * height} pixels "
+                       f"> max_pixels {cfg.max_pixels}")
+    kind = image.format or "image"
     try:
-        img.seek(0)
-        img = ImageOps.exif_transpose(img)
-        rgb = img.convert("RGB")
-        return np.asarray(rgb, dtype=np.uint8)
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        kind = img.format or "image"
+        if (cfg.animation == "reject" and kind in _ANIMATED_FORMATS
+                and getattr(image, "is_animated", False)):
+            raise Rejected("animated", f"{kind} has more than one frame")
+        image.load()  # the current (first) frame only
+        image = ImageOps.exif_transpose(image)
+        pixels = normalise_mode(image, cfg.color_mode)
+    except _DECODE_ERRORS as exc:
         raise Rejected("corrupt_image", f"{kind} failed to decode: {exc}") from None
+    height, width = pixels.shape[:2]
+    if min(height, width) < cfg.min_size:
+        raise Rejected("too_small", f"{width}x{height} is below min_size {cfg.min_size}")
+    return pixels
+
+
+def normalise_mode(image: Image.Image, color_mode: str) -> np.ndarray:
+    """Any Pillow mode -> uint8 (H, W, 3) RGB or (H, W) grayscale.
+
+    Alpha and transparency are composited over white, the usual background of icons, scans
+    and web graphics (a transparent pixel's own colour is arbitrary, often black).
+    16/32-bit and float gray is scaled to 8 bits, not clipped (see ``_to_8bit``).
+    """
+    if image.mode == "F" or image.mode.startswith("I"):
+        image = Image.fromarray(_to_8bit(np.asarray(image), image.mode))
+    elif image.has_transparency_data:
+        white = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(white, image.convert("RGBA"))
+    if image.mode not in ("1", "L", "RGB"):  # CMYK, P, RGBA, YCbCr, LAB, ...: via RGB, so that
+        image = image.convert("RGB")  # grayscale is always the luma of the RGB image
+    return np.asarray(image.convert("RGB" if color_mode == "rgb" else "L"), dtype=np.uint8)
+
+
+def _to_8bit(values: np.ndarray, mode: str) -> np.ndarray:
+    """Scale high-depth gray to 0-255 by its type's range: 16-bit 65535 -> 255, 257 -> 1.
+
+    ``I;16*`` is 16-bit; ``I`` is taken as 16-bit (how Pillow used to open 16-bit PNGs)
+    unless a value exceeds 65535, then as 31-bit; ``F`` is taken as 0-1 when its maximum
+    is at most 1, else as 0-255 (Pillow's own L <-> F convention). Out of range is clipped.
+    """
+    values = np.nan_to_num(values.astype(np.float32))
+    if mode == "F":
+        top = 1.0 if values.max() <= 1.0 else 255.0
+    else:
+        top = 65535.0 if mode != "I" or values.max() <= 65535 else float(2**31 - 1)
+    return np.rint(np.clip(values * (255.0 / top), 0, 255)).astype(np.uint8)
 
 
 def pixel_hash(pixels: np.ndarray) -> str:
@@ -68,8 +121,8 @@ def pixel_hash(pixels: np.ndarray) -> str:
     return digest.hexdigest()
 
 
-def resize(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Resize to exactly height x width (area interpolation when shrinking)."""
+def _scale(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
+    """cv2 resize to exactly height x width: area interpolation when shrinking, else linear."""
     if pixels.shape[:2] == (height, width):
         return pixels
     shrinking = pixels.shape[0] >= height and pixels.shape[1] >= width
@@ -77,24 +130,64 @@ def resize(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
     return cv2.resize(pixels, (width, height), interpolation=interpolation)
 
 
-def encode_png(rgb: np.ndarray, compression: int) -> bytes:
-    """PNG bytes exactly as Petastorm's ``CompressedImageCodec('png')`` stores them (cv2, BGR)."""
-    ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
-                           [cv2.IMWRITE_PNG_COMPRESSION, compression])
-    if not ok:  # cv2 fails only on invalid arrays, which decode_rgb never returns
-        raise Rejected("encode_failed", "PNG encoding failed")
+def resize(pixels: np.ndarray, cfg: ImagesConfig) -> np.ndarray:
+    """Resize to exactly ``cfg.height`` x ``cfg.width`` by the ``cfg.resize`` policy.
+
+    ``fit`` stretches; ``pad`` scales to fit inside and pads with black, centred; ``crop``
+    centre-crops the source to the target aspect ratio, then scales (so no intermediate is
+    ever larger than the source or the target).
+    """
+    height, width = cfg.height, cfg.width
+    rows, cols = pixels.shape[:2]
+    if cfg.resize == "crop":
+        crop_rows = min(rows, max(1, round(cols * height / width)))
+        crop_cols = min(cols, max(1, round(rows * width / height)))
+        top, left = (rows - crop_rows) // 2, (cols - crop_cols) // 2
+        return _scale(pixels[top:top + crop_rows, left:left + crop_cols], height, width)
+    if cfg.resize == "pad":
+        factor = min(height / rows, width / cols)
+        inner_rows = min(height, max(1, round(rows * factor)))
+        inner_cols = min(width, max(1, round(cols * factor)))
+        top, left = (height - inner_rows) // 2, (width - inner_cols) // 2
+        canvas = np.zeros((height, width, *pixels.shape[2:]), dtype=np.uint8)
+        canvas[top:top + inner_rows, left:left + inner_cols] = _scale(pixels, inner_rows,
+                                                                      inner_cols)
+        return canvas
+    return _scale(pixels, height, width)
+
+
+def encode_stored(pixels: np.ndarray, cfg: ImagesConfig) -> bytes:
+    """Pixels -> stored bytes, as Petastorm's ``CompressedImageCodec(cfg.encoding)`` writes them.
+
+    Like the codec: cv2 encodes, colour goes in BGR order, grayscale as one channel.
+    """
+    image = cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR) if pixels.ndim == 3 else pixels
+    if cfg.encoding == "png":
+        ok, buf = cv2.imencode(".png", image, [cv2.IMWRITE_PNG_COMPRESSION, cfg.png_compression])
+    else:
+        ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, cfg.jpeg_quality])
+    if not ok:  # cv2 fails only on invalid arrays, which decode_pixels never returns
+        raise Rejected("encode_failed", f"{cfg.encoding} encoding failed")
     return buf.tobytes()
 
 
-def prepare_image(data: bytes, spec: ImageSpec) -> PreparedImage:
-    """Raw file bytes -> the stored PNG and the content hash; raises ``Rejected``."""
-    pixels = decode_rgb(data, spec.max_pixels)
-    content_hash = pixel_hash(pixels)
-    resized = resize(pixels, spec.height, spec.width)
-    return PreparedImage(png=encode_png(resized, spec.png_compression), content_hash=content_hash)
+def decode_stored(encoded: bytes) -> np.ndarray:
+    """Stored bytes -> RGB (H, W, 3) or grayscale (H, W), as Petastorm's codec decodes them."""
+    image = cv2.imdecode(np.frombuffer(encoded, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise ValueError("stored image bytes do not decode")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB) if image.ndim == 3 else image
 
 
-def decode_png(png: bytes) -> np.ndarray:
-    """Stored PNG bytes -> RGB array (the inverse of ``encode_png``)."""
-    bgr = cv2.imdecode(np.frombuffer(png, dtype=np.uint8), cv2.IMREAD_COLOR)
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+def image_shape(cfg: ImagesConfig) -> tuple[int, ...]:
+    """Shape of every stored image array: (h, w, 3) for rgb, (h, w) for grayscale."""
+    if cfg.color_mode == "rgb":
+        return (cfg.height, cfg.width, 3)
+    return (cfg.height, cfg.width)
+
+
+def prepare_image(data: bytes, cfg: ImagesConfig) -> PreparedImage:
+    """Raw file bytes -> the stored encoding and the content hash; raises ``Rejected``."""
+    pixels = decode_pixels(data, cfg)
+    return PreparedImage(encoded=encode_stored(resize(pixels, cfg), cfg),
+                         content_hash=pixel_hash(pixels))

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from pipeline.config import Config
 from pipeline.datasets import storage
-from pipeline.datasets.manifest import read_manifest
+from pipeline.datasets.manifest import open_version
 from pipeline.datasets.reader import check_shardable
 from pipeline.errors import InputError
 from pipeline.tracking.runs import create_training_run, end_run
@@ -29,8 +29,7 @@ class TrainResult:
 
 def train(cfg: Config, data: str) -> TrainResult:
     """Train on the dataset version at ``data``; returns the MLflow run and final metrics."""
-    dataset_url = storage.to_uri(data)
-    manifest = read_manifest(dataset_url)
+    dataset_url, manifest = open_version(storage.to_uri(data))
     workers = cfg.train.workers
     for split in ("train", "val"):
         if split not in manifest.splits:

@@ -11,6 +11,7 @@ import math
 
 import numpy as np
 
+from pipeline.datasets.manifest import Manifest
 from pipeline.datasets.reader import read_batches, tf_dataset, training_stream
 from pipeline.errors import PipelineError
 from pipeline.logs import setup_logging
@@ -22,6 +23,18 @@ log = logging.getLogger("pipeline.train.worker")
 
 class ValidationCountError(PipelineError, RuntimeError):
     """The workers together read a different number of validation rows than the manifest says."""
+
+
+def model_input_shape(manifest: Manifest) -> tuple[int, int, int]:
+    """(height, width, channels) of the stored images; grayscale gets one channel."""
+    shape = next(f for f in manifest.schema if f["name"] == "image")["shape"]
+    return shape[0], shape[1], shape[2] if len(shape) == 3 else 1
+
+
+def as_model_input(images: np.ndarray) -> np.ndarray:
+    """A batch of stored images as the model takes them: float32, with a channel axis."""
+    images = images.astype("float32")
+    return images[..., None] if images.ndim == 3 else images
 
 
 def steps_per_epoch(train_rows: int, batch_size: int, workers: int) -> int:
@@ -49,7 +62,7 @@ def _exact_validation_callback(tf, hvd_tf, spec: WorkerSpec, rank: int, size: in
             loss_sum = correct = seen = 0.0
             for batch in read_batches(spec.dataset_url, "val", ("image", "label"),
                                       spec.train.batch_size, shard=rank, shard_count=size):
-                probs = self.model(batch["image"].astype("float32"), training=False).numpy()
+                probs = self.model(as_model_input(batch["image"]), training=False).numpy()
                 labels = batch["label"].astype("int64")
                 picked = probs[range(len(labels)), labels].clip(1e-7, 1.0)
                 loss_sum += float(-np.log(picked).sum())
@@ -82,8 +95,7 @@ def train_worker(spec: WorkerSpec) -> dict:
     _configure_devices(tf, hvd, cfg.threads_per_worker)
     tf.keras.utils.set_random_seed(cfg.seed + rank)
 
-    image_field = next(f for f in manifest.schema if f["name"] == "image")
-    height, width, channels = image_field["shape"]
+    height, width, channels = model_input_shape(manifest)
     model = build_image_cnn(height, width, channels, manifest.num_classes)
     # Horovod's rule: scale the learning rate by the number of workers
     optimizer = hvd.DistributedOptimizer(make_optimizer(cfg.optimizer, cfg.learning_rate * size))
@@ -103,7 +115,9 @@ def train_worker(spec: WorkerSpec) -> dict:
     with training_stream(spec.dataset_url, "train", ("image", "label"), shard=rank,
                          shard_count=size, seed=cfg.seed + rank,
                          reader_workers=cfg.reader_workers) as reader:
-        dataset = tf_dataset(reader).map(lambda row: (tf.cast(row.image, tf.float32), row.label))
+        dataset = tf_dataset(reader).map(
+            lambda row: (tf.reshape(tf.cast(row.image, tf.float32), (height, width, channels)),
+                         row.label))
         if cfg.shuffle_buffer:
             dataset = dataset.shuffle(cfg.shuffle_buffer, seed=cfg.seed + rank)
         dataset = dataset.batch(cfg.batch_size).prefetch(tf.data.AUTOTUNE)
@@ -112,6 +126,6 @@ def train_worker(spec: WorkerSpec) -> dict:
 
     if rank == 0:
         example = next(read_batches(spec.dataset_url, "val", ("image",), 4))["image"]
-        log_keras_model(spec.tracking_uri, spec.run_id, model, example.astype("float32"))
+        log_keras_model(spec.tracking_uri, spec.run_id, model, as_model_input(example))
     return {"rank": rank, "steps": steps * len(history.history["loss"]),
             "history": {k: [float(v) for v in vs] for k, vs in history.history.items()}}

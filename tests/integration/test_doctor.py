@@ -5,20 +5,15 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import REPO
+from tests.procs import run_pipeline
 
 pytestmark = pytest.mark.integration
-PIPELINE = str(Path(sys.executable).with_name("pipeline"))
-
-
-def _run(args, cwd, env=None):
-    return subprocess.run([PIPELINE, *args], cwd=cwd, capture_output=True, text=True,
-                          env=env, timeout=300)
+_run = run_pipeline
 
 
 def test_doctor_passes_here(tmp_path):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -13,6 +11,8 @@ from pipeline.datasets.manifest import read_manifest
 from pipeline.datasets.reader import read_batches
 from pipeline.datasets.writer import OutputExistsError
 from pipeline.ingest.image_job import ingest_images
+from tests.conftest import make_config
+from tests.corpus import CORPUS_CONFIG_OVERRIDES, write_image_corpus
 
 pytestmark = pytest.mark.integration
 
@@ -87,27 +87,40 @@ def test_rerun_gives_the_same_fingerprint_and_existing_output_is_refused(
     assert leftovers == [], f"staging directories left behind: {leftovers}"
 
 
-def test_broken_inputs_are_quarantined_not_lost(spark, config, digits_raw, tmp_path):
-    raw = tmp_path / "raw"
-    for label in ("3", "5"):
-        (raw / label).mkdir(parents=True)
-        for source in sorted((digits_raw / label).iterdir())[:20]:
-            shutil.copy(source, raw / label / source.name)
-    good = (raw / "3" / sorted(p.name for p in (raw / "3").iterdir())[0]).read_bytes()
-    (raw / "3" / "truncated.png").write_bytes(good[: len(good) // 2])
-    (raw / "5" / "notes.png").write_text("not an image at all")
-    (raw / "5" / "empty.png").write_bytes(b"")
-    (raw / "stray.png").write_bytes(good)  # directly in the root: no label
-    (raw / "5" / ".hidden.png").write_bytes(good)  # Spark's reader skips it; we must not
-
-    manifest = ingest_images(spark, config, str(raw), str(tmp_path / "out"))
-    assert manifest.discovered == 45
+def test_broken_and_odd_images_are_all_accounted_for(spark, tmp_path):
+    expected = write_image_corpus(tmp_path / "raw")
+    cfg = make_config(tmp_path, *CORPUS_CONFIG_OVERRIDES)
+    manifest = ingest_images(spark, cfg, str(tmp_path / "raw"), str(tmp_path / "out"))
+    assert manifest.discovered == len(expected)
     assert manifest.accounted()
-    assert manifest.quarantine == {"corrupt_image": 1, "empty_file": 1, "hidden_file": 1,
-                                   "no_label": 1, "not_an_image": 1}
-    table = pq.read_table(tmp_path / "out" / "quarantine").to_pandas()
-    assert len(table) == 5
-    by_name = {row.path.rsplit("/", 1)[-1]: row for row in table.itertuples()}
-    assert by_name["truncated.png"].reason == "corrupt_image"
-    assert by_name["stray.png"].reason == "no_label"
-    assert all(table["detail"].str.len() > 0)
+
+    root = f"file:{tmp_path / 'raw'}/"
+    quarantine = pq.read_table(tmp_path / "out" / "quarantine").to_pandas()
+    got = {row.path.removeprefix(root): row.reason for row in quarantine.itertuples()}
+    details = {row.path.removeprefix(root): row.detail for row in quarantine.itertuples()}
+    accepted = {}
+    for split in manifest.splits:
+        for batch in read_batches(f"file://{tmp_path / 'out'}", split,
+                                  ("image", "source", "label_name"), 64):
+            for image, source, label in zip(batch["image"], batch["source"],
+                                            batch["label_name"], strict=True):
+                relative = source.removeprefix(root)
+                assert image.shape == (28, 28, 3), relative  # every accepted row decodes
+                assert label == relative.split("/")[0]
+                accepted[relative] = "accepted"
+    assert not set(accepted) & set(got), "an input is both accepted and quarantined"
+    outcome = {**got, **accepted}
+    assert sorted(outcome) == sorted(expected)
+
+    groups: dict[str, list[str]] = {}
+    for relative, want in expected.items():
+        if want.startswith("duplicate_group:"):
+            groups.setdefault(want, []).append(relative)
+        else:
+            assert outcome[relative] == want, relative
+    for members in groups.values():
+        kept = [m for m in members if outcome[m] == "accepted"]
+        assert len(kept) == 1, members
+        for member in set(members) - set(kept):
+            assert outcome[member] == "duplicate"
+            assert details[member] == f"duplicate of {root}{kept[0]}"

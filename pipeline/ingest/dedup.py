@@ -1,0 +1,42 @@
+"""Exact duplicates by content hash: which input is kept, and why the others are not."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MAX_NAMED = 5
+
+
+@dataclass(frozen=True)
+class DuplicateGroup:
+    """Inputs with the same content: (path, label) pairs."""
+
+    members: list[tuple[str, str]]
+
+
+def _names(paths: list[str]) -> str:
+    shown = ", ".join(paths[:MAX_NAMED])
+    return shown + (f" and {len(paths) - MAX_NAMED} more" if len(paths) > MAX_NAMED else "")
+
+
+def duplicate_decisions(groups: list[DuplicateGroup]) -> dict[str, tuple[str, str]]:
+    """path -> (reason, detail) for every input that is not kept.
+
+    Same label: the smallest path is kept, the others are ``duplicate`` naming it.
+    Different labels: nobody can say which is right, so all are ``conflicting_labels``.
+    """
+    decisions: dict[str, tuple[str, str]] = {}
+    for group in groups:
+        members = sorted(group.members)
+        labels = sorted({label for _, label in members})
+        if len(labels) > 1:
+            for path, _ in members:
+                others = [p for p, _ in members if p != path]
+                decisions[path] = ("conflicting_labels",
+                                   f"same pixels filed under labels {', '.join(labels)}: "
+                                   f"{_names(others)}")
+        else:
+            kept = members[0][0]
+            for path, _ in members[1:]:
+                decisions[path] = ("duplicate", f"duplicate of {kept}")
+    return decisions

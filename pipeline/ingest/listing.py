@@ -1,0 +1,92 @@
+"""Listing raw inputs through Hadoop's FileSystem (the driver side of discovery).
+
+Spark's file sources skip empty and hidden files without a word; listing through Hadoop
+ourselves sees every file on any filesystem Spark reads (file, hdfs, s3a), so none is lost.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from urllib.parse import urlparse
+
+from pyspark.sql import SparkSession
+
+from pipeline.errors import InputError
+
+
+def _filesystem(spark: SparkSession, uri: str):
+    jvm = spark.sparkContext._jvm
+    path = jvm.org.apache.hadoop.fs.Path(uri)
+    return path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()), path
+
+
+def qualify(spark: SparkSession, uri: str) -> str:
+    """``uri`` spelled as Spark spells file paths (``file:/x`` rather than ``file:///x``)."""
+    filesystem, path = _filesystem(spark, uri)
+    return filesystem.makeQualified(path).toString()
+
+
+def list_tree(spark: SparkSession, uri: str) -> tuple[str, list[tuple[str, int]]]:
+    """(qualified root, [(path, size)] of every file below it, recursively)."""
+    filesystem, path = _filesystem(spark, uri)
+    if not filesystem.exists(path):
+        raise InputError(f"input {uri} does not exist")
+    if filesystem.getFileStatus(path).isFile():
+        raise InputError(f"input {uri} is a file; pass a folder, or a listing with --manifest")
+    found = []
+    listing = filesystem.listFiles(path, True)
+    while listing.hasNext():
+        status = listing.next()
+        found.append((status.getPath().toString(), int(status.getLen())))
+    return filesystem.makeQualified(path).toString(), sorted(found)
+
+
+def read_text(spark: SparkSession, uri: str) -> str:
+    """A whole text file (UTF-8), read through Hadoop with Spark's filesystem settings."""
+    filesystem, path = _filesystem(spark, uri)
+    if not filesystem.exists(path) or not filesystem.getFileStatus(path).isFile():
+        raise InputError(f"{uri} does not exist or is not a file")
+    row = spark.read.text(uri, wholetext=True).first()
+    return row[0] if row else ""
+
+
+def empty_folders(spark: SparkSession, root: str) -> list[str]:
+    """Label folders directly under ``root`` that hold no file at any depth."""
+    filesystem, path = _filesystem(spark, root)
+    empty = []
+    for status in filesystem.listStatus(path):
+        if status.isDirectory() and not filesystem.listFiles(status.getPath(), True).hasNext():
+            empty.append(status.getPath().getName())
+    return sorted(empty)
+
+
+def locate(spark: SparkSession, paths: list[str]) -> dict[str, tuple[str, int]]:
+    """For each of ``paths`` that exists as a file: (qualified path, size).
+
+    Lists each parent folder once rather than asking for every file.
+    """
+    by_parent: dict[str, list[str]] = defaultdict(list)
+    for p in paths:
+        by_parent[p.rsplit("/", 1)[0]].append(p)
+    found: dict[str, tuple[str, int]] = {}
+    for parent, members in by_parent.items():
+        filesystem, path = _filesystem(spark, parent)
+        if not filesystem.exists(path) or not filesystem.getFileStatus(path).isDirectory():
+            continue
+        files = {status.getPath().getName(): (status.getPath().toString(), int(status.getLen()))
+                 for status in filesystem.listStatus(path) if status.isFile()}
+        for member in members:
+            name = member.rsplit("/", 1)[1]
+            if name in files:
+                found[member] = files[name]
+    return found
+
+
+def escapes_root(path: str, root: str) -> bool:
+    """A local file whose real location (symbolic links resolved) is outside ``root``."""
+    if urlparse(path).scheme != "file":
+        return False
+    real = os.path.realpath(urlparse(path).path)
+    real_root = os.path.realpath(urlparse(root).path)
+    return os.path.commonpath([real, real_root]) != real_root
