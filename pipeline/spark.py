@@ -7,6 +7,8 @@ import os
 import shutil
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from pipeline.config import SparkConfig
@@ -87,3 +89,27 @@ class SparkProgress:
     def __exit__(self, *exc_info) -> None:
         self._stop.set()
         self._thread.join()
+
+
+@contextmanager
+def packed_file_partitions(spark, sizes: list[int], partitions: int,
+                           open_cost: int = 4096) -> Iterator[None]:
+    """Make file sources pack ``sizes`` (bytes per file) into about ``partitions`` partitions.
+
+    Spark counts 4 MB of cost per file by default, which gives one partition per ~32 small
+    files and a task per partition: planned here, with no shuffle of the file contents.
+    Applies to the actions run inside the block (file scans are planned when they run).
+    """
+    keys = ("spark.sql.files.openCostInBytes", "spark.sql.files.maxPartitionBytes")
+    before = {key: spark.conf.get(key, None) for key in keys}
+    total = sum(sizes) + open_cost * len(sizes)
+    spark.conf.set(keys[0], str(open_cost))
+    spark.conf.set(keys[1], str(max(open_cost, -(-total // max(1, partitions)))))
+    try:
+        yield
+    finally:
+        for key, value in before.items():
+            if value is None:
+                spark.conf.unset(key)
+            else:
+                spark.conf.set(key, value)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from petastorm.codecs import CompressedImageCodec, ScalarCodec
+from petastorm.codecs import CompressedImageCodec, NdarrayCodec, ScalarCodec
 from petastorm.unischema import Unischema, UnischemaField
 from pyspark.sql.types import IntegerType, StringType
 
@@ -21,6 +21,26 @@ def image_schema(images: ImagesConfig) -> Unischema:
         UnischemaField("source", np.str_, (), ScalarCodec(StringType()), False),
         UnischemaField("content_hash", np.str_, (), ScalarCodec(StringType()), False),
     ])
+
+
+def text_schema(max_len: int) -> Unischema:
+    """Token ids of a fixed length with the cleaned text, its label and provenance."""
+    return Unischema("TextRecord", [
+        UnischemaField("token_ids", np.int32, (max_len,), NdarrayCodec(), False),
+        UnischemaField("length", np.int32, (), ScalarCodec(IntegerType()), False),
+        UnischemaField("label", np.int32, (), ScalarCodec(IntegerType()), False),
+        UnischemaField("label_name", np.str_, (), ScalarCodec(StringType()), False),
+        UnischemaField("text", np.str_, (), ScalarCodec(StringType()), False),
+        UnischemaField("source", np.str_, (), ScalarCodec(StringType()), False),
+        UnischemaField("line", np.int32, (), ScalarCodec(IntegerType()), True),
+        UnischemaField("content_hash", np.str_, (), ScalarCodec(StringType()), False),
+    ])
+
+
+def encode_token_ids(schema: Unischema, ids: np.ndarray) -> bytes:
+    """The stored form of a token-id array (Petastorm's NdarrayCodec)."""
+    field = schema.fields["token_ids"]
+    return bytes(field.codec.encode(field, ids))
 
 
 def describe(schema: Unischema) -> list[dict[str, object]]:

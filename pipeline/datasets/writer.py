@@ -53,6 +53,7 @@ class VersionSpec:
     row_group_size_mb: int
     order_column: str
     extra: dict[str, Any] = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)  # e.g. vocab.txt: part of the version
 
 
 def check_output(output_uri: str, mode: WriteMode) -> None:
@@ -79,8 +80,11 @@ def _count_row_groups(split_uri: str) -> int:
 
 
 def _fingerprint(records: DataFrame, spec: VersionSpec) -> str:
-    """SHA-256 over the configuration and the sorted (split, label, content) triples."""
+    """SHA-256 over the configuration, the version's files and the sorted
+    (split, label, content) triples."""
     digest = hashlib.sha256(repr(sorted(spec.config.items())).encode())
+    for name, text in sorted(spec.files.items()):
+        digest.update(f"{name}\n{text}\n".encode())
     ordered = records.select("split", "label_name", spec.order_column).orderBy(
         "split", spec.order_column, "label_name")
     for row in ordered.toLocalIterator():
@@ -147,6 +151,8 @@ def write_version(spark: SparkSession, records: DataFrame, discovered: int,
                    "max_workers": min((s.row_groups for s in splits.values()), default=0)},
         )
         _check_accounting(records, discovered, manifest)
+        for name, text in spec.files.items():
+            storage.write_text(storage.join(staging, name), text)
         storage.write_text(storage.join(staging, MANIFEST_NAME), manifest.to_json())
         version_uri = _commit(staging, output_uri, mode)
     except BaseException:

@@ -19,11 +19,13 @@ def _names(paths: list[str]) -> str:
     return shown + (f" and {len(paths) - MAX_NAMED} more" if len(paths) > MAX_NAMED else "")
 
 
-def duplicate_decisions(groups: list[DuplicateGroup]) -> dict[str, tuple[str, str]]:
+def duplicate_decisions(groups: list[DuplicateGroup], reason: str = "duplicate"
+                        ) -> dict[str, tuple[str, str]]:
     """path -> (reason, detail) for every input that is not kept.
 
-    Same label: the smallest path is kept, the others are ``duplicate`` naming it.
-    Different labels: nobody can say which is right, so all are ``conflicting_labels``.
+    Same label: the smallest path is kept, the others get ``reason`` (``duplicate`` or
+    ``near_duplicate``) naming it. Different labels: nobody can say which is right, so all
+    are ``conflicting_labels``.
     """
     decisions: dict[str, tuple[str, str]] = {}
     for group in groups:
@@ -38,5 +40,24 @@ def duplicate_decisions(groups: list[DuplicateGroup]) -> dict[str, tuple[str, st
         else:
             kept = members[0][0]
             for path, _ in members[1:]:
-                decisions[path] = ("duplicate", f"duplicate of {kept}")
+                decisions[path] = (reason, f"{reason.replace('_', '-')} of {kept}")
     return decisions
+
+
+def connected_groups(pairs: list[tuple[str, str]]) -> list[list[str]]:
+    """Groups of paths linked by similar pairs, transitively (union-find)."""
+    parent: dict[str, str] = {}
+
+    def root(item: str) -> str:
+        parent.setdefault(item, item)
+        while parent[item] != item:
+            parent[item] = parent[parent[item]]
+            item = parent[item]
+        return item
+
+    for left, right in pairs:
+        parent[root(left)] = root(right)
+    groups: dict[str, list[str]] = {}
+    for item in parent:
+        groups.setdefault(root(item), []).append(item)
+    return sorted(sorted(members) for members in groups.values())

@@ -55,6 +55,16 @@ def classify_folder_file(path: str, size: int, root: str,
     return Discovered(path, size, label)
 
 
+def classify_data_file(path: str, size: int, root: str) -> Discovered:
+    """A file of rows (CSV, JSONL) under ``root``: its rows carry their own labels."""
+    if is_hidden(path, root):
+        return Discovered(path, size, reason="hidden_file",
+                          detail="names starting with '.' or '_' are hidden; not read")
+    if size == 0:
+        return Discovered(path, size, reason="empty_file", detail="the file has no bytes")
+    return Discovered(path, size, label="")
+
+
 def listing_format(uri: str) -> ListingFormat:
     """``.csv`` or ``.jsonl``/``.json``/``.ndjson`` by the listing file's extension."""
     name = uri.lower()

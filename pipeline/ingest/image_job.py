@@ -19,12 +19,12 @@ from pipeline.datasets.schema import image_schema
 from pipeline.datasets.writer import VersionSpec, WriteMode, check_output, write_version
 from pipeline.errors import InputError
 from pipeline.ingest import listing
-from pipeline.ingest.dedup import DuplicateGroup, duplicate_decisions
 from pipeline.ingest.discover import Discovered, classify_folder_file, listing_format, parse_listing
 from pipeline.ingest.image_records import ImageRecord, clean_image_file
 from pipeline.ingest.labels import build_label_map
 from pipeline.ingest.rejection import Rejected
-from pipeline.spark import SparkProgress
+from pipeline.ingest.spark_dedup import apply_exact_duplicates
+from pipeline.spark import SparkProgress, packed_file_partitions
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ RECORD_SCHEMA = T.StructType([
 ])
 assert tuple(RECORD_SCHEMA.names) == ImageRecord._fields
 
-# binaryFile makes one partition per ~32 small files; we plan the parallelism instead
+# binaryFile makes one partition per ~32 small files (STACK.md); we pack them instead
 FILES_PER_PARTITION = 2000
 
 
@@ -80,68 +80,47 @@ def discover_listing(spark: SparkSession, listing_uri: str) -> Inputs:
     return Inputs(listing_uri, found, candidates, [])
 
 
-def _clean_partition(rows, labels, images: ImagesConfig, ratios: dict[str, float]):
+def _clean_batches(batches, labels, images: ImagesConfig, ratios: dict[str, float]):
+    """Arrow batches of (path, content) -> batches of ``ImageRecord`` rows (mapInPandas)."""
+    import pandas as pd
+
     wanted = labels.value
-    for row in rows:
-        label = wanted.get(row.path)
-        if label is not None:  # files rejected at discovery are already accounted for
-            yield clean_image_file(row.path, row.content, label, images, ratios)
+    for batch in batches:
+        records = [clean_image_file(path, content, wanted[path], images, ratios)
+                   for path, content in zip(batch["path"], batch["content"], strict=True)
+                   if path in wanted]  # files rejected at discovery are already accounted for
+        yield pd.DataFrame.from_records(records, columns=list(ImageRecord._fields))
 
 
 def _clean(spark: SparkSession, inputs: Inputs, images: ImagesConfig,
            ratios: dict[str, float]) -> DataFrame:
+    """Every discovered input as one ``ImageRecord`` row, persisted."""
     candidates = {d.path: d.label for d in inputs.found if d.reason is None}
     rejected = [ImageRecord(d.path, d.label, None, None, None, d.reason, d.detail)
                 for d in inputs.found if d.reason is not None]
-    parts = [spark.createDataFrame(rejected, RECORD_SCHEMA)] if rejected else []
-    if candidates:
-        files = (spark.read.format("binaryFile").option("recursiveFileLookup", "true")
-                 .load(inputs.read_from))
-        partitions = max(spark.sparkContext.defaultParallelism * 2,
-                         -(-len(candidates) // FILES_PER_PARTITION))
-        log.info("decoding %d candidate images in %d partitions", len(candidates), partitions)
-        labels = spark.sparkContext.broadcast(candidates)
-        cleaned = (files.select("path", "content").repartition(partitions).rdd
-                   .mapPartitions(partial(_clean_partition, labels=labels, images=images,
-                                          ratios=ratios)))
-        parts.append(spark.createDataFrame(cleaned, RECORD_SCHEMA))
-    records = parts[0]
-    for part in parts[1:]:
-        records = records.unionByName(part)
-    records = records.persist(StorageLevel.MEMORY_AND_DISK)
-    with SparkProgress(spark, "decode"):
-        returned = {r.path for r in records.select("path").toLocalIterator()}
+    records = spark.createDataFrame(rejected, RECORD_SCHEMA)
+    partitions = max(spark.sparkContext.defaultParallelism * 2,
+                     -(-len(candidates) // FILES_PER_PARTITION))
+    sizes = [d.size for d in inputs.found if d.reason is None]
+    # the scan is planned when the cache is built: pack the small files on purpose
+    with SparkProgress(spark, "decode"), packed_file_partitions(spark, sizes, partitions):
+        if candidates:
+            log.info("decoding %d candidate images in about %d partitions", len(candidates),
+                     partitions)
+            labels = spark.sparkContext.broadcast(candidates)
+            files = (spark.read.format("binaryFile").option("recursiveFileLookup", "true")
+                     .load(inputs.read_from).select("path", "content"))
+            cleaned = files.mapInPandas(partial(_clean_batches, labels=labels, images=images,
+                                                ratios=ratios), RECORD_SCHEMA)
+            records = records.unionByName(cleaned)
+        records = records.persist(StorageLevel.MEMORY_AND_DISK)
+        returned = {r.path for r in records.select("path").collect()}
     lost = [ImageRecord(path, label, None, None, None, "unreadable",
                         "listed but not returned by Spark's binaryFile reader")
             for path, label in candidates.items() if path not in returned]
     if lost:
         records = records.unionByName(spark.createDataFrame(lost, RECORD_SCHEMA))
     return records
-
-
-def _apply_duplicates(spark: SparkSession, records: DataFrame) -> DataFrame:
-    """Same pixels twice: same label keeps one (``duplicate``), else ``conflicting_labels``."""
-    groups = (records.filter(F.col("reason").isNull())
-              .groupBy("content_hash")
-              .agg(F.count("*").alias("n"),
-                   F.collect_list(F.struct("path", "label_name")).alias("members"))
-              .filter(F.col("n") > 1).collect())
-    decisions = duplicate_decisions([
-        DuplicateGroup([(m.path, m.label_name) for m in g.members]) for g in groups])
-    if not decisions:
-        return records
-    log.info("%d inputs are duplicates of another", len(decisions))
-    table = spark.createDataFrame([(p, r, d) for p, (r, d) in decisions.items()],
-                                  "path string, dup_reason string, dup_detail string")
-    joined = records.join(F.broadcast(table), "path", "left")
-    is_dup = F.col("dup_reason").isNotNull()
-    return joined.select(
-        "path", "label_name",
-        F.when(is_dup, F.lit(None)).otherwise(F.col("split")).alias("split"),
-        F.when(is_dup, F.lit(None)).otherwise(F.col("image")).alias("image"),
-        "content_hash",
-        F.coalesce("dup_reason", "reason").alias("reason"),
-        F.coalesce("dup_detail", "detail").alias("detail"))
 
 
 def ingest_images(spark: SparkSession, cfg: Config, input_path: str | None, output_path: str,
@@ -165,7 +144,7 @@ def ingest_images(spark: SparkSession, cfg: Config, input_path: str | None, outp
     ratios = cfg.split.model_dump()
     records = _clean(spark, inputs, cfg.images, ratios)
     try:
-        records = _apply_duplicates(spark, records)
+        records = apply_exact_duplicates(spark, records)
         labels = {r[0] for r in records.filter(F.col("reason").isNull())
                   .select("label_name").distinct().collect()}
         label_map = build_label_map(labels)

@@ -35,6 +35,9 @@ def test_demo_runs_the_whole_pipeline(tmp_path):
     dataset = to_uri(tmp_path / "data" / "datasets" / "digits")
     manifest = read_manifest(dataset)
     assert manifest.discovered == 5000 and manifest.accounted()
+    reviews = read_manifest(to_uri(tmp_path / "data" / "datasets" / "reviews"))
+    assert reviews.kind == "text" and reviews.discovered == 13905 and reviews.accounted()
+    assert (tmp_path / "data" / "datasets" / "reviews" / "vocab.txt").exists()
 
     tracking_uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
     client = MlflowClient(tracking_uri=tracking_uri)

@@ -9,7 +9,8 @@ import pytest
 
 from pipeline.cli import main
 
-COMMANDS = [[], ["doctor"], ["ingest"], ["ingest", "images"], ["train"], ["demo"]]
+COMMANDS = [[], ["doctor"], ["ingest"], ["ingest", "images"], ["ingest", "text"], ["train"],
+            ["demo"]]
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "top")

