@@ -37,7 +37,7 @@ from pipeline.ingest.tokens import (
     vocab_text,
     word_shingles,
 )
-from pipeline.spark import SparkProgress
+from pipeline.spark import SparkProgress, packed_file_partitions
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,13 @@ RECORD_SCHEMA = T.StructType([
     T.StructField("detail", T.StringType(), True),
 ])
 assert tuple(RECORD_SCHEMA.names) == TextRecord._fields
-ROWS_PER_PARTITION = 5000
+BYTES_PER_PARTITION = 16 << 20
+
+
+def _partitions(spark: SparkSession, total_bytes: int, at_least: int = 1) -> int:
+    """Enough tasks to keep every core busy, and about 16 MB of raw text per task."""
+    return max(spark.sparkContext.defaultParallelism * 2, -(-total_bytes // BYTES_PER_PARTITION),
+               min(at_least, spark.sparkContext.defaultParallelism * 8))
 
 
 def _extension(path: str) -> str:
@@ -137,9 +143,11 @@ def _read_documents(spark: SparkSession, input_uri: str, fmt: TextFormat, text_c
     items = sc.parallelize(rejected, 1) if rejected else sc.emptyRDD()
     if candidates:
         labels = sc.broadcast(candidates)
-        content = (spark.read.format("binaryFile").option("recursiveFileLookup", "true")
-                   .load(input_uri).select("path", "content").rdd
-                   .filter(lambda row: row.path in labels.value))
+        sizes = [size for path, size in files if path in candidates]
+        with packed_file_partitions(spark, sizes, _partitions(spark, sum(sizes))):
+            content = (spark.read.format("binaryFile").option("recursiveFileLookup", "true")
+                       .load(input_uri).select("path", "content").rdd  # planned here
+                       .filter(lambda row: row.path in labels.value))
         if fmt == "folders":
             documents = content.map(lambda row: (row.path, None, bytes(row.content),
                                                  labels.value[row.path]))
@@ -195,8 +203,8 @@ def ingest_text(spark: SparkSession, cfg: Config, input_path: str, output_path: 
     check_output(output_uri, mode)
     text, ratios = cfg.text, cfg.split.model_dump()
     chosen, items = _read_documents(spark, input_uri, fmt, text_col, label_col, text)
-    partitions = max(spark.sparkContext.defaultParallelism * 2, items.getNumPartitions())
-    cleaned = items.repartition(partitions).mapPartitions(
+    # one CSV file is one task to parse; spread its rows before the per-row work
+    cleaned = items.repartition(_partitions(spark, 0, items.getNumPartitions())).mapPartitions(
         partial(_clean_partition, cfg=text, ratios=ratios))
     records = _with_identity(spark.createDataFrame(cleaned, RECORD_SCHEMA))
     records = records.persist(StorageLevel.MEMORY_AND_DISK)
@@ -222,7 +230,8 @@ def ingest_text(spark: SparkSession, cfg: Config, input_path: str, output_path: 
         label_map = build_label_map(labels)
         label_index = F.create_map(*[F.lit(x) for kv in label_map.items() for x in kv])
         final = (_add_token_ids(spark, deduped, vocabulary, text.max_len, text.token_pattern)
-                 .withColumn("label", label_index[F.col("label_name")].cast("int")))
+                 .withColumn("label", label_index[F.col("label_name")].cast("int"))
+                 .persist(StorageLevel.MEMORY_AND_DISK))  # the writer reads it several times
         lengths = (deduped.filter(F.col("reason").isNull())
                    .agg(F.min("n_tokens"), F.avg("n_tokens"),
                         F.percentile_approx("n_tokens", [0.5, 0.95]), F.max("n_tokens"))
@@ -245,6 +254,7 @@ def ingest_text(spark: SparkSession, cfg: Config, input_path: str, output_path: 
         )
         with SparkProgress(spark, "write"):
             manifest = write_version(spark, final, discovered, output_uri, mode, version)
+        final.unpersist()
         deduped.unpersist()
     finally:
         records.unpersist()

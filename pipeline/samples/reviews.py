@@ -46,7 +46,9 @@ def write_reviews(raw_dir: str | Path, limit: int | None = None) -> int:
                                                      strict=True)):
             folder = staging / category
             folder.mkdir(parents=True, exist_ok=True)
-            (folder / f"{index:05d}.txt").write_text(text, encoding="utf-8")
+            # a snippet missing from the table becomes an empty file, as it would arrive
+            (folder / f"{index:05d}.txt").write_text(text if isinstance(text, str) else "",
+                                                     encoding="utf-8")
         staging.rename(target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
