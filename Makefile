@@ -28,7 +28,8 @@ format: venv
 # Benchmarks need Debian's dataset-fashion-mnist (60,000 images); results: benchmarks/results/
 bench: venv
 	@test -d /usr/share/datasets/fashion-mnist || $(SUDO) apt-get install -y dataset-fashion-mnist
-	$(BIN)/python benchmarks/ingest_images.py
+	$(BIN)/python benchmarks/ingest.py images
+	$(BIN)/python benchmarks/ingest.py text
 
 ui: venv
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlruns.db --host 127.0.0.1 --port 5000

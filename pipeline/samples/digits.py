@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import logging
-import shutil
-import uuid
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from pipeline.samples import folder_written_whole
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,6 @@ def load_digits() -> tuple[np.ndarray, np.ndarray]:
 def write_digits(raw_dir: str | Path, limit: int | None = None) -> int:
     """Write the digits as ``raw_dir/<digit>/<index>.png``; skipped when ``raw_dir`` exists.
 
-    Written into a sibling folder and renamed, so an interrupted run leaves no partial tree.
     Returns the number of files in ``raw_dir``.
     """
     target = Path(raw_dir)
@@ -39,16 +38,11 @@ def write_digits(raw_dir: str | Path, limit: int | None = None) -> int:
     images, labels = load_digits()
     if limit is not None:
         images, labels = images[:limit], labels[:limit]
-    staging = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}")
-    try:
+    with folder_written_whole(target) as staging:
         for name in CLASS_NAMES:
-            (staging / name).mkdir(parents=True)
+            (staging / name).mkdir()
         for index, (pixels, label) in enumerate(zip(images, labels, strict=True)):
             path = staging / CLASS_NAMES[label] / f"{index:05d}.png"
             Image.fromarray(pixels, mode="L").save(path)
-        staging.rename(target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     log.info("wrote %d raw digit images to %s", len(labels), target)
     return len(labels)

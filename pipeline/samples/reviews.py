@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import shutil
-import uuid
 from pathlib import Path
 
 import pandas as pd
+
+from pipeline.samples import folder_written_whole
 
 log = logging.getLogger(__name__)
 
@@ -28,10 +28,7 @@ def load_reviews() -> pd.DataFrame:
 
 
 def write_reviews(raw_dir: str | Path, limit: int | None = None) -> int:
-    """Write ``raw_dir/<category>/<index>.txt``; skipped when ``raw_dir`` exists.
-
-    Written aside and renamed, so an interrupted run leaves no partial tree.
-    """
+    """Write ``raw_dir/<category>/<index>.txt``; skipped when ``raw_dir`` exists."""
     target = Path(raw_dir)
     if target.exists():
         count = sum(1 for _ in target.rglob("*.txt"))
@@ -40,18 +37,13 @@ def write_reviews(raw_dir: str | Path, limit: int | None = None) -> int:
     reviews = load_reviews()
     if limit is not None:
         reviews = reviews.iloc[:limit]
-    staging = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}")
-    try:
+    with folder_written_whole(target) as staging:
         for index, (category, text) in enumerate(zip(reviews["category"], reviews["text"],
                                                      strict=True)):
             folder = staging / category
-            folder.mkdir(parents=True, exist_ok=True)
+            folder.mkdir(exist_ok=True)
             # a snippet missing from the table becomes an empty file, as it would arrive
             (folder / f"{index:05d}.txt").write_text(text if isinstance(text, str) else "",
                                                      encoding="utf-8")
-        staging.rename(target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     log.info("wrote %d raw review files to %s", len(reviews), target)
     return len(reviews)

@@ -104,3 +104,34 @@ def test_crash_mid_write_leaves_no_dataset_and_rerun_completes(digits_raw, digit
     rerun = run_pipeline(args, tmp_path)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert read_manifest(output.as_uri()).fingerprint == digits_dataset[1].fingerprint
+
+
+@pytest.mark.parametrize("job", ["ingest_images", "ingest_text"])
+def test_spark_submit_runs_the_job_entry_points(digits_raw, tmp_path, job):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.conftest import REPO
+
+    if job == "ingest_images":
+        raw = _small_tree(digits_raw, tmp_path / "raw")
+    else:
+        raw = tmp_path / "raw"
+        for label, texts in {"pos": ["A warm, funny film.", "Great cast."],
+                             "neg": ["Dull and long.", ""]}.items():
+            (raw / label).mkdir(parents=True)
+            for i, text in enumerate(texts):
+                (raw / label / f"{i}.txt").write_text(text)
+    submit = Path(sys.executable).with_name("spark-submit")
+    env = {**os.environ, "PYSPARK_PYTHON": sys.executable,
+           "PYSPARK_DRIVER_PYTHON": sys.executable}
+    out = subprocess.run([str(submit), "--master", "local[2]", str(REPO / "jobs" / f"{job}.py"),
+                          "--input", str(raw), "--output", str(tmp_path / "out")],
+                         capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    manifest = read_manifest((tmp_path / "out").as_uri())
+    assert manifest.accounted()
+    assert manifest.discovered == (30 if job == "ingest_images" else 4)
+    assert "running under spark-submit" in out.stderr
