@@ -85,9 +85,13 @@ def build_parser() -> argparse.ArgumentParser:
     _output_options(text)
 
     train = commands.add_parser("train", parents=[common], help="train on a dataset version",
-                                description="Train the image CNN with Horovod on a dataset "
-                                            "version and record the run in MLflow.")
+                                description="Train a model with Horovod on a dataset version "
+                                            "(or the latest in a folder of versions) and "
+                                            "record the run in MLflow.")
     train.add_argument("--data", required=True, metavar="PATH", help="a dataset version")
+    train.add_argument("--model", choices=("auto", "image_cnn", "text_cnn", "text_rnn"),
+                       help="default: train.model (auto: image_cnn for images, text_cnn for "
+                            "text)")
     train.add_argument("--workers", type=int, metavar="N",
                        help="Horovod processes (default: train.workers)")
 
@@ -103,6 +107,8 @@ def _load(args: argparse.Namespace) -> Config:
     overrides = list(args.overrides)
     if getattr(args, "workers", None) is not None:
         overrides.append(f"train.workers={args.workers}")
+    if getattr(args, "model", None) is not None:
+        overrides.append(f"train.model={args.model}")
     return load_config(args.config, overrides)
 
 
@@ -171,6 +177,8 @@ def _demo(cfg: Config, args: argparse.Namespace) -> int:
           f"vocabulary {result.text_manifest.extra['vocab_size']})")
     print(f"MLflow run id {result.training.run_id}")
     print(f"validation accuracy {result.training.val_accuracy:.4f}")
+    print(f"text MLflow run id {result.text_training.run_id}")
+    print(f"text validation accuracy {result.text_training.val_accuracy:.4f}")
     print(f"open the MLflow UI: {ui_command(cfg)}")
     return 0
 

@@ -120,6 +120,7 @@ class DatasetConfig(_Section):
 
 
 class TrainConfig(_Section):
+    model: Literal["auto", "image_cnn", "text_cnn", "text_rnn"]
     workers: int = Field(ge=1)
     epochs: int = Field(ge=1)
     batch_size: int = Field(ge=1)

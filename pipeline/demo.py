@@ -27,14 +27,11 @@ class DemoResult:
     dataset_dir: Path
     text_manifest: Manifest
     text_dataset_dir: Path
+    text_training: TrainResult
 
 
 def run_demo(cfg: Config) -> DemoResult:
-    """Raw digit and review files -> Spark ingest -> Horovod training -> an MLflow run.
-
-    The reviews are ingested into a text dataset version; training the text models on it
-    comes with the text model builders.
-    """
+    """Raw digit and review files -> Spark ingest -> Horovod training -> MLflow runs."""
     data_dir = Path(cfg.data_dir)
     raw_dir, text_raw_dir = data_dir / "raw" / "digits", data_dir / "raw" / "reviews"
     dataset_dir = data_dir / "datasets" / "digits"
@@ -54,8 +51,10 @@ def run_demo(cfg: Config) -> DemoResult:
 
     log.info("step 3/3: training with %d Horovod workers", cfg.train.workers)
     result = train(cfg, str(dataset_dir))
+    text_result = train(cfg, str(text_dataset_dir))
     return DemoResult(manifest=manifest, training=result, dataset_dir=dataset_dir,
-                      text_manifest=text_manifest, text_dataset_dir=text_dataset_dir)
+                      text_manifest=text_manifest, text_dataset_dir=text_dataset_dir,
+                      text_training=text_result)
 
 
 def ui_command(cfg: Config) -> str:

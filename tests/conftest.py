@@ -62,3 +62,24 @@ def digits_dataset(spark, config, digits_raw, session_dir):
     output = session_dir / "datasets" / "digits"
     manifest = ingest_images(spark, config, str(digits_raw), str(output))
     return to_uri(output), manifest
+
+
+@pytest.fixture(scope="session")
+def reviews_raw(session_dir) -> Path:
+    """The 13,905 real Rotten Tomatoes snippets as .txt files in one folder per label."""
+    from pipeline.samples.reviews import write_reviews
+
+    raw = session_dir / "raw" / "reviews"
+    assert write_reviews(raw) == 13905
+    return raw
+
+
+@pytest.fixture(scope="session")
+def reviews_dataset(spark, config, reviews_raw, session_dir):
+    """(dataset url, manifest) of the reviews ingested once for the whole session."""
+    from pipeline.datasets.storage import to_uri
+    from pipeline.ingest.text_job import ingest_text
+
+    output = session_dir / "datasets" / "reviews"
+    manifest = ingest_text(spark, config, str(reviews_raw), str(output))
+    return to_uri(output), manifest

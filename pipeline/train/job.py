@@ -12,6 +12,7 @@ from pipeline.datasets.reader import check_shardable
 from pipeline.errors import InputError
 from pipeline.tracking.runs import create_training_run, end_run
 from pipeline.tracking.store import absolute_tracking_uri, check_store
+from pipeline.train.features import choose_model
 from pipeline.train.launcher import run_local
 from pipeline.train.spec import WorkerSpec
 from pipeline.train.worker import train_worker
@@ -36,14 +37,15 @@ def train(cfg: Config, data: str) -> TrainResult:
             raise InputError(f"{dataset_url} has no {split} split; training needs train and val")
         check_shardable(split, manifest.splits[split].row_groups, workers)
 
+    model = choose_model(cfg.train.model, manifest)
     tracking_uri = absolute_tracking_uri(cfg.mlflow.tracking_uri)
     experiment_id = check_store(cfg.mlflow)  # before any compute is spent
-    params = {**cfg.to_dict(), "dataset": {"url": dataset_url,
-                                            "fingerprint": manifest.fingerprint}}
-    run_id = create_training_run(tracking_uri, experiment_id, "image_cnn", params, manifest,
+    params = {**cfg.to_dict(), "model": model,
+              "dataset": {"url": dataset_url, "fingerprint": manifest.fingerprint}}
+    run_id = create_training_run(tracking_uri, experiment_id, model, params, manifest,
                                  dataset_url)
     log.info("MLflow run %s", run_id)
-    spec = WorkerSpec(dataset_url, manifest, cfg.train, tracking_uri, run_id)
+    spec = WorkerSpec(dataset_url, manifest, cfg.train, tracking_uri, run_id, model)
     ok = False
     try:
         results = run_local(train_worker, (spec,), workers, cfg.train.start_timeout_s)

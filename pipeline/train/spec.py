@@ -15,3 +15,4 @@ class WorkerSpec:
     train: TrainConfig
     tracking_uri: str
     run_id: str
+    model: str

@@ -11,11 +11,11 @@ import math
 
 import numpy as np
 
-from pipeline.datasets.manifest import Manifest
 from pipeline.datasets.reader import read_batches, tf_dataset, training_stream
 from pipeline.errors import PipelineError
 from pipeline.logs import setup_logging
-from pipeline.train.model import build_image_cnn, make_optimizer
+from pipeline.train.features import as_model_input, feature_field, tf_model_input
+from pipeline.train.model import build_model, make_optimizer
 from pipeline.train.spec import WorkerSpec
 
 log = logging.getLogger("pipeline.train.worker")
@@ -23,18 +23,6 @@ log = logging.getLogger("pipeline.train.worker")
 
 class ValidationCountError(PipelineError, RuntimeError):
     """The workers together read a different number of validation rows than the manifest says."""
-
-
-def model_input_shape(manifest: Manifest) -> tuple[int, int, int]:
-    """(height, width, channels) of the stored images; grayscale gets one channel."""
-    shape = next(f for f in manifest.schema if f["name"] == "image")["shape"]
-    return shape[0], shape[1], shape[2] if len(shape) == 3 else 1
-
-
-def as_model_input(images: np.ndarray) -> np.ndarray:
-    """A batch of stored images as the model takes them: float32, with a channel axis."""
-    images = images.astype("float32")
-    return images[..., None] if images.ndim == 3 else images
 
 
 def steps_per_epoch(train_rows: int, batch_size: int, workers: int) -> int:
@@ -54,15 +42,17 @@ def _configure_devices(tf, hvd, threads: int) -> None:
 
 def _exact_validation_callback(tf, hvd_tf, spec: WorkerSpec, rank: int, size: int):
     expected = spec.manifest.splits["val"].rows
+    field = feature_field(spec.manifest)
 
     class ExactValidation(tf.keras.callbacks.Callback):
         """Each rank scores its validation shard once; sums are all-reduced across ranks."""
 
         def on_epoch_end(self, epoch, logs=None):
             loss_sum = correct = seen = 0.0
-            for batch in read_batches(spec.dataset_url, "val", ("image", "label"),
+            for batch in read_batches(spec.dataset_url, "val", (field, "label"),
                                       spec.train.batch_size, shard=rank, shard_count=size):
-                probs = self.model(as_model_input(batch["image"]), training=False).numpy()
+                inputs = as_model_input(spec.manifest, batch[field])
+                probs = self.model(inputs, training=False).numpy()
                 labels = batch["label"].astype("int64")
                 picked = probs[range(len(labels)), labels].clip(1e-7, 1.0)
                 loss_sum += float(-np.log(picked).sum())
@@ -95,8 +85,8 @@ def train_worker(spec: WorkerSpec) -> dict:
     _configure_devices(tf, hvd, cfg.threads_per_worker)
     tf.keras.utils.set_random_seed(cfg.seed + rank)
 
-    height, width, channels = model_input_shape(manifest)
-    model = build_image_cnn(height, width, channels, manifest.num_classes)
+    model = build_model(spec.model, manifest)
+    field = feature_field(manifest)
     # Horovod's rule: scale the learning rate by the number of workers
     optimizer = hvd.DistributedOptimizer(make_optimizer(cfg.optimizer, cfg.learning_rate * size))
     model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy",
@@ -110,14 +100,14 @@ def train_worker(spec: WorkerSpec) -> dict:
     ]
     if rank == 0:
         callbacks.append(MlflowEpochLogger(spec.tracking_uri, spec.run_id, cfg.epochs, steps))
-        log.info("training on %d workers, %d steps per epoch, %d epochs", size, steps, cfg.epochs)
+        log.info("training %s on %d workers, %d steps per epoch, %d epochs", spec.model, size,
+                 steps, cfg.epochs)
 
-    with training_stream(spec.dataset_url, "train", ("image", "label"), shard=rank,
+    with training_stream(spec.dataset_url, "train", (field, "label"), shard=rank,
                          shard_count=size, seed=cfg.seed + rank,
                          reader_workers=cfg.reader_workers) as reader:
         dataset = tf_dataset(reader).map(
-            lambda row: (tf.reshape(tf.cast(row.image, tf.float32), (height, width, channels)),
-                         row.label))
+            lambda row: (tf_model_input(tf, manifest, getattr(row, field)), row.label))
         if cfg.shuffle_buffer:
             dataset = dataset.shuffle(cfg.shuffle_buffer, seed=cfg.seed + rank)
         dataset = dataset.batch(cfg.batch_size).prefetch(tf.data.AUTOTUNE)
@@ -125,7 +115,8 @@ def train_worker(spec: WorkerSpec) -> dict:
                             callbacks=callbacks, verbose=0)
 
     if rank == 0:
-        example = next(read_batches(spec.dataset_url, "val", ("image",), 4))["image"]
-        log_keras_model(spec.tracking_uri, spec.run_id, model, as_model_input(example))
+        example = next(read_batches(spec.dataset_url, "val", (field,), 4))[field]
+        log_keras_model(spec.tracking_uri, spec.run_id, model,
+                        as_model_input(manifest, example))
     return {"rank": rank, "steps": steps * len(history.history["loss"]),
             "history": {k: [float(v) for v in vs] for k, vs in history.history.items()}}

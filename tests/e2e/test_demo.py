@@ -38,11 +38,15 @@ def test_demo_runs_the_whole_pipeline(tmp_path):
     reviews = read_manifest(to_uri(tmp_path / "data" / "datasets" / "reviews"))
     assert reviews.kind == "text" and reviews.discovered == 13905 and reviews.accounted()
     assert (tmp_path / "data" / "datasets" / "reviews" / "vocab.txt").exists()
+    text_run_id = re.search(r"text MLflow run id (\w+)", out.stdout).group(1)
 
     tracking_uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
     client = MlflowClient(tracking_uri=tracking_uri)
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED"
+    text_run = client.get_run(text_run_id)
+    assert text_run.info.status == "FINISHED" and text_run.data.params["model"] == "text_cnn"
+    assert len(client.get_metric_history(text_run_id, "val_accuracy")) == 2
     assert run.info.artifact_uri.startswith((tmp_path / "mlartifacts").as_uri())
     history = client.get_metric_history(run_id, "val_accuracy")
     assert len(history) == 2

@@ -88,26 +88,25 @@ def test_parquet_input_with_bad_values(spark, tmp_path):
     assert sorted(p.rsplit(":", 1)[1] for p in quarantine["path"]) == ["2", "4"]
 
 
-def test_rotten_tomatoes_vocabulary_and_ids_match_plain_python(spark, session_dir, tmp_path):
-    from pipeline.samples.reviews import load_reviews, write_reviews
+def test_rotten_tomatoes_vocabulary_and_ids_match_plain_python(reviews_dataset, config):
+    from pathlib import Path
+    from urllib.parse import urlparse
 
-    raw = session_dir / "raw" / "reviews"
-    assert write_reviews(raw) == len(load_reviews()) == 13905
-    cfg = make_config(tmp_path)
-    manifest = ingest_text(spark, cfg, str(raw), str(tmp_path / "reviews"))
+    url, manifest = reviews_dataset
+    version, cfg = Path(urlparse(url).path), config
     assert manifest.discovered == 13905 and manifest.accounted()
     assert set(manifest.label_map) == {"fresh", "rotten", "plot"}
     assert sum(s.rows for s in manifest.splits.values()) > 13000
 
     # the vocabulary, recomputed from the stored train texts with plain Python
-    _, _, rows = _outcomes(tmp_path / "reviews", "")
+    _, _, rows = _outcomes(version, "")
     train_texts = []
-    for batch in read_batches((tmp_path / "reviews").as_uri(), "train", ("text",), 1024):
+    for batch in read_batches(url, "train", ("text",), 1024):
         train_texts.extend(batch["text"])
     counts = Counter(t for text in train_texts for t in tokenize(text, cfg.text.token_pattern))
     frequent = sorted((t for t, c in counts.items() if c >= cfg.text.min_count),
                       key=lambda t: (-counts[t], t))[: cfg.text.vocab_size]
-    vocab = parse_vocab((tmp_path / "reviews" / "vocab.txt").read_text(encoding="utf-8"))
+    vocab = parse_vocab((version / "vocab.txt").read_text(encoding="utf-8"))
     assert list(vocab) == [*RESERVED, *frequent]
     assert manifest.extra["vocab_size"] == len(vocab)
 

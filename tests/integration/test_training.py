@@ -64,3 +64,37 @@ def test_logged_model_loads_and_predicts(trained):
         total += len(batch["label"])
     assert total == manifest.splits["val"].rows
     assert correct / total == pytest.approx(result.val_accuracy, abs=1e-6)
+
+
+def test_text_cnn_learns_the_reviews(reviews_dataset, tmp_path):
+    import mlflow
+
+    url, manifest = reviews_dataset
+    cfg = make_config(tmp_path, "train.epochs=2")
+    result = train(cfg, url)
+    val = manifest.splits["val"]
+    majority = max(val.per_label.values()) / val.rows
+    assert result.val_accuracy > majority + 0.1, (result.val_accuracy, majority)
+    assert result.steps_per_rank[0] == result.steps_per_rank[1]
+
+    mlflow.set_tracking_uri(cfg.mlflow.tracking_uri)
+    run = mlflow.get_run(result.run_id)
+    assert run.data.params["model"] == "text_cnn"
+    model = mlflow.pyfunc.load_model(f"runs:/{result.run_id}/model")
+    batch = next(read_batches(url, "val", ("token_ids", "label"), 256))
+    probs = np.asarray(model.predict(batch["token_ids"].astype("int32")))
+    assert probs.shape == (len(batch["label"]), manifest.num_classes)
+
+
+def test_a_model_that_does_not_fit_the_data_is_refused_before_any_run(reviews_dataset,
+                                                                       tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from pipeline.train.features import ModelChoiceError
+
+    cfg = make_config(tmp_path, "train.model=image_cnn")
+    with pytest.raises(ModelChoiceError, match="cannot train on a text dataset"):
+        train(cfg, reviews_dataset[0])
+    client = MlflowClient(tracking_uri=cfg.mlflow.tracking_uri)
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    assert not experiments or client.search_runs(experiments) == []
