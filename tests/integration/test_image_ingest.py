@@ -22,7 +22,7 @@ def test_manifest_accounts_for_every_file(digits_dataset):
     assert manifest.discovered == 5000
     assert manifest.accounted()
     assert manifest.quarantine == {}
-    assert set(manifest.splits) == {"train", "val"}
+    assert set(manifest.splits) == {"train", "val", "test"}
     assert manifest.label_map == {str(d): d for d in range(10)}
     per_label_total = {label: sum(s.per_label.get(label, 0) for s in manifest.splits.values())
                        for label in manifest.label_map}
@@ -31,6 +31,7 @@ def test_manifest_accounts_for_every_file(digits_dataset):
     # many more row groups than the 2 default workers
     assert manifest.splits["train"].row_groups >= 16
     assert manifest.splits["val"].row_groups >= 4
+    assert manifest.extra["max_workers"] >= 4
     assert read_manifest(url).fingerprint == manifest.fingerprint
 
 
@@ -89,6 +90,10 @@ def test_rerun_gives_the_same_fingerprint_and_existing_output_is_refused(
 
 def test_broken_and_odd_images_are_all_accounted_for(spark, tmp_path):
     expected = write_image_corpus(tmp_path / "raw")
+    outside = tmp_path / "outside.png"  # a real image, but reached by a link out of the root
+    outside.write_bytes(next((tmp_path / "raw").rglob("*.png")).read_bytes())
+    (tmp_path / "raw" / "cat" / "link.png").symlink_to(outside)
+    expected["cat/link.png"] = "symlink_outside_root"
     cfg = make_config(tmp_path, *CORPUS_CONFIG_OVERRIDES)
     manifest = ingest_images(spark, cfg, str(tmp_path / "raw"), str(tmp_path / "out"))
     assert manifest.discovered == len(expected)
