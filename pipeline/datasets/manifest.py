@@ -44,10 +44,6 @@ class Manifest:
     def num_classes(self) -> int:
         return len(self.label_map)
 
-    def max_even_workers(self, split: str = "train") -> int:
-        """How many workers this split can feed (one row group at least each)."""
-        return self.splits[split].row_groups
-
     def accounted(self) -> bool:
         """Every discovered input is in exactly one split or in quarantine."""
         return sum(s.rows for s in self.splits.values()) + self.quarantined == self.discovered

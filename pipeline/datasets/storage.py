@@ -21,19 +21,20 @@ def join(uri: str, *parts: str) -> str:
     return "/".join([uri.rstrip("/"), *parts])
 
 
-def _resolve(uri: str) -> tuple[pafs.FileSystem, str]:
+def resolve(uri: str) -> tuple[pafs.FileSystem, str]:
+    """(pyarrow filesystem, path within it) for a URI or a plain local path."""
     if urlparse(uri).scheme in ("", "file"):
         return pafs.LocalFileSystem(), urlparse(to_uri(uri)).path
     return pafs.FileSystem.from_uri(uri)
 
 
 def exists(uri: str) -> bool:
-    filesystem, path = _resolve(uri)
+    filesystem, path = resolve(uri)
     return filesystem.get_file_info(path).type != pafs.FileType.NotFound
 
 
 def read_text(uri: str) -> str:
-    filesystem, path = _resolve(uri)
+    filesystem, path = resolve(uri)
     if filesystem.get_file_info(path).type != pafs.FileType.File:
         raise FileNotFoundError(uri)
     with filesystem.open_input_stream(path) as stream:
@@ -41,32 +42,32 @@ def read_text(uri: str) -> str:
 
 
 def write_text(uri: str, text: str) -> None:
-    filesystem, path = _resolve(uri)
+    filesystem, path = resolve(uri)
     with filesystem.open_output_stream(path) as stream:
         stream.write(text.encode("utf-8"))
 
 
 def rename(src: str, dst: str) -> None:
     """Rename a directory; atomic on POSIX filesystems and HDFS."""
-    filesystem, src_path = _resolve(src)
-    _, dst_path = _resolve(dst)
+    filesystem, src_path = resolve(src)
+    _, dst_path = resolve(dst)
     filesystem.move(src_path, dst_path)
 
 
 def delete_dir(uri: str) -> None:
-    filesystem, path = _resolve(uri)
+    filesystem, path = resolve(uri)
     if filesystem.get_file_info(path).type != pafs.FileType.NotFound:
         filesystem.delete_dir(path)
 
 
 def make_dirs(uri: str) -> None:
-    filesystem, path = _resolve(uri)
+    filesystem, path = resolve(uri)
     filesystem.create_dir(path, recursive=True)
 
 
 def list_names(uri: str) -> list[str]:
     """Names of the entries directly inside a directory (empty if it does not exist)."""
-    filesystem, path = _resolve(uri)
+    filesystem, path = resolve(uri)
     if filesystem.get_file_info(path).type != pafs.FileType.Directory:
         return []
     return sorted(info.base_name for info in filesystem.get_file_info(pafs.FileSelector(path)))

@@ -69,7 +69,7 @@ def check_output(output_uri: str, mode: WriteMode) -> None:
 
 
 def _count_row_groups(split_uri: str) -> int:
-    filesystem, path = storage._resolve(split_uri)
+    filesystem, path = storage.resolve(split_uri)
     selector = pafs.FileSelector(path, recursive=True)
     total = 0
     for info in filesystem.get_file_info(selector):
@@ -108,7 +108,8 @@ def write_version(spark: SparkSession, records: DataFrame, discovered: int,
     """Write ``records`` (schema fields + ``split``, ``reason``, ``detail``) as a dataset version.
 
     Accepted rows have a split and no reason; rejected rows a reason. The version appears at
-    ``output_uri`` only once complete and accounted for.
+    ``output_uri`` only once complete and accounted for. The returned manifest's
+    ``extra["version_uri"]`` says where (not in manifest.json: a version may be moved).
     """
     check_output(output_uri, mode)
     token = uuid.uuid4().hex[:8]

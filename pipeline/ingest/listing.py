@@ -21,12 +21,6 @@ def _filesystem(spark: SparkSession, uri: str):
     return path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()), path
 
 
-def qualify(spark: SparkSession, uri: str) -> str:
-    """``uri`` spelled as Spark spells file paths (``file:/x`` rather than ``file:///x``)."""
-    filesystem, path = _filesystem(spark, uri)
-    return filesystem.makeQualified(path).toString()
-
-
 def _walk_local(root: str) -> list[tuple[str, int]]:
     """Every file below a local folder, following links to folders once (no cycles)."""
     found, seen = [], set()
