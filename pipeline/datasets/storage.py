@@ -6,7 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import urlparse
 
+from pyarrow import ArrowException
 from pyarrow import fs as pafs
+
+from pipeline.errors import PipelineError
+
+
+class UnsupportedFilesystemError(PipelineError, OSError):
+    """pyarrow cannot open the URI's filesystem."""
 
 
 def to_uri(path_or_uri: str | Path) -> str:
@@ -14,6 +21,8 @@ def to_uri(path_or_uri: str | Path) -> str:
     text = str(path_or_uri)
     if "://" in text:
         return text.rstrip("/")
+    if text.startswith("file:"):  # Hadoop's spelling, file:/x
+        return Path(text[len("file:"):]).as_uri()
     return Path(text).expanduser().resolve().as_uri()
 
 
@@ -25,7 +34,12 @@ def resolve(uri: str) -> tuple[pafs.FileSystem, str]:
     """(pyarrow filesystem, path within it) for a URI or a plain local path."""
     if urlparse(uri).scheme in ("", "file"):
         return pafs.LocalFileSystem(), urlparse(to_uri(uri)).path
-    return pafs.FileSystem.from_uri(uri)
+    try:
+        return pafs.FileSystem.from_uri(uri)
+    except (ArrowException, OSError) as exc:
+        raise UnsupportedFilesystemError(
+            f"{uri}: datasets are written through pyarrow, which cannot open this filesystem "
+            f"({exc}); use file://, hdfs:// (with libhdfs) or s3:// (not s3a://)") from None
 
 
 def exists(uri: str) -> bool:

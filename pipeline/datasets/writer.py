@@ -183,23 +183,45 @@ def _next_version_name(collection_uri: str) -> str:
     return f"v{max(numbers, default=0) + 1:04d}"
 
 
+def _claim_next_version(staging: str, collection_uri: str, attempts: int = 20) -> str:
+    """Rename ``staging`` to the next free ``vNNNN``; a concurrent job that took the number
+    first makes us try the next one."""
+    for _ in range(attempts):
+        target = storage.join(collection_uri, _next_version_name(collection_uri))
+        if storage.exists(target):
+            continue
+        try:
+            storage.rename(staging, target)
+        except OSError:
+            if storage.exists(storage.join(staging, MANIFEST_NAME)):
+                continue  # someone else took the name between our check and our rename
+            raise
+        return target
+    raise OSError(f"no free version name in {collection_uri} after {attempts} attempts")
+
+
 def _commit(staging: str, output_uri: str, mode: WriteMode) -> str:
     """Move the finished version into place; a reader sees a whole version or none.
 
     Returns the URI of the committed version.
     """
     if mode == "new-version":
-        target = storage.join(output_uri, _next_version_name(output_uri))
-        storage.rename(staging, target)
+        target = _claim_next_version(staging, output_uri)
         pointer = storage.join(output_uri, f".{LATEST_NAME}.{uuid.uuid4().hex[:8]}")
         storage.write_text(pointer, target.rsplit("/", 1)[1] + "\n")
         storage.rename(pointer, storage.join(output_uri, LATEST_NAME))
     elif storage.exists(output_uri):
         check_output(output_uri, mode)
-        retired = f"{staging}.retired"
-        storage.rename(output_uri, retired)
-        storage.rename(staging, output_uri)
-        storage.delete_dir(retired)
+        parent, _, name = output_uri.rpartition("/")
+        # not a ".staging-" name: the previous version must not look safe to delete
+        previous = storage.join(parent, f".{name}.previous-{uuid.uuid4().hex[:8]}")
+        storage.rename(output_uri, previous)
+        try:
+            storage.rename(staging, output_uri)
+        except BaseException:
+            storage.rename(previous, output_uri)  # put the old version back
+            raise
+        storage.delete_dir(previous)
         target = output_uri
     else:
         storage.rename(staging, output_uri)

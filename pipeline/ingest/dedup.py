@@ -35,7 +35,7 @@ def duplicate_decisions(groups: list[DuplicateGroup], reason: str = "duplicate"
             for path, _ in members:
                 others = [p for p, _ in members if p != path]
                 decisions[path] = ("conflicting_labels",
-                                   f"same pixels filed under labels {', '.join(labels)}: "
+                                   f"same content filed under labels {', '.join(labels)}: "
                                    f"{_names(others)}")
         else:
             kept = members[0][0]

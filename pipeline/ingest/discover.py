@@ -18,6 +18,7 @@ from pipeline.ingest.labels import label_from_path
 from pipeline.ingest.rejection import Rejected
 
 ListingFormat = Literal["csv", "jsonl"]
+csv.field_size_limit(2**31 - 1)  # an overlong field is a bad row, not a crash
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,8 @@ def listing_format(uri: str) -> ListingFormat:
 
 def resolve_path(entry: str, base_uri: str) -> str:
     """A listing's path: an absolute URI or path as is, else relative to the listing's folder."""
+    if entry.startswith("file://"):
+        return "file:" + posixpath.normpath(urlparse(entry).path)
     if "://" in entry or entry.startswith("file:"):
         return entry
     if entry.startswith("/"):
@@ -88,8 +91,10 @@ def resolve_path(entry: str, base_uri: str) -> str:
 
 def _rows(text: str, fmt: ListingFormat):
     """(line number, dict or error message) for each data row of the listing."""
+    text = text.removeprefix("\ufeff")  # a byte-order mark, as Excel writes
     if fmt == "jsonl":
-        for number, line in enumerate(text.splitlines(), start=1):
+        # lines end at "\n" only: JSON strings may hold U+2028 and the like
+        for number, line in enumerate(text.split("\n"), start=1):
             if not line.strip():
                 continue
             try:
@@ -97,17 +102,30 @@ def _rows(text: str, fmt: ListingFormat):
             except json.JSONDecodeError as exc:
                 yield number, f"invalid JSON: {exc.msg}"
                 continue
+            except (ValueError, RecursionError) as exc:
+                yield number, f"invalid JSON: {type(exc).__name__}"
+                continue
             yield number, value if isinstance(value, dict) else "a JSON value that is not an object"
         return
     reader = csv.DictReader(io.StringIO(text, newline=""))
-    missing = {"path", "label"} - set(reader.fieldnames or [])
+    try:
+        fields = reader.fieldnames or []
+    except csv.Error as exc:
+        raise Rejected("bad_listing", f"unreadable CSV header: {exc}") from None
+    missing = {"path", "label"} - set(fields)
     if missing:
         raise Rejected("bad_listing", f"the CSV header lacks {', '.join(sorted(missing))}")
-    for row in reader:
-        if None in row:
-            yield reader.line_num, "more fields than the header"
+    start = reader.line_num + 1
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            yield start, f"unparseable CSV: {exc}"
         else:
-            yield reader.line_num, row
+            yield start, "more fields than the header" if None in row else row
+        start = reader.line_num + 1
 
 
 def parse_listing(text: str, fmt: ListingFormat, listing_uri: str) -> list[Discovered]:

@@ -25,6 +25,7 @@ def _walk_local(root: str) -> list[tuple[str, int]]:
     """Every file below a local folder, following links to folders once (no cycles)."""
     found, seen = [], set()
     for folder, folders, files in os.walk(root, followlinks=True):
+        folders.sort()  # the same tree gives the same listing on every filesystem
         real = os.path.realpath(folder)
         if real in seen:
             folders[:] = []

@@ -112,8 +112,12 @@ def _clean_partition(items, cfg: TextConfig, ratios: dict[str, float]):
 
 
 def _read_documents(spark: SparkSession, input_uri: str, fmt: TextFormat, text_col: str,
-                    label_col: str, cfg: TextConfig):
-    """(format chosen, RDD of TextRecord-or-(source, line, text, label) items)."""
+                    label_col: str, cfg: TextConfig, candidates_out: dict[str, str]):
+    """(format chosen, RDD of TextRecord-or-(source, line, text, label) items).
+
+    For label folders, ``candidates_out`` receives the files that must come back from Spark's
+    reader (one document each), so that a file it skips is quarantined, not lost.
+    """
     sc = spark.sparkContext
     if fmt == "parquet":
         frame = spark.read.parquet(input_uri)
@@ -131,11 +135,14 @@ def _read_documents(spark: SparkSession, input_uri: str, fmt: TextFormat, text_c
         fmt, why = choose_format(root, files)
         log.info("format auto: chose %s (%s)", fmt, why)
         if fmt == "parquet":
-            return _read_documents(spark, input_uri, "parquet", text_col, label_col, cfg)
+            return _read_documents(spark, input_uri, "parquet", text_col, label_col, cfg,
+                                   candidates_out)
     rejected, candidates = [], {}
     for path, size in files:
-        classify = classify_folder_file if fmt == "folders" else classify_data_file
-        found = classify(path, size, root)
+        if fmt == "folders":
+            found = classify_folder_file(path, size, root, listing.escapes_root(path, root))
+        else:
+            found = classify_data_file(path, size, root)
         if found.reason is not None:
             rejected.append(_rejected(path, None, found.reason, found.detail, found.label))
         else:
@@ -155,6 +162,8 @@ def _read_documents(spark: SparkSession, input_uri: str, fmt: TextFormat, text_c
             documents = content.flatMap(partial(_parse_file, fmt=fmt, text_col=text_col,
                                                 label_col=label_col, cfg=cfg))
         items = items.union(documents)
+    if fmt == "folders":
+        candidates_out.update(candidates)
     return fmt, items
 
 
@@ -202,12 +211,21 @@ def ingest_text(spark: SparkSession, cfg: Config, input_path: str, output_path: 
     input_uri, output_uri = storage.to_uri(input_path), storage.to_uri(output_path)
     check_output(output_uri, mode)
     text, ratios = cfg.text, cfg.split.model_dump()
-    chosen, items = _read_documents(spark, input_uri, fmt, text_col, label_col, text)
+    expected: dict[str, str] = {}
+    chosen, items = _read_documents(spark, input_uri, fmt, text_col, label_col, text, expected)
     # one CSV file is one task to parse; spread its rows before the per-row work
     cleaned = items.repartition(_partitions(spark, 0, items.getNumPartitions())).mapPartitions(
         partial(_clean_partition, cfg=text, ratios=ratios))
-    records = _with_identity(spark.createDataFrame(cleaned, RECORD_SCHEMA))
-    records = records.persist(StorageLevel.MEMORY_AND_DISK)
+    base = spark.createDataFrame(cleaned, RECORD_SCHEMA).persist(StorageLevel.MEMORY_AND_DISK)
+    records = base
+    if expected:
+        returned = {r.source for r in records.select("source").distinct().collect()}
+        lost = [_rejected(path, None, "unreadable",
+                          "listed but not returned by Spark's binaryFile reader", label)
+                for path, label in expected.items() if path not in returned]
+        if lost:
+            records = records.unionByName(spark.createDataFrame(lost, RECORD_SCHEMA))
+    records = _with_identity(records)
     try:
         with SparkProgress(spark, "clean"):
             discovered = records.count()
@@ -257,5 +275,5 @@ def ingest_text(spark: SparkSession, cfg: Config, input_path: str, output_path: 
         final.unpersist()
         deduped.unpersist()
     finally:
-        records.unpersist()
+        base.unpersist()
     return manifest

@@ -85,6 +85,9 @@ def jsonl_rows(content: str, text_col: str, label_col: str) -> Iterator[RawRow]:
         except json.JSONDecodeError as exc:
             yield _malformed(number, f"invalid JSON: {exc.msg} at column {exc.colno}")
             continue
+        except (ValueError, RecursionError) as exc:  # e.g. a 5,000-digit number, deep nesting
+            yield _malformed(number, f"invalid JSON: {type(exc).__name__}")
+            continue
         if not isinstance(value, dict):
             yield _malformed(number, f"a JSON {type(value).__name__}, not an object")
             continue

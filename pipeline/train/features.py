@@ -12,6 +12,7 @@ from pipeline.datasets.manifest import Manifest
 from pipeline.errors import PipelineError
 
 MODELS_BY_KIND = {"images": ("image_cnn",), "text": ("text_cnn", "text_rnn")}
+MIN_IMAGE_CNN_SIDE = 10
 
 
 class ModelChoiceError(PipelineError, ValueError):
@@ -21,12 +22,19 @@ class ModelChoiceError(PipelineError, ValueError):
 def choose_model(requested: str, manifest: Manifest) -> str:
     """``auto`` -> the first model for the version's kind; otherwise check that it fits."""
     fitting = MODELS_BY_KIND[manifest.kind]
-    if requested == "auto":
-        return fitting[0]
-    if requested not in fitting:
+    chosen = fitting[0] if requested == "auto" else requested
+    if chosen not in fitting:
         raise ModelChoiceError(f"train.model={requested} cannot train on a {manifest.kind} "
                                f"dataset version; use one of {', '.join(fitting)}")
-    return requested
+    if manifest.num_classes < 2:
+        raise ModelChoiceError(f"the dataset version has {manifest.num_classes} class(es); "
+                               "training needs at least 2")
+    if chosen == "image_cnn" and min(feature_shape(manifest)[:2]) < MIN_IMAGE_CNN_SIDE:
+        raise ModelChoiceError(
+            f"image_cnn needs images of at least {MIN_IMAGE_CNN_SIDE}x{MIN_IMAGE_CNN_SIDE} "
+            f"(two 3x3 convolutions and two 2x2 poolings); this version holds "
+            f"{feature_shape(manifest)[0]}x{feature_shape(manifest)[1]}")
+    return chosen
 
 
 def feature_field(manifest: Manifest) -> str:

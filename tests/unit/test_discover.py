@@ -98,3 +98,25 @@ def test_duplicates_across_labels_are_all_conflicting():
     assert set(decisions) == {"p/a", "p/b"}
     assert all(reason == "conflicting_labels" for reason, _ in decisions.values())
     assert "cat, dog" in decisions["p/a"][1] and "p/b" in decisions["p/a"][1]
+
+
+def test_listing_survives_bom_huge_numbers_and_deep_nesting():
+    found = parse_listing('\ufeffpath,label\na.png,cat\n', "csv", "file:/l/list.csv")
+    assert [(f.path, f.label) for f in found] == [("file:/l/a.png", "cat")]
+    lines = ['{"path": "a.png", "label": ' + "1" * 5000 + "}", "[" * 100000,
+             json.dumps({"path": "b.png", "label": "dog"})]
+    found = parse_listing("\n".join(lines), "jsonl", "file:/l/list.jsonl")
+    assert [f.reason for f in found] == ["bad_listing_row", "bad_listing_row", None]
+
+
+def test_one_file_spelled_two_ways_is_one_entry():
+    found = parse_listing("path,label\nfile:///d/a.png,cat\n/d/a.png,cat\n", "csv",
+                          "file:/l/list.csv")
+    assert (found[0].path, found[0].reason) == ("file:/d/a.png", None)
+    assert found[1].reason == "duplicate_entry"
+
+
+def test_local_uris_in_hadoop_spelling():
+    from pipeline.datasets.storage import to_uri
+
+    assert to_uri("file:/data/raw") == "file:///data/raw"

@@ -477,3 +477,8 @@ def test_jsonl_lines_end_at_newline_only():
     rows = list(jsonl_rows('{"text": "a\u2028b", "label": "x"}\r\n{"text": "c", "label": "y"}\n',
                            "text", "label"))
     assert [(r.line, r.text, r.reason) for r in rows] == [(1, "a\u2028b", None), (2, "c", None)]
+
+
+def test_jsonl_rows_survive_huge_numbers_and_deep_nesting():
+    content = '{"text": "x", "label": ' + "1" * 5000 + "}\n" + "[" * 100000 + "\n"
+    assert [r.reason for r in jsonl_rows(content, "text", "label")] == ["malformed_row"] * 2
