@@ -29,14 +29,7 @@ from pipeline.ingest.spark_dedup import apply_exact_duplicates, apply_near_dupli
 from pipeline.ingest.text import decode_text
 from pipeline.ingest.text_records import TextRecord, clean_text_document
 from pipeline.ingest.text_rows import csv_rows, jsonl_rows
-from pipeline.ingest.tokens import (
-    build_vocab,
-    encode,
-    parse_vocab,
-    tokenize,
-    vocab_text,
-    word_shingles,
-)
+from pipeline.ingest.tokens import Tokenizer, build_vocab, tokenize, vocab_text, word_shingles
 from pipeline.spark import SparkProgress, packed_file_partitions
 
 log = logging.getLogger(__name__)
@@ -189,12 +182,14 @@ def _vocabulary(records: DataFrame, cfg: TextConfig) -> tuple[list[str], float]:
 def _add_token_ids(spark: SparkSession, records: DataFrame, vocab_text_: str, max_len: int,
                    pattern: str) -> DataFrame:
     schema = text_schema(max_len)
-    vocab = spark.sparkContext.broadcast(parse_vocab(vocab_text_))
+    # the very tokeniser serving uses (built from vocab.txt), so ids match by construction
+    tokenizer = spark.sparkContext.broadcast(
+        Tokenizer.from_vocab_text(vocab_text_, pattern, max_len))
 
     def encode_partition(rows):
         for row in rows:
             if row.reason is None:
-                ids, length = encode(tokenize(row.text, pattern), vocab.value, max_len)
+                ids, length = tokenizer.value(row.text)
                 yield (row.path, encode_token_ids(schema, ids), length)
 
     encoded = spark.createDataFrame(
