@@ -94,6 +94,17 @@ def build_parser() -> argparse.ArgumentParser:
                             "text)")
     train.add_argument("--workers", type=int, metavar="N",
                        help="Horovod processes (default: train.workers)")
+    train.add_argument("--launcher", choices=("local", "spark", "hosts"),
+                       help="local: processes here; spark: Spark tasks on the executors; "
+                            "hosts: over ssh on --hosts (default: train.launcher)")
+    train.add_argument("--hosts", metavar="H:N,...",
+                       help="for --launcher hosts: host:slots list, e.g. node1:2,node2:2")
+    train.add_argument("--epochs", type=int, metavar="E", help="default: train.epochs")
+    train.add_argument("--batch-size", type=int, metavar="B",
+                       help="per worker (default: train.batch_size)")
+    train.add_argument("--resume", nargs="?", const="latest", metavar="RUN_ID",
+                       help="continue a run after its last checkpoint, in the same MLflow run "
+                            "(default: the newest unfinished run of this dataset and model)")
 
     commands.add_parser("demo", parents=[common], help="the whole pipeline on bundled digits",
                         description="Write the bundled MNIST digits as PNG files and the "
@@ -105,10 +116,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _load(args: argparse.Namespace) -> Config:
     overrides = list(args.overrides)
-    if getattr(args, "workers", None) is not None:
-        overrides.append(f"train.workers={args.workers}")
-    if getattr(args, "model", None) is not None:
-        overrides.append(f"train.model={args.model}")
+    flags = {"workers": "train.workers", "model": "train.model", "launcher": "train.launcher",
+             "hosts": "train.hosts", "epochs": "train.epochs", "batch_size": "train.batch_size"}
+    for flag, key in flags.items():
+        if getattr(args, flag, None) is not None:
+            overrides.append(f"{key}={getattr(args, flag)}")
     return load_config(args.config, overrides)
 
 
@@ -161,8 +173,10 @@ def _ingest(cfg: Config, args: argparse.Namespace) -> int:
 def _train(cfg: Config, args: argparse.Namespace) -> int:
     from pipeline.train.job import train
 
-    result = train(cfg, args.data)
+    result = train(cfg, args.data, resume=args.resume)
     print(f"run id {result.run_id}")
+    print(f"epochs {result.initial_epoch + 1}-{result.initial_epoch + result.epochs_run} "
+          f"of {cfg.train.epochs}, {result.steps_per_rank[0]} steps per worker")
     print(f"validation accuracy {result.val_accuracy:.4f}")
     return 0
 

@@ -9,7 +9,7 @@ import codecs
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -119,18 +119,109 @@ class DatasetConfig(_Section):
     row_group_size_mb: int = Field(gt=0)
 
 
+class ImageCnnConfig(_Section):
+    conv_filters: list[Annotated[int, Field(gt=0)]] = Field(min_length=1)
+    dense_units: int = Field(gt=0)
+
+
+class TextCnnConfig(_Section):
+    embedding_dim: int = Field(gt=0)
+    filters: int = Field(gt=0)
+    kernel_size: int = Field(gt=0)
+    dense_units: int = Field(gt=0)
+
+
+class TextRnnConfig(_Section):
+    embedding_dim: int = Field(gt=0)
+    cell: Literal["gru", "lstm"]
+    units: int = Field(gt=0)
+    bidirectional: bool
+    dense_units: int = Field(gt=0)
+
+
+class ScheduleConfig(_Section):
+    name: Literal["constant", "cosine", "step"]
+    warmup_epochs: float = Field(ge=0)
+    decay_every_epochs: int = Field(ge=1)
+    decay_rate: float = Field(gt=0, le=1)
+
+
+class AugmentConfig(_Section):
+    flip: Literal["none", "horizontal", "vertical", "both"]
+    shift: float = Field(ge=0, lt=1)
+    rotation: float = Field(ge=0, le=180)
+
+    @property
+    def enabled(self) -> bool:
+        return self.flip != "none" or self.shift > 0 or self.rotation > 0
+
+
+class EarlyStoppingConfig(_Section):
+    patience: int = Field(ge=0)
+    min_delta: float = Field(ge=0)
+
+
 class TrainConfig(_Section):
     model: Literal["auto", "image_cnn", "text_cnn", "text_rnn"]
+    launcher: Literal["local", "spark", "hosts"]
+    hosts: str
     workers: int = Field(ge=1)
     epochs: int = Field(ge=1)
     batch_size: int = Field(ge=1)
-    learning_rate: float = Field(gt=0)
-    optimizer: Literal["adam", "sgd", "rmsprop"]
     seed: int
+    activation: Literal["relu", "tanh", "sigmoid"]
+    loss: Literal["categorical_crossentropy", "binary_crossentropy", "mse"]
+    optimizer: Literal["sgd", "momentum", "adam", "rmsprop"]
+    learning_rate: float = Field(gt=0)
+    momentum: float | None = Field(default=None, gt=0, lt=1)
+    schedule: ScheduleConfig
+    dropout: float = Field(ge=0, lt=1)
+    l2: float = Field(ge=0)
+    early_stopping: EarlyStoppingConfig
+    augment: AugmentConfig
+    image_cnn: ImageCnnConfig
+    text_cnn: TextCnnConfig
+    text_rnn: TextRnnConfig
+    checkpoint_dir: str = Field(min_length=1)
     threads_per_worker: int = Field(ge=1)
     reader_workers: int = Field(ge=1)
     shuffle_buffer: int = Field(ge=0)
     start_timeout_s: int = Field(gt=0)
+    stall_timeout_s: int = Field(gt=0)
+
+    @field_validator("hosts")
+    @classmethod
+    def _hosts_format(cls, value: str) -> str:
+        for item in filter(None, value.split(",")):
+            host, sep, slots = item.strip().rpartition(":")
+            if not sep or not host or not slots.isdigit() or int(slots) < 1:
+                raise ValueError(f"{item!r} is not host:slots (e.g. node1:2,node2:2)")
+        return value
+
+    @property
+    def host_slots(self) -> int:
+        return sum(int(item.rpartition(":")[2]) for item in filter(None, self.hosts.split(",")))
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainConfig:
+        if self.launcher == "hosts" and not self.hosts:
+            raise ValueError("launcher 'hosts' needs train.hosts, e.g. node1:2,node2:2")
+        if self.launcher != "hosts" and self.hosts:
+            raise ValueError(f"train.hosts is only used by launcher 'hosts', not "
+                             f"'{self.launcher}'")
+        if self.launcher == "hosts" and self.workers > self.host_slots:
+            raise ValueError(f"{self.workers} workers need more than the {self.host_slots} "
+                             f"slots in train.hosts")
+        if self.optimizer != "momentum" and self.momentum is not None:
+            raise ValueError(f"train.momentum is only used by optimizer 'momentum', not "
+                             f"'{self.optimizer}'")
+        if self.schedule.warmup_epochs > self.epochs:
+            raise ValueError(f"train.schedule.warmup_epochs ({self.schedule.warmup_epochs:g}) "
+                             f"exceeds train.epochs ({self.epochs})")
+        if self.model in ("text_cnn", "text_rnn") and self.augment.enabled:
+            raise ValueError(f"train.augment (flip, shift, rotation) applies to images; "
+                             f"turn it off for {self.model}")
+        return self
 
 
 class MlflowConfig(_Section):
@@ -223,7 +314,8 @@ def _format_validation_error(exc: ValidationError) -> str:
         else:
             got = err.get("input")
             shown = "" if isinstance(got, dict) else f" (got {got!r})"
-            lines.append(f"config key '{key}': {err['msg']}{shown}")
+            message = err["msg"].removeprefix("Value error, ")
+            lines.append(f"config key '{key}': {message}{shown}")
     return "invalid configuration:\n  " + "\n  ".join(lines)
 
 

@@ -85,3 +85,22 @@ def list_names(uri: str) -> list[str]:
     if filesystem.get_file_info(path).type != pafs.FileType.Directory:
         return []
     return sorted(info.base_name for info in filesystem.get_file_info(pafs.FileSelector(path)))
+
+
+def copy_dir(src: str, dst: str) -> None:
+    """Copy a directory tree between any two filesystems (e.g. local scratch and HDFS)."""
+    src_fs, src_path = resolve(src)
+    dst_fs, dst_path = resolve(dst)
+    dst_fs.create_dir(dst_path, recursive=True)
+    pafs.copy_files(src_path, dst_path, source_filesystem=src_fs, destination_filesystem=dst_fs)
+
+
+def replace_file(src: str, dst: str) -> None:
+    """Move a file over ``dst`` (atomic on POSIX; delete-then-move where rename cannot replace)."""
+    filesystem, src_path = resolve(src)
+    _, dst_path = resolve(dst)
+    try:
+        filesystem.move(src_path, dst_path)
+    except OSError:
+        filesystem.delete_file(dst_path)
+        filesystem.move(src_path, dst_path)

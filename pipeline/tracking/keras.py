@@ -21,7 +21,8 @@ def _keras_callback_base():
 class MlflowEpochLogger(_keras_callback_base()):
     """Logs every epoch's metrics to an existing run and a progress line for people."""
 
-    def __init__(self, tracking_uri: str, run_id: str, epochs: int, steps: int) -> None:
+    def __init__(self, tracking_uri: str, run_id: str, epochs: int, steps: int,
+                 global_batch: int) -> None:
         super().__init__()
         from mlflow.tracking import MlflowClient
 
@@ -29,6 +30,7 @@ class MlflowEpochLogger(_keras_callback_base()):
         self._run_id = run_id
         self._epochs = epochs
         self._steps = steps
+        self._global_batch = global_batch
         self._started = 0.0
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -42,11 +44,12 @@ class MlflowEpochLogger(_keras_callback_base()):
         elapsed = time.monotonic() - self._started
         values = {k: float(v) for k, v in logs.items() if np.isscalar(v) or np.ndim(v) == 0}
         values["epoch_time_s"] = elapsed
+        values["samples_per_s"] = self._steps * self._global_batch / max(elapsed, 1e-9)
         self._client.log_batch(self._run_id, metrics=[
             Metric(key, value, now_ms, epoch) for key, value in sorted(values.items())])
         log.info("epoch %d/%d (%d steps, %.1fs): %s", epoch + 1, self._epochs, self._steps,
                  elapsed, ", ".join(f"{k} {v:.4f}" for k, v in sorted(values.items())
-                                    if k != "epoch_time_s"))
+                                    if k not in ("epoch_time_s", "samples_per_s")))
 
 
 def log_keras_model(tracking_uri: str, run_id: str, model, example: np.ndarray) -> None:

@@ -1,23 +1,33 @@
-"""Training, driver side: check inputs, open the MLflow run, launch workers, close the run."""
+"""Training, driver side: check inputs, open (or reopen) the MLflow run, launch the workers,
+close the run. Nothing here runs TensorFlow."""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
 
-from pipeline.config import Config
+from pipeline.config import Config, ConfigError
 from pipeline.datasets import storage
-from pipeline.datasets.manifest import open_version
+from pipeline.datasets.manifest import Manifest, open_version
 from pipeline.datasets.reader import check_shardable
-from pipeline.errors import InputError
-from pipeline.tracking.runs import create_training_run, end_run
+from pipeline.errors import InputError, PipelineError
+from pipeline.tracking import runs
 from pipeline.tracking.store import absolute_tracking_uri, check_store
+from pipeline.train import checkpoints
 from pipeline.train.features import choose_model
-from pipeline.train.launcher import run_local
+from pipeline.train.launcher import launch
 from pipeline.train.spec import WorkerSpec
 from pipeline.train.worker import train_worker
 
 log = logging.getLogger(__name__)
+
+# keys that may change between a run and its resume: where and how it runs, not what it learns
+OPERATIONAL_KEYS = ("data_dir", "spark.", "train.launcher", "train.hosts", "train.start_timeout_s",
+                    "train.stall_timeout_s", "train.reader_workers", "train.threads_per_worker")
+
+
+class ResumeError(PipelineError, ValueError):
+    """The run to resume cannot be found, has no checkpoint, or was trained differently."""
 
 
 @dataclass(frozen=True)
@@ -26,33 +36,92 @@ class TrainResult:
     val_accuracy: float
     val_loss: float
     steps_per_rank: list[int]
+    initial_epoch: int
+    epochs_run: int
 
 
-def train(cfg: Config, data: str) -> TrainResult:
-    """Train on the dataset version at ``data``; returns the MLflow run and final metrics."""
+def _check_fit(cfg: Config, manifest: Manifest) -> None:
+    if cfg.train.loss == "binary_crossentropy" and manifest.num_classes != 2:
+        raise ConfigError(f"config key 'train.loss': binary_crossentropy needs two classes; the "
+                          f"dataset version has {manifest.num_classes}")
+
+
+def _resume_point(cfg: Config, tracking_uri: str, run_id: str, params: dict
+                  ) -> checkpoints.Checkpoint:
+    differing = [key for key in runs.differing_params(tracking_uri, run_id, params)
+                 if not key.startswith(OPERATIONAL_KEYS)]
+    if differing:
+        raise ResumeError(f"run {run_id} was trained with different settings "
+                          f"({', '.join(differing)}); resume with the same configuration")
+    root = checkpoints.checkpoint_root(cfg.train.checkpoint_dir, run_id)
+    point = checkpoints.latest(root)
+    if point is None:
+        raise ResumeError(f"run {run_id} has no checkpoint under {root}")
+    if point.epoch + 1 >= cfg.train.epochs:
+        raise ResumeError(f"run {run_id} already completed all {cfg.train.epochs} epochs")
+    return point
+
+
+def train(cfg: Config, data: str, resume: str | None = None) -> TrainResult:
+    """Train on the dataset version at ``data`` and return the MLflow run and final metrics.
+
+    ``resume``: a run id, or ``"latest"`` for the newest unfinished run of this dataset and
+    model; training continues after its last checkpoint, logging into the same run.
+    """
     dataset_url, manifest = open_version(storage.to_uri(data))
     workers = cfg.train.workers
     for split in ("train", "val"):
         if split not in manifest.splits:
             raise InputError(f"{dataset_url} has no {split} split; training needs train and val")
         check_shardable(split, manifest.splits[split].row_groups, workers)
-
     model = choose_model(cfg.train.model, manifest)
+    _check_fit(cfg, manifest)
+
     tracking_uri = absolute_tracking_uri(cfg.mlflow.tracking_uri)
     experiment_id = check_store(cfg.mlflow)  # before any compute is spent
     params = {**cfg.to_dict(), "model": model,
               "dataset": {"url": dataset_url, "fingerprint": manifest.fingerprint}}
-    run_id = create_training_run(tracking_uri, experiment_id, model, params, manifest,
-                                 dataset_url)
-    log.info("MLflow run %s", run_id)
-    spec = WorkerSpec(dataset_url, manifest, cfg.train, tracking_uri, run_id, model)
+    resume_from = None
+    if resume is None:
+        run_id = runs.create_training_run(tracking_uri, experiment_id, model, params, manifest,
+                                          dataset_url)
+    else:
+        run_id = resume if resume != "latest" else runs.latest_unfinished_run(
+            tracking_uri, experiment_id, manifest.fingerprint, model)
+        if run_id is None:
+            raise ResumeError(f"no unfinished {model} run on dataset {manifest.fingerprint[:12]} "
+                              f"in experiment '{cfg.mlflow.experiment}' to resume")
+        resume_from = _resume_point(cfg, tracking_uri, run_id, params)
+        runs.reopen_run(tracking_uri, run_id, resume_from.epoch, resume_from.logs)
+        log.info("resuming run %s after epoch %d of %d", run_id, resume_from.epoch + 1,
+                 cfg.train.epochs)
+    root = checkpoints.checkpoint_root(cfg.train.checkpoint_dir, run_id)
+    runs.set_tag(tracking_uri, run_id, "checkpoint.uri", root)
+    log.info("MLflow run %s, checkpoints in %s", run_id, root)
+
+    spec = WorkerSpec(dataset_url, manifest, cfg.train, tracking_uri, run_id, model, root,
+                      resume_from)
     ok = False
+    spark = _spark_for(cfg)
     try:
-        results = run_local(train_worker, (spec,), workers, cfg.train.start_timeout_s)
+        results = launch(train_worker, (spec,), cfg.train)
         ok = True
     finally:
-        end_run(tracking_uri, run_id, ok)
+        runs.end_run(tracking_uri, run_id, ok)
+        if spark is not None:
+            spark.stop()
     history = results[0]["history"]
     return TrainResult(run_id=run_id, val_accuracy=history["val_accuracy"][-1],
                        val_loss=history["val_loss"][-1],
-                       steps_per_rank=[r["steps"] for r in results])
+                       steps_per_rank=[r["steps"] for r in results],
+                       initial_epoch=results[0]["initial_epoch"],
+                       epochs_run=len(history["loss"]))
+
+
+def _spark_for(cfg: Config):
+    """The Spark session the ``spark`` launcher runs its tasks in (None for other launchers)."""
+    if cfg.train.launcher != "spark":
+        return None
+    from pipeline.spark import get_spark
+
+    return get_spark(cfg.spark, app_name="pipeline-train")

@@ -1,75 +1,81 @@
-"""Keras model builders. Image inputs are float32 pixels in [0, 255] (rescaling is part of the
-model, so serving feeds the decoded image as is); text inputs are int32 token ids, PAD=0."""
+"""Keras model builders, shaped by the dataset version's manifest and the ``train`` knobs.
+
+Image inputs are float32 pixels in [0, 255] (rescaling and augmentation are layers of the model,
+so serving feeds the decoded image as is); text inputs are int32 token ids, PAD=0. Every model
+ends in a softmax layer named ``probabilities``.
+"""
 
 from __future__ import annotations
 
+from pipeline.config import TrainConfig
 from pipeline.datasets.manifest import Manifest
 from pipeline.train.features import feature_shape
 
 
-def build_image_cnn(height: int, width: int, channels: int, num_classes: int):
-    """The seed's CNN: Conv32-MaxPool-Conv64-MaxPool-Dense128-softmax."""
-    import tensorflow as tf
-
-    layers = tf.keras.layers
-    return tf.keras.Sequential([
-        layers.Input(shape=(height, width, channels), name="image"),
-        layers.Rescaling(1.0 / 255),
-        layers.Conv2D(32, 3, activation="relu"),
-        layers.MaxPooling2D(),
-        layers.Conv2D(64, 3, activation="relu"),
-        layers.MaxPooling2D(),
-        layers.Flatten(),
-        layers.Dense(128, activation="relu"),
-        layers.Dense(num_classes, activation="softmax", name="probabilities"),
-    ], name="image_cnn")
+def _augmentation(layers, cfg: TrainConfig) -> list:
+    """Random flips, shifts and rotations: active in training, the identity at inference."""
+    augment, seed = cfg.augment, cfg.seed
+    stack = []
+    if augment.flip != "none":
+        mode = "horizontal_and_vertical" if augment.flip == "both" else augment.flip
+        stack.append(layers.RandomFlip(mode, seed=seed))
+    if augment.shift > 0:
+        stack.append(layers.RandomTranslation(augment.shift, augment.shift, fill_mode="constant",
+                                              seed=seed))
+    if augment.rotation > 0:
+        stack.append(layers.RandomRotation(augment.rotation / 360.0, fill_mode="constant",
+                                           seed=seed))
+    return stack
 
 
-def build_text_cnn(max_len: int, vocab_size: int, num_classes: int):
+def _image_cnn(layers, shape: tuple[int, ...], cfg: TrainConfig, reg) -> list:
+    """The seed's CNN by default: Conv32-MaxPool-Conv64-MaxPool-Dense128."""
+    stack = [layers.Input(shape=shape, name="image"), *_augmentation(layers, cfg),
+             layers.Rescaling(1.0 / 255)]
+    for filters in cfg.image_cnn.conv_filters:
+        stack += [layers.Conv2D(filters, 3, activation=cfg.activation, kernel_regularizer=reg),
+                  layers.MaxPooling2D()]
+    return [*stack, layers.Flatten(),
+            layers.Dense(cfg.image_cnn.dense_units, activation=cfg.activation,
+                         kernel_regularizer=reg)]
+
+
+def _text_cnn(layers, shape: tuple[int, ...], vocab_size: int, cfg: TrainConfig, reg) -> list:
     """Embedding + 1-D convolution + global max pooling: fast, strong on short reviews."""
+    knobs = cfg.text_cnn
+    return [layers.Input(shape=shape, dtype="int32", name="token_ids"),
+            layers.Embedding(vocab_size, knobs.embedding_dim, embeddings_regularizer=reg),
+            layers.Conv1D(knobs.filters, knobs.kernel_size, activation=cfg.activation,
+                          padding="same", kernel_regularizer=reg),
+            layers.GlobalMaxPooling1D(),
+            layers.Dense(knobs.dense_units, activation=cfg.activation, kernel_regularizer=reg)]
+
+
+def _text_rnn(layers, shape: tuple[int, ...], vocab_size: int, cfg: TrainConfig, reg) -> list:
+    """Embedding (PAD masked) + a GRU or LSTM, bidirectional by default."""
+    knobs = cfg.text_rnn
+    cell = {"gru": layers.GRU, "lstm": layers.LSTM}[knobs.cell]
+    recurrent = cell(knobs.units, kernel_regularizer=reg)
+    return [layers.Input(shape=shape, dtype="int32", name="token_ids"),
+            layers.Embedding(vocab_size, knobs.embedding_dim, mask_zero=True,
+                             embeddings_regularizer=reg),
+            layers.Bidirectional(recurrent) if knobs.bidirectional else recurrent,
+            layers.Dense(knobs.dense_units, activation=cfg.activation, kernel_regularizer=reg)]
+
+
+def build_model(name: str, manifest: Manifest, cfg: TrainConfig):
+    """The named model; inputs, classes and vocabulary size come from the manifest."""
     import tensorflow as tf
 
     layers = tf.keras.layers
-    return tf.keras.Sequential([
-        layers.Input(shape=(max_len,), dtype="int32", name="token_ids"),
-        layers.Embedding(vocab_size, 64),
-        layers.Conv1D(128, 5, activation="relu", padding="same"),
-        layers.GlobalMaxPooling1D(),
-        layers.Dropout(0.3),
-        layers.Dense(64, activation="relu"),
-        layers.Dense(num_classes, activation="softmax", name="probabilities"),
-    ], name="text_cnn")
-
-
-def build_text_rnn(max_len: int, vocab_size: int, num_classes: int):
-    """Embedding (PAD masked) + bidirectional GRU."""
-    import tensorflow as tf
-
-    layers = tf.keras.layers
-    return tf.keras.Sequential([
-        layers.Input(shape=(max_len,), dtype="int32", name="token_ids"),
-        layers.Embedding(vocab_size, 64, mask_zero=True),
-        layers.Bidirectional(layers.GRU(64)),
-        layers.Dense(64, activation="relu"),
-        layers.Dense(num_classes, activation="softmax", name="probabilities"),
-    ], name="text_rnn")
-
-
-def build_model(name: str, manifest: Manifest):
-    """The named model, shaped by the dataset version's manifest."""
+    reg = tf.keras.regularizers.L2(cfg.l2) if cfg.l2 > 0 else None
     shape = feature_shape(manifest)
     if name == "image_cnn":
-        return build_image_cnn(*shape, manifest.num_classes)
-    builder = {"text_cnn": build_text_cnn, "text_rnn": build_text_rnn}[name]
-    return builder(shape[0], manifest.extra["vocab_size"], manifest.num_classes)
-
-
-def make_optimizer(name: str, learning_rate: float):
-    import tensorflow as tf
-
-    optimizers = {
-        "adam": tf.keras.optimizers.Adam,
-        "sgd": tf.keras.optimizers.SGD,
-        "rmsprop": tf.keras.optimizers.RMSprop,
-    }
-    return optimizers[name](learning_rate=learning_rate)
+        body = _image_cnn(layers, shape, cfg, reg)
+    else:
+        builder = {"text_cnn": _text_cnn, "text_rnn": _text_rnn}[name]
+        body = builder(layers, shape, manifest.extra["vocab_size"], cfg, reg)
+    head = [layers.Dropout(cfg.dropout, seed=cfg.seed)] if cfg.dropout > 0 else []
+    head.append(layers.Dense(manifest.num_classes, activation="softmax", name="probabilities",
+                             kernel_regularizer=reg))
+    return tf.keras.Sequential(body + head, name=name)

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from pipeline.config import TrainConfig
 from pipeline.datasets.manifest import Manifest
+from pipeline.train.checkpoints import Checkpoint
 
 
 @dataclass(frozen=True)
@@ -16,3 +17,5 @@ class WorkerSpec:
     tracking_uri: str
     run_id: str
     model: str
+    checkpoint_root: str
+    resume_from: Checkpoint | None = None

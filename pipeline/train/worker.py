@@ -1,7 +1,8 @@
 """The per-worker training function: runs in every Horovod process (the remote side).
 
 Each rank reads its own Petastorm shard endlessly and runs the same number of steps per
-epoch, so no rank waits for another at an epoch end. Validation reads every row once.
+epoch, so no rank waits for another at an epoch end, however uneven the shards. Validation
+reads every row once. Rank 0 checkpoints every epoch and writes to MLflow.
 """
 
 from __future__ import annotations
@@ -9,20 +10,14 @@ from __future__ import annotations
 import logging
 import math
 
-import numpy as np
-
 from pipeline.datasets.reader import read_batches, tf_dataset, training_stream
-from pipeline.errors import PipelineError
 from pipeline.logs import setup_logging
 from pipeline.train.features import as_model_input, feature_field, tf_model_input
-from pipeline.train.model import build_model, make_optimizer
+from pipeline.train.model import build_model
+from pipeline.train.optim import make_loss, make_optimizer, make_schedule
 from pipeline.train.spec import WorkerSpec
 
 log = logging.getLogger("pipeline.train.worker")
-
-
-class ValidationCountError(PipelineError, RuntimeError):
-    """The workers together read a different number of validation rows than the manifest says."""
 
 
 def steps_per_epoch(train_rows: int, batch_size: int, workers: int) -> int:
@@ -40,44 +35,37 @@ def _configure_devices(tf, hvd, threads: int) -> None:
     tf.config.threading.set_inter_op_parallelism_threads(threads)
 
 
-def _exact_validation_callback(tf, hvd_tf, spec: WorkerSpec, rank: int, size: int):
-    expected = spec.manifest.splits["val"].rows
-    field = feature_field(spec.manifest)
+def _callbacks(spec: WorkerSpec, hvd, hvd_tf, schedule, steps: int) -> list:
+    from pipeline.train import callbacks as cb
 
-    class ExactValidation(tf.keras.callbacks.Callback):
-        """Each rank scores its validation shard once; sums are all-reduced across ranks."""
+    cfg, rank = spec.train, hvd.rank()
+    chain = [hvd.callbacks.BroadcastGlobalVariablesCallback(0),
+             hvd.callbacks.MetricAverageCallback(),
+             cb.ExactValidation(spec, hvd_tf),
+             cb.LearningRateInLogs(schedule)]
+    early_stopping = None
+    if cfg.early_stopping.patience:
+        resumed = spec.resume_from.early_stopping if spec.resume_from else {}
+        early_stopping = cb.ResumableEarlyStopping(cfg.early_stopping.patience,
+                                                   cfg.early_stopping.min_delta, resumed)
+        chain.append(early_stopping)
+    if rank == 0:
+        from pipeline.tracking.keras import MlflowEpochLogger
 
-        def on_epoch_end(self, epoch, logs=None):
-            loss_sum = correct = seen = 0.0
-            for batch in read_batches(spec.dataset_url, "val", (field, "label"),
-                                      spec.train.batch_size, shard=rank, shard_count=size):
-                inputs = as_model_input(spec.manifest, batch[field])
-                probs = self.model(inputs, training=False).numpy()
-                labels = batch["label"].astype("int64")
-                picked = probs[range(len(labels)), labels].clip(1e-7, 1.0)
-                loss_sum += float(-np.log(picked).sum())
-                correct += float((probs.argmax(axis=1) == labels).sum())
-                seen += len(labels)
-            totals = hvd_tf.allreduce(tf.constant([loss_sum, correct, seen], tf.float64),
-                                      op=hvd_tf.Sum, name=f"val_totals_{epoch}").numpy()
-            if int(totals[2]) != expected:
-                raise ValidationCountError(
-                    f"validation read {int(totals[2])} rows, the manifest of "
-                    f"{spec.dataset_url} says {expected}")
-            logs["val_loss"] = totals[0] / totals[2]
-            logs["val_accuracy"] = totals[1] / totals[2]
-
-    return ExactValidation()
+        chain.append(cb.CheckpointEachEpoch(spec.checkpoint_root, early_stopping))
+        chain.append(MlflowEpochLogger(spec.tracking_uri, spec.run_id, cfg.epochs, steps,
+                                       cfg.batch_size * hvd.size()))
+    return chain
 
 
 def train_worker(spec: WorkerSpec) -> dict:
-    """Train on this rank's shard; rank 0 records metrics and the model in MLflow."""
+    """Train on this rank's shard; rank 0 checkpoints and records metrics and the model."""
     setup_logging()
     import horovod.tensorflow as hvd_tf
     import horovod.tensorflow.keras as hvd
     import tensorflow as tf
 
-    from pipeline.tracking.keras import MlflowEpochLogger, log_keras_model
+    from pipeline.train import checkpoints
 
     hvd.init()
     rank, size = hvd.rank(), hvd.size()
@@ -85,38 +73,41 @@ def train_worker(spec: WorkerSpec) -> dict:
     _configure_devices(tf, hvd, cfg.threads_per_worker)
     tf.keras.utils.set_random_seed(cfg.seed + rank)
 
-    model = build_model(spec.model, manifest)
-    field = feature_field(manifest)
-    # Horovod's rule: scale the learning rate by the number of workers
-    optimizer = hvd.DistributedOptimizer(make_optimizer(cfg.optimizer, cfg.learning_rate * size))
-    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy",
-                  metrics=["accuracy"])
-
     steps = steps_per_epoch(manifest.splits["train"].rows, cfg.batch_size, size)
-    callbacks = [
-        hvd.callbacks.BroadcastGlobalVariablesCallback(0),
-        hvd.callbacks.MetricAverageCallback(),
-        _exact_validation_callback(tf, hvd_tf, spec, rank, size),
-    ]
+    schedule = make_schedule(cfg, size, steps)
+    model = build_model(spec.model, manifest, cfg)
+    optimizer = hvd.DistributedOptimizer(make_optimizer(cfg, schedule))
+    model.compile(optimizer=optimizer, loss=make_loss(cfg.loss),
+                  metrics=[tf.keras.metrics.CategoricalAccuracy(name="accuracy")])
+    initial_epoch = 0
+    if spec.resume_from is not None:
+        checkpoints.restore(spec.resume_from, model, model.optimizer)
+        initial_epoch = spec.resume_from.epoch + 1
+    start_step = int(model.optimizer.iterations.numpy())
     if rank == 0:
-        callbacks.append(MlflowEpochLogger(spec.tracking_uri, spec.run_id, cfg.epochs, steps))
-        log.info("training %s on %d workers, %d steps per epoch, %d epochs", spec.model, size,
-                 steps, cfg.epochs)
+        log.info("training %s on %d workers: %d steps per epoch, epochs %d-%d of %d",
+                 spec.model, size, steps, initial_epoch + 1, cfg.epochs, cfg.epochs)
 
+    field = feature_field(manifest)
+    classes = manifest.num_classes
     with training_stream(spec.dataset_url, "train", (field, "label"), shard=rank,
-                         shard_count=size, seed=cfg.seed + rank,
+                         shard_count=size, seed=cfg.seed + rank + 1000 * initial_epoch,
                          reader_workers=cfg.reader_workers) as reader:
         dataset = tf_dataset(reader).map(
-            lambda row: (tf_model_input(tf, manifest, getattr(row, field)), row.label))
+            lambda row: (tf_model_input(tf, manifest, getattr(row, field)),
+                         tf.one_hot(row.label, classes)))
         if cfg.shuffle_buffer:
             dataset = dataset.shuffle(cfg.shuffle_buffer, seed=cfg.seed + rank)
         dataset = dataset.batch(cfg.batch_size).prefetch(tf.data.AUTOTUNE)
         history = model.fit(dataset, steps_per_epoch=steps, epochs=cfg.epochs,
-                            callbacks=callbacks, verbose=0)
+                            initial_epoch=initial_epoch,
+                            callbacks=_callbacks(spec, hvd, hvd_tf, schedule, steps), verbose=0)
 
+    steps_run = int(model.optimizer.iterations.numpy()) - start_step  # measured, not planned
     if rank == 0:
+        from pipeline.tracking.keras import log_keras_model
+
         example = next(read_batches(spec.dataset_url, "val", (field,), 4))[field]
-        log_keras_model(spec.tracking_uri, spec.run_id, model,
-                        as_model_input(manifest, example))
-    return {"rank": rank, "steps": steps * len(history.history["loss"]),
+        log_keras_model(spec.tracking_uri, spec.run_id, model, as_model_input(manifest, example))
+    return {"rank": rank, "steps": steps_run, "initial_epoch": initial_epoch,
             "history": {k: [float(v) for v in vs] for k, vs in history.history.items()}}

@@ -1,0 +1,100 @@
+"""Keras callbacks that run inside every worker: exact validation, the learning rate in the
+logs, early stopping that survives a resume, and rank 0's per-epoch checkpoint.
+
+Order matters (Keras calls them in list order at an epoch end): validation adds ``val_*``,
+early stopping reads them, the checkpoint records them and the MLflow logger writes them.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from pipeline.datasets.reader import read_batches
+from pipeline.errors import PipelineError
+from pipeline.train import checkpoints
+from pipeline.train.features import as_model_input, feature_field
+from pipeline.train.optim import make_loss
+from pipeline.train.spec import WorkerSpec
+
+
+class ValidationCountError(PipelineError, RuntimeError):
+    """The workers together read a different number of validation rows than the manifest says."""
+
+
+class ExactValidation(tf.keras.callbacks.Callback):
+    """Each rank scores its validation shard once; sums are all-reduced across ranks."""
+
+    def __init__(self, spec: WorkerSpec, hvd_tf) -> None:
+        super().__init__()
+        self._spec = spec
+        self._hvd = hvd_tf
+        self._loss = make_loss(spec.train.loss, summed=True)
+
+    def on_epoch_end(self, epoch, logs=None):
+        spec, hvd = self._spec, self._hvd
+        field = feature_field(spec.manifest)
+        loss_sum = correct = seen = 0.0
+        for batch in read_batches(spec.dataset_url, "val", (field, "label"),
+                                  spec.train.batch_size, shard=hvd.rank(),
+                                  shard_count=hvd.size()):
+            probs = self.model(as_model_input(spec.manifest, batch[field]), training=False)
+            labels = batch["label"].astype("int64")
+            onehot = tf.one_hot(labels, spec.manifest.num_classes)
+            loss_sum += float(self._loss(onehot, probs))
+            correct += float((probs.numpy().argmax(axis=1) == labels).sum())
+            seen += len(labels)
+        totals = hvd.allreduce(tf.constant([loss_sum, correct, seen], tf.float64),
+                               op=hvd.Sum, name=f"val_totals_{epoch}").numpy()
+        expected = spec.manifest.splits["val"].rows
+        if int(totals[2]) != expected:
+            raise ValidationCountError(f"validation read {int(totals[2])} rows, the manifest "
+                                       f"of {spec.dataset_url} says {expected}")
+        logs["val_loss"] = totals[0] / totals[2]
+        logs["val_accuracy"] = totals[1] / totals[2]
+
+
+class LearningRateInLogs(tf.keras.callbacks.Callback):
+    """Adds the learning rate of the epoch's last step to the epoch's logs."""
+
+    def __init__(self, schedule) -> None:
+        super().__init__()
+        self._schedule = schedule
+
+    def on_epoch_end(self, epoch, logs=None):
+        step = max(0, int(self.model.optimizer.iterations.numpy()) - 1)
+        logs["learning_rate"] = float(self._schedule(step))
+
+
+class ResumableEarlyStopping(tf.keras.callbacks.EarlyStopping):
+    """Early stopping on ``val_loss`` whose best value and patience count carry over a resume.
+
+    ``val_loss`` is all-reduced, so every rank decides to stop at the same epoch.
+    """
+
+    def __init__(self, patience: int, min_delta: float, state: dict[str, float]) -> None:
+        super().__init__(monitor="val_loss", patience=patience, min_delta=min_delta)
+        self._resumed = state
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        if self._resumed:
+            self.best = self._resumed["best"]
+            self.wait = int(self._resumed["wait"])
+
+    def state(self) -> dict[str, float]:
+        return {"best": float(self.best), "wait": self.wait}
+
+
+class CheckpointEachEpoch(tf.keras.callbacks.Callback):
+    """Rank 0 only: model, optimiser state, the epoch's metrics and early-stopping state."""
+
+    def __init__(self, root: str, early_stopping: ResumableEarlyStopping | None) -> None:
+        super().__init__()
+        self._root = root
+        self._early_stopping = early_stopping
+
+    def on_epoch_end(self, epoch, logs=None):
+        state = self._early_stopping.state() if self._early_stopping else {}
+        scalars = {k: float(v) for k, v in (logs or {}).items()}
+        checkpoint = checkpoints.Checkpoint(self._root, epoch, scalars, state)
+        checkpoints.save(checkpoint, self.model, self.model.optimizer)

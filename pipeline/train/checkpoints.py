@@ -1,0 +1,78 @@
+"""Per-epoch checkpoints: model weights, optimiser state (with its step counter, which drives the
+learning-rate schedule) and progress, on any filesystem pyarrow opens (local, HDFS, S3).
+
+Layout: ``<train.checkpoint_dir>/<run id>/epoch-NNNN/`` (a TensorFlow checkpoint) and
+``latest.json``, replaced only after the epoch folder is complete; the two newest are kept.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipeline.datasets import storage
+
+LATEST = "latest.json"
+KEEP = 2
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    root: str
+    epoch: int  # the last completed epoch, 0-based
+    logs: dict[str, float] = field(default_factory=dict)  # that epoch's metrics
+    early_stopping: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def uri(self) -> str:
+        return storage.join(self.root, _epoch_dir(self.epoch))
+
+
+def _epoch_dir(epoch: int) -> str:
+    return f"epoch-{epoch:04d}"
+
+
+def checkpoint_root(checkpoint_dir: str, run_id: str) -> str:
+    return storage.join(storage.to_uri(checkpoint_dir), run_id)
+
+
+def latest(root: str) -> Checkpoint | None:
+    """The newest complete checkpoint under ``root``, or None."""
+    try:
+        data = json.loads(storage.read_text(storage.join(root, LATEST)))
+    except FileNotFoundError:
+        return None
+    return Checkpoint(root=root, epoch=int(data["epoch"]), logs=data.get("logs", {}),
+                      early_stopping=data.get("early_stopping", {}))
+
+
+def save(checkpoint: Checkpoint, model, optimizer) -> None:
+    """Write the epoch's checkpoint, then point ``latest.json`` at it, then drop old ones."""
+    import tensorflow as tf
+
+    with tempfile.TemporaryDirectory(prefix="pipeline-ckpt-") as scratch:
+        tf.train.Checkpoint(model=model, optimizer=optimizer).write(str(Path(scratch, "ckpt")))
+        storage.copy_dir(Path(scratch).as_uri(), checkpoint.uri)
+    pointer = {"epoch": checkpoint.epoch, "checkpoint": _epoch_dir(checkpoint.epoch),
+               "logs": checkpoint.logs, "early_stopping": checkpoint.early_stopping}
+    staged = storage.join(checkpoint.root, f".{LATEST}.tmp")
+    storage.write_text(staged, json.dumps(pointer, indent=2))
+    storage.replace_file(staged, storage.join(checkpoint.root, LATEST))
+    kept = {_epoch_dir(checkpoint.epoch - back) for back in range(KEEP)}
+    for name in storage.list_names(checkpoint.root):
+        if name.startswith("epoch-") and name not in kept:
+            storage.delete_dir(storage.join(checkpoint.root, name))
+
+
+def restore(checkpoint: Checkpoint, model, optimizer) -> None:
+    """Load weights and optimiser state (slots and step counter) saved by ``save``."""
+    import tensorflow as tf
+
+    optimizer.build(model.trainable_variables)  # slots must exist to be restored into
+    with tempfile.TemporaryDirectory(prefix="pipeline-ckpt-") as scratch:
+        storage.copy_dir(checkpoint.uri, Path(scratch).as_uri())
+        status = tf.train.Checkpoint(model=model, optimizer=optimizer).read(
+            str(Path(scratch, "ckpt")))
+        status.assert_existing_objects_matched()
