@@ -19,6 +19,7 @@ def make_config(tmp: Path, *overrides: str) -> Config:
         f"data_dir={tmp / 'data'}",
         f"mlflow.tracking_uri=sqlite:///{tmp / 'mlruns.db'}",
         f"mlflow.artifact_root={tmp / 'mlartifacts'}",
+        f"train.checkpoint_dir={tmp / 'checkpoints'}",
         "spark.master=local[2]",
         *overrides,
     ])

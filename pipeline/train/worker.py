@@ -109,5 +109,6 @@ def train_worker(spec: WorkerSpec) -> dict:
 
         example = next(read_batches(spec.dataset_url, "val", (field,), 4))[field]
         log_keras_model(spec.tracking_uri, spec.run_id, model, as_model_input(manifest, example))
-    return {"rank": rank, "steps": steps_run, "initial_epoch": initial_epoch,
+    return {"rank": rank, "local_rank": hvd.local_rank(), "steps": steps_run,
+            "initial_epoch": initial_epoch,
             "history": {k: [float(v) for v in vs] for k, vs in history.history.items()}}

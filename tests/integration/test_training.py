@@ -14,18 +14,49 @@ from tests.conftest import make_config
 pytestmark = pytest.mark.integration
 
 
+# one reader thread: row groups arrive in a fixed order, so runs are reproducible (see below)
+SETTINGS = ("train.epochs=2", "train.reader_workers=1")
+
+
 @pytest.fixture(scope="module")
 def trained(digits_dataset, tmp_path_factory):
     url, manifest = digits_dataset
-    cfg = make_config(tmp_path_factory.mktemp("train"), "train.epochs=2")
+    cfg = make_config(tmp_path_factory.mktemp("train"), *SETTINGS)
     return cfg, url, manifest, train(cfg, url)
 
 
-def test_two_workers_ran_the_same_number_of_steps(trained):
+def test_two_workers_ran_the_same_number_of_steps_and_improved(trained):
+    from mlflow.tracking import MlflowClient
+
     cfg, _, manifest, result = trained
     expected = -(-manifest.splits["train"].rows // (cfg.train.batch_size * 2)) * 2
-    assert result.steps_per_rank == [expected, expected]
+    assert result.steps_per_rank == [expected, expected]  # counted by each optimiser
     assert result.val_accuracy > 0.9
+    client = MlflowClient(tracking_uri=cfg.mlflow.tracking_uri)
+    val_loss = [m.value for m in client.get_metric_history(result.run_id, "val_loss")]
+    assert val_loss[1] < val_loss[0]
+
+
+def test_same_seed_data_and_workers_give_the_same_metrics(trained, tmp_path):
+    """Bit-exact on CPU with one reader thread per worker (tolerance 1e-6 for float printing);
+    with more reader threads row groups may arrive in a different order."""
+    _, url, _, first = trained
+    again = train(make_config(tmp_path, *SETTINGS), url)
+    assert again.val_loss == pytest.approx(first.val_loss, abs=1e-6)
+    assert again.val_accuracy == pytest.approx(first.val_accuracy, abs=1e-6)
+
+
+def test_learning_rate_warms_up_to_rate_times_workers(trained):
+    from mlflow.tracking import MlflowClient
+
+    cfg, _, _, result = trained
+    client = MlflowClient(tracking_uri=cfg.mlflow.tracking_uri)
+    rates = [m.value for m in client.get_metric_history(result.run_id, "learning_rate")]
+    peak = cfg.train.learning_rate * 2
+    assert cfg.train.learning_rate < rates[0] < peak  # last step of the 1-epoch warm-up
+    assert rates[1] == pytest.approx(peak)
+    assert {"epoch_time_s", "samples_per_s", "accuracy", "val_accuracy"} <= set(
+        client.get_run(result.run_id).data.metrics)
 
 
 def test_mlflow_run_holds_params_metrics_and_manifest(trained):
@@ -86,15 +117,60 @@ def test_text_cnn_learns_the_reviews(reviews_dataset, tmp_path):
     assert probs.shape == (len(batch["label"]), manifest.num_classes)
 
 
-def test_a_model_that_does_not_fit_the_data_is_refused_before_any_run(reviews_dataset,
-                                                                       tmp_path):
+def test_text_rnn_with_lstm_and_cosine_schedule_learns(reviews_dataset, tmp_path):
+    url, manifest = reviews_dataset
+    cfg = make_config(tmp_path, "train.model=text_rnn", "train.text_rnn.cell=lstm",
+                      "train.learning_rate=0.002", "train.schedule.name=cosine",
+                      "train.schedule.warmup_epochs=0", "train.dropout=0.2", "train.epochs=2")
+    result = train(cfg, url)
+    val = manifest.splits["val"]
+    assert result.val_accuracy > max(val.per_label.values()) / val.rows
+    assert result.steps_per_rank[0] == result.steps_per_rank[1]
+
+
+def test_early_stopping_stops_every_rank_at_the_same_epoch(digits_dataset, tmp_path):
+    url, manifest = digits_dataset
+    # no val_loss drop of 10 will ever come: stop after patience 1, at the second epoch
+    cfg = make_config(tmp_path, "train.epochs=5", "train.early_stopping.patience=1",
+                      "train.early_stopping.min_delta=10", "train.optimizer=momentum",
+                      "train.learning_rate=0.01")
+    result = train(cfg, url)
+    steps = -(-manifest.splits["train"].rows // (cfg.train.batch_size * 2))
+    assert result.epochs_run == 2
+    assert result.steps_per_rank == [2 * steps, 2 * steps]
+    assert result.val_accuracy > 0.8  # SGD with momentum learns the digits
+
+
+def test_uneven_shards_train_without_hanging(spark, digits_raw, tmp_path):
+    from pipeline.ingest.image_job import ingest_images
+
+    # 3 train row groups over 2 workers: one rank reads twice as many rows as the other
+    cfg = make_config(tmp_path, "split.train=0.7", "split.val=0.3", "split.test=0",
+                      "dataset.rows_per_row_group=1200", "train.epochs=2")
+    manifest = ingest_images(spark, cfg, str(digits_raw), str(tmp_path / "uneven"))
+    url = (tmp_path / "uneven").as_uri()
+    assert manifest.splits["train"].row_groups == 3
+    shard_rows = [sum(len(b["label"]) for b in read_batches(url, "train", ("label",), 512,
+                                                            shard=rank, shard_count=2))
+                  for rank in (0, 1)]
+    assert max(shard_rows) >= 1.5 * min(shard_rows), shard_rows
+    result = train(cfg, url)
+    assert result.steps_per_rank[0] == result.steps_per_rank[1] > 0
+    assert result.epochs_run == 2
+
+
+@pytest.mark.parametrize(("overrides", "error", "message"), [
+    (["train.model=image_cnn"], "ModelChoiceError", "cannot train on a text dataset"),
+    (["train.loss=binary_crossentropy"], "ConfigError", "binary_crossentropy needs two classes"),
+])
+def test_what_does_not_fit_the_data_is_refused_before_any_run(reviews_dataset, tmp_path,
+                                                              overrides, error, message):
     from mlflow.tracking import MlflowClient
 
-    from pipeline.train.features import ModelChoiceError
-
-    cfg = make_config(tmp_path, "train.model=image_cnn")
-    with pytest.raises(ModelChoiceError, match="cannot train on a text dataset"):
+    cfg = make_config(tmp_path, *overrides)
+    with pytest.raises(Exception, match=message) as info:
         train(cfg, reviews_dataset[0])
+    assert type(info.value).__name__ == error
     client = MlflowClient(tracking_uri=cfg.mlflow.tracking_uri)
     experiments = [e.experiment_id for e in client.search_experiments()]
     assert not experiments or client.search_runs(experiments) == []

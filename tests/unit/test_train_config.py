@@ -1,0 +1,39 @@
+"""The train section: knobs parse, and bad combinations are refused naming the key."""
+
+import pytest
+
+from pipeline.config import ConfigError, load_config
+
+
+def test_knobs_parse_from_overrides():
+    cfg = load_config(overrides=["train.optimizer=momentum", "train.momentum=0.8",
+                                 "train.image_cnn.conv_filters=[16,32,64]",
+                                 "train.augment.flip=horizontal", "train.launcher=hosts",
+                                 "train.hosts=node1:2,node2:2", "train.workers=4"])
+    train = cfg.train
+    assert (train.optimizer, train.momentum) == ("momentum", 0.8)
+    assert train.image_cnn.conv_filters == [16, 32, 64]
+    assert train.augment.enabled
+    assert train.host_slots == 4
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["train.momentum=0.9"], "train.momentum is only used by optimizer 'momentum', not 'adam'"),
+    (["train.launcher=hosts"], "launcher 'hosts' needs train.hosts"),
+    (["train.hosts=node1:2"], "train.hosts is only used by launcher 'hosts'"),
+    (["train.launcher=hosts", "train.hosts=node1:two"], "config key 'train.hosts'"),
+    (["train.launcher=hosts", "train.hosts=node1:1", "train.workers=2"],
+     "2 workers need more than the 1 slots"),
+    (["train.model=text_rnn", "train.augment.rotation=10"], "train.augment"),
+    (["train.epochs=2", "train.schedule.warmup_epochs=3"], "warmup_epochs (3) exceeds"),
+    (["train.activation=gelu"], "config key 'train.activation'"),
+    (["train.loss=hinge"], "config key 'train.loss'"),
+    (["train.dropout=1.0"], "config key 'train.dropout'"),
+    (["train.text_rnn.cell=rnn"], "config key 'train.text_rnn.cell'"),
+    (["train.image_cnn.conv_filters=[]"], "config key 'train.image_cnn.conv_filters'"),
+    (["train.augment.shift=1.5"], "config key 'train.augment.shift'"),
+])
+def test_bad_combinations_are_configuration_errors(overrides, message):
+    with pytest.raises(ConfigError) as info:
+        load_config(overrides=overrides)
+    assert message in str(info.value)
