@@ -102,9 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--epochs", type=int, metavar="E", help="default: train.epochs")
     train.add_argument("--batch-size", type=int, metavar="B",
                        help="per worker (default: train.batch_size)")
-    train.add_argument("--resume", nargs="?", const="latest", metavar="RUN_ID",
-                       help="continue a run after its last checkpoint, in the same MLflow run "
-                            "(default: the newest unfinished run of this dataset and model)")
+    train.add_argument("--resume", action="store_true",
+                       help="continue the newest unfinished run of this dataset and model "
+                            "after its last checkpoint, logging into the same MLflow run")
+    train.add_argument("--run-id", metavar="ID",
+                       help="with --resume: the run to continue")
 
     commands.add_parser("demo", parents=[common], help="the whole pipeline on bundled digits",
                         description="Write the bundled MNIST digits as PNG files and the "
@@ -173,7 +175,10 @@ def _ingest(cfg: Config, args: argparse.Namespace) -> int:
 def _train(cfg: Config, args: argparse.Namespace) -> int:
     from pipeline.train.job import train
 
-    result = train(cfg, args.data, resume=args.resume)
+    if args.run_id and not args.resume:
+        print("pipeline train: --run-id is only used with --resume", file=sys.stderr)
+        return EXIT_USAGE
+    result = train(cfg, args.data, resume=(args.run_id or "latest") if args.resume else None)
     print(f"run id {result.run_id}")
     print(f"epochs {result.initial_epoch + 1}-{result.initial_epoch + result.epochs_run} "
           f"of {cfg.train.epochs}, {result.steps_per_rank[0]} steps per worker")

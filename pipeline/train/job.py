@@ -36,6 +36,7 @@ class TrainResult:
     val_accuracy: float
     val_loss: float
     steps_per_rank: list[int]
+    local_ranks: list[int]
     initial_epoch: int
     epochs_run: int
 
@@ -114,6 +115,7 @@ def train(cfg: Config, data: str, resume: str | None = None) -> TrainResult:
     return TrainResult(run_id=run_id, val_accuracy=history["val_accuracy"][-1],
                        val_loss=history["val_loss"][-1],
                        steps_per_rank=[r["steps"] for r in results],
+                       local_ranks=[r["local_rank"] for r in results],
                        initial_epoch=results[0]["initial_epoch"],
                        epochs_run=len(history["loss"]))
 

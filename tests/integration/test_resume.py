@@ -1,0 +1,118 @@
+"""A worker killed mid-epoch ends the job naming its rank; --resume continues in the same run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.procs import Background, run_pipeline
+
+pytestmark = pytest.mark.integration
+EPOCHS = 6
+
+
+def _settings(tmp: Path) -> list[str]:
+    return [f"mlflow.tracking_uri=sqlite:///{tmp / 'mlruns.db'}",
+            f"mlflow.artifact_root={tmp / 'mlartifacts'}",
+            f"train.checkpoint_dir={tmp / 'checkpoints'}", f"train.epochs={EPOCHS}"]
+
+
+def _children() -> dict[int, list[int]]:
+    tree: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        tree.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    return tree
+
+
+def _rank_pid(root: int, rank: int) -> int | None:
+    """The pid of the Horovod worker with ``rank`` among the descendants of ``root``."""
+    tree, todo = _children(), [root]
+    while todo:
+        pid = todo.pop()
+        todo.extend(tree.get(pid, []))
+        try:
+            env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if f"HOROVOD_RANK={rank}".encode() in env:
+            return pid
+    return None
+
+
+def _wait_for_checkpoint(root: Path, job: Background, timeout_s: float = 300) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not list(root.glob("*/latest.json")):
+        assert job.process.poll() is None, job.log.read_text()[-3000:]
+        assert time.monotonic() < deadline, "no checkpoint was written"
+        time.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+def killed(digits_dataset, tmp_path_factory):
+    """Train, SIGKILL rank 1 after the first checkpoint, and return what the job reported."""
+    tmp = tmp_path_factory.mktemp("resume")
+    url = digits_dataset[0]
+    job = Background(["train", "--data", url, *_settings(tmp)], tmp)
+    _wait_for_checkpoint(tmp / "checkpoints", job)
+    pid = _rank_pid(job.process.pid, 1)
+    assert pid is not None, "rank 1 not found"
+    os.kill(pid, signal.SIGKILL)
+    killed_at = time.monotonic()
+    code, _, err = job.finish(timeout_s=120)  # bounded: a hang fails here
+    return tmp, url, code, err, time.monotonic() - killed_at
+
+
+def test_a_killed_worker_ends_the_job_naming_its_rank(killed):
+    from mlflow.tracking import MlflowClient
+
+    tmp, _, code, err, seconds = killed
+    assert code == 1, err[-3000:]
+    assert "worker rank 1 was killed by SIGKILL" in err
+    run = MlflowClient(f"sqlite:///{tmp / 'mlruns.db'}").search_runs(["1"])[0]
+    assert run.info.status == "FAILED"
+    print(f"job ended {seconds:.1f}s after the kill")
+
+
+def test_resume_continues_after_the_last_checkpoint_in_the_same_run(killed):
+    from mlflow.tracking import MlflowClient
+
+    tmp, url, *_ = killed
+    (pointer,) = (tmp / "checkpoints").glob("*/latest.json")
+    saved = json.loads(pointer.read_text())["epoch"]
+    assert saved < EPOCHS - 1, "the kill came after the last epoch"
+    done = run_pipeline(["train", "--data", url, "--resume", *_settings(tmp)], tmp)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"epochs {saved + 2}-{EPOCHS} of {EPOCHS}" in done.stdout
+
+    client = MlflowClient(f"sqlite:///{tmp / 'mlruns.db'}")
+    (run,) = client.search_runs(["1"])  # the same run, no second one
+    assert run.info.run_id == pointer.parent.name
+    assert run.info.status == "FINISHED"
+    for metric in ("val_accuracy", "loss", "learning_rate"):
+        steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, metric))
+        assert steps == list(range(EPOCHS)), (metric, steps)  # no gap, no repeat
+    losses = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "loss")}
+    assert losses[saved + 1] < losses[0]  # it continued from the trained weights, not from 0
+    assert run.data.metrics["val_accuracy"] > 0.9
+
+
+def test_resume_refuses_other_settings_and_finished_runs(killed):
+    tmp, url, *_ = killed
+    (pointer,) = (tmp / "checkpoints").glob("*/latest.json")
+    run_id = pointer.parent.name
+    resume = ["train", "--data", url, "--resume", "--run-id", run_id, *_settings(tmp)]
+    changed = run_pipeline([*resume, "train.learning_rate=0.1"], tmp)
+    assert changed.returncode == 1
+    assert "different settings (train.learning_rate)" in changed.stderr
+    finished = run_pipeline(resume, tmp)
+    assert finished.returncode == 1
+    assert f"already completed all {EPOCHS} epochs" in finished.stderr
