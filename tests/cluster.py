@@ -28,6 +28,7 @@ class StandaloneCluster:
 
     def __init__(self, workdir: Path, workers: int = 2, memory: str = "1500m") -> None:
         self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
         self.port, self.ui_port = free_port(), free_port()
         self.url = f"spark://127.0.0.1:{self.port}"
         self._env = {**os.environ, "SPARK_HOME": str(SPARK_CLASS.parent.parent),
