@@ -45,10 +45,13 @@ def describe_failure(message: str) -> str:
     rank = name.rsplit("[", 1)[-1].rstrip("]") if "[" in name else name
     number = -code if code < 0 else code - 128 if code > 128 else 0
     try:
-        how = f"was killed by {signal.Signals(number).name}" if number else f"exited {code}"
+        if number:
+            return (f"worker rank {rank} was killed by {signal.Signals(number).name}; Horovod "
+                    f"stopped the other workers")
     except ValueError:
-        how = f"exited {code}"
-    return f"worker rank {rank} {how}; Horovod stopped the other workers"
+        pass
+    return (f"worker rank {rank} failed first (exit {code}; its output above says why, e.g. a "
+            f"peer that stopped responding for train.stall_timeout_s); Horovod stopped the others")
 
 
 def launch(fn: Callable[..., Any], args: tuple, cfg: TrainConfig) -> list:

@@ -82,6 +82,19 @@ def test_a_killed_worker_ends_the_job_naming_its_rank(killed):
     print(f"job ended {seconds:.1f}s after the kill")
 
 
+def test_a_frozen_worker_ends_the_job_after_the_stall_timeout(digits_dataset, tmp_path):
+    job = Background(["train", "--data", digits_dataset[0], *_settings(tmp_path),
+                      "train.stall_timeout_s=15"], tmp_path)
+    _wait_for_checkpoint(tmp_path / "checkpoints", job)
+    pid = _rank_pid(job.process.pid, 1)
+    assert pid is not None, "rank 1 not found"
+    os.kill(pid, signal.SIGSTOP)  # alive but silent: no exit code tells anyone
+    code, _, err = job.finish(timeout_s=180)  # bounded: a hang fails here
+    assert code == 1, err[-3000:]
+    assert "Timed out waiting 15000ms" in err  # Gloo's timeout, set from train.stall_timeout_s
+    assert "Horovod training failed: worker rank 0 failed first" in err
+
+
 def test_resume_continues_after_the_last_checkpoint_in_the_same_run(killed):
     from mlflow.tracking import MlflowClient
 

@@ -15,7 +15,7 @@ def test_killed_rank_is_named_with_its_signal():
 
 def test_hosts_style_names_and_plain_exit_codes():
     assert describe_failure(HOROVOD_REPORT.format(name="node2[3]", code=1)).startswith(
-        "worker rank 3 exited 1")
+        "worker rank 3 failed first (exit 1;")
     assert "killed by SIGTERM" in describe_failure(HOROVOD_REPORT.format(name="0", code=-15))
 
 
