@@ -30,6 +30,7 @@ bench: venv
 	@test -d /usr/share/datasets/fashion-mnist || $(SUDO) apt-get install -y dataset-fashion-mnist
 	$(BIN)/python benchmarks/ingest.py images
 	$(BIN)/python benchmarks/ingest.py text
+	$(BIN)/python benchmarks/train.py
 
 ui: venv
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlruns.db --host 127.0.0.1 --port 5000

@@ -38,7 +38,7 @@ OVERRIDES = {
 UNIT = {"images": "images", "text": "documents"}
 
 
-def _idx(path: Path) -> np.ndarray:
+def read_idx(path: Path) -> np.ndarray:
     with gzip.open(path) if path.suffix == ".gz" else path.open("rb") as handle:
         data = handle.read()
     dims = data[3]
@@ -46,7 +46,7 @@ def _idx(path: Path) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * dims).reshape(shape)
 
 
-def _find(stem: str) -> Path:
+def find_fashion(stem: str) -> Path:
     for candidate in sorted(FASHION.rglob(f"{stem}*")):
         return candidate
     raise SystemExit(f"{stem} not found under {FASHION}: "
@@ -55,7 +55,8 @@ def _find(stem: str) -> Path:
 
 def write_images(raw: Path, limit: int) -> None:
     """The Fashion-MNIST training images as 96x96 RGB JPEG files, ``raw/<class>/<i>.jpg``."""
-    images, labels = _idx(_find("train-images")), _idx(_find("train-labels"))
+    images = read_idx(find_fashion("train-images"))
+    labels = read_idx(find_fashion("train-labels"))
     staging = raw.with_name(raw.name + ".partial")
     for name in CLASSES:
         (staging / name).mkdir(parents=True, exist_ok=True)

@@ -201,3 +201,9 @@ def write_image_corpus(root: Path) -> dict[str, str]:
         path.write_bytes(data)
         expected[relative] = outcome
     return expected
+
+
+def photo_crops(count: int, width: int = 40, height: int = 30) -> list[np.ndarray]:
+    """``count`` distinct RGB crops of the real photographs."""
+    photo = _Photo()
+    return [photo(width, height) for _ in range(count)]

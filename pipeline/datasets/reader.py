@@ -36,11 +36,17 @@ def check_shardable(split: str, row_groups: int, workers: int) -> None:
 
 
 @contextmanager
-def _open_reader(dataset_url: str, split: str, fields: Sequence[str], **options):
-    """A Petastorm reader over exactly ``fields``, closed without its 'Cache cleanup' print."""
-    from petastorm import make_reader
+def _open_reader(dataset_url: str, split: str, fields: Sequence[str], columns: bool = False,
+                 **options):
+    """A Petastorm reader over exactly ``fields``, closed without its 'Cache cleanup' print.
 
-    reader = make_reader(storage.join(dataset_url, split), schema_fields=list(fields), **options)
+    ``columns``: a batch reader yielding one row group's stored columns at a time (images stay
+    encoded, to be decoded in parallel by TensorFlow); otherwise rows decoded by Petastorm.
+    """
+    from petastorm import make_batch_reader, make_reader
+
+    factory = make_batch_reader if columns else make_reader
+    reader = factory(storage.join(dataset_url, split), schema_fields=list(fields), **options)
     try:
         yield reader
     finally:
@@ -51,18 +57,37 @@ def _open_reader(dataset_url: str, split: str, fields: Sequence[str], **options)
 
 
 def training_stream(dataset_url: str, split: str, fields: Sequence[str], shard: int,
-                    shard_count: int, seed: int, reader_workers: int):
-    """An endless, shuffled Petastorm reader over one shard of ``split`` (a context manager)."""
-    return _open_reader(dataset_url, split, fields, num_epochs=None, cur_shard=shard,
+                    shard_count: int, seed: int, reader_workers: int, columns: bool = False):
+    """An endless Petastorm reader over one shard of ``split``, row groups shuffled with
+    ``seed`` (a context manager); ``columns`` as in ``_open_reader``."""
+    return _open_reader(dataset_url, split, fields, columns, num_epochs=None, cur_shard=shard,
                         shard_count=shard_count, shuffle_row_groups=True, seed=seed,
                         reader_pool_type="thread", workers_count=reader_workers)
 
 
 def tf_dataset(reader):
-    """Petastorm reader -> ``tf.data.Dataset`` of named tuples."""
+    """Petastorm row reader -> ``tf.data.Dataset`` of named tuples."""
     from petastorm.tf_utils import make_petastorm_dataset
 
     return make_petastorm_dataset(reader)
+
+
+def tf_column_dataset(reader, signature: dict):
+    """Petastorm batch reader -> ``tf.data.Dataset`` of single rows as dicts of tensors.
+
+    ``signature``: field -> ``tf.TensorSpec`` of one row's stored value (``tf.string`` for an
+    encoded image). Petastorm's own converter cannot be used here: it types encoded image
+    columns by their decoded dtype.
+    """
+    import tensorflow as tf
+
+    def row_groups():
+        for group in reader:
+            yield {name: getattr(group, name) for name in signature}
+
+    batched = {name: tf.TensorSpec([None, *spec.shape], spec.dtype)
+               for name, spec in signature.items()}
+    return tf.data.Dataset.from_generator(row_groups, output_signature=batched).unbatch()
 
 
 def read_batches(dataset_url: str, split: str, fields: Sequence[str], batch_size: int,

@@ -9,6 +9,8 @@ from contextlib import redirect_stdout
 
 import numpy as np
 
+from pipeline.tracking.retry import Retrying
+
 log = logging.getLogger("pipeline.train")
 
 
@@ -22,34 +24,57 @@ class MlflowEpochLogger(_keras_callback_base()):
     """Logs every epoch's metrics to an existing run and a progress line for people."""
 
     def __init__(self, tracking_uri: str, run_id: str, epochs: int, steps: int,
-                 global_batch: int) -> None:
+                 retrying: Retrying) -> None:
         super().__init__()
         from mlflow.tracking import MlflowClient
 
         self._client = MlflowClient(tracking_uri=tracking_uri)
+        self._retrying = retrying
         self._run_id = run_id
         self._epochs = epochs
         self._steps = steps
-        self._global_batch = global_batch
-        self._started = 0.0
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._started = time.monotonic()
 
     def on_epoch_end(self, epoch, logs=None):
         from mlflow.entities import Metric
 
         logs = logs or {}
         now_ms = int(time.time() * 1000)
-        elapsed = time.monotonic() - self._started
         values = {k: float(v) for k, v in logs.items() if np.isscalar(v) or np.ndim(v) == 0}
-        values["epoch_time_s"] = elapsed
-        values["samples_per_s"] = self._steps * self._global_batch / max(elapsed, 1e-9)
-        self._client.log_batch(self._run_id, metrics=[
-            Metric(key, value, now_ms, epoch) for key, value in sorted(values.items())])
-        log.info("epoch %d/%d (%d steps, %.1fs): %s", epoch + 1, self._epochs, self._steps,
-                 elapsed, ", ".join(f"{k} {v:.4f}" for k, v in sorted(values.items())
-                                    if k not in ("epoch_time_s", "samples_per_s")))
+        metrics = [Metric(key, value, now_ms, epoch) for key, value in sorted(values.items())]
+        self._retrying(f"metrics of epoch {epoch + 1}", self._client.log_batch, self._run_id,
+                       metrics=metrics)
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in sorted(values.items())
+                          if k not in ("epoch_time_s", "samples_per_s"))
+        log.info("epoch %d/%d (%d steps, %.1fs, %.0f samples/s): %s", epoch + 1, self._epochs,
+                 self._steps, values.get("epoch_time_s", 0.0), values.get("samples_per_s", 0.0),
+                 shown)
+
+
+def start_system_metrics(tracking_uri: str, run_id: str, interval_s: float = 5.0):
+    """MLflow's CPU, memory (and GPU) sampler for the run; call ``.finish()`` on the result."""
+    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+    monitor = SystemMetricsMonitor(run_id, sampling_interval=interval_s,
+                                   tracking_uri=tracking_uri)
+    monitor.start()
+    return monitor
+
+
+def log_outcome(tracking_uri: str, run_id: str, model, example: np.ndarray,
+                confusion: np.ndarray, labels: list[str], retrying: Retrying) -> None:
+    """After training: the validation report, the curves of the whole run, then the model."""
+    from mlflow.tracking import MlflowClient
+
+    from pipeline.tracking.reports import log_report
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    # from the store, not Keras: a resumed run's curves start at its first epoch
+    history = {key: [m.value for m in sorted(client.get_metric_history(run_id, key),
+                                              key=lambda m: m.step)]
+               for key in ("loss", "val_loss", "accuracy", "val_accuracy")}
+    retrying("the validation report", log_report, client, run_id, confusion, labels, "val",
+             history)
+    retrying("the model", log_keras_model, tracking_uri, run_id, model, example)
 
 
 def log_keras_model(tracking_uri: str, run_id: str, model, example: np.ndarray) -> None:

@@ -1,12 +1,28 @@
-"""Run lifecycle on the driver: one run per training job, created before any compute."""
+"""Run lifecycle on the driver: one run per training job, created before any compute, holding
+what a reader of the MLflow UI needs: redacted parameters, library versions, dataset lineage."""
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Mapping
+from importlib import metadata
 from typing import Any
+from urllib.parse import urlparse
 
+from pipeline.datasets import storage
 from pipeline.datasets.manifest import Manifest
 from pipeline.errors import PipelineError
+
+SECRET_WORDS = ("password", "passwd", "secret", "token", "key", "credential")
+# keys of our own typed configuration that contain one of those words but hold no secret
+NOT_SECRETS = frozenset({"text.url_token", "text.email_token", "text.mention_token",
+                         "text.token_pattern"})
+REDACTED = "<redacted>"
+_URI_PASSWORD = re.compile(r"(?<=://)([^/@:\s]+):[^/@\s]+@")
+# library -> the distributions that provide it (CPU and GPU builds of TensorFlow differ)
+LIBRARIES = {"tensorflow": ("tensorflow", "tensorflow-cpu"), "horovod": ("horovod",),
+             "pyspark": ("pyspark",), "petastorm": ("petastorm",), "mlflow": ("mlflow",)}
 
 
 class RunNotFoundError(PipelineError, LookupError):
@@ -25,9 +41,48 @@ def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     return flat
 
 
+def loggable_params(params: Mapping[str, Any]) -> dict[str, str]:
+    """Flattened parameters as MLflow stores them: secrets (by key, and passwords inside URIs)
+    replaced by ``<redacted>``, values cut to MLflow's 6,000-character limit."""
+    flat = {}
+    for key, value in flatten(params).items():
+        secret = key not in NOT_SECRETS and any(word in key.lower() for word in SECRET_WORDS)
+        flat[key] = (REDACTED if secret else _URI_PASSWORD.sub(rf"\1:{REDACTED}@", value))[:6000]
+    return flat
+
+
+def library_versions() -> dict[str, str]:
+    """Installed versions of the libraries a run depends on (without importing them)."""
+    versions = {}
+    for name, distributions in LIBRARIES.items():
+        versions[name] = "not installed"
+        for distribution in distributions:
+            try:
+                versions[name] = metadata.version(distribution)
+                break
+            except metadata.PackageNotFoundError:
+                continue
+    return versions
+
+
+def _dataset_input(manifest: Manifest, dataset_url: str):
+    """The dataset version as an MLflow dataset (the UI's Datasets column): source and digest."""
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    name = f"{manifest.kind}:{dataset_url.rstrip('/').rsplit('/', 1)[-1]}"
+    profile = {split: info.rows for split, info in manifest.splits.items()}
+    dataset = Dataset(name=name, digest=manifest.fingerprint[:16],
+                      source_type=urlparse(dataset_url).scheme or "local",
+                      source=json.dumps({"uri": dataset_url}),
+                      schema=json.dumps({"fields": manifest.schema}),
+                      profile=json.dumps(profile))
+    return DatasetInput(dataset, tags=[InputTag("mlflow.data.context", "train")])
+
+
 def create_training_run(tracking_uri: str, experiment_id: str, run_name: str,
                         params: Mapping[str, Any], manifest: Manifest, dataset_url: str) -> str:
-    """Create the run with its parameters, dataset tags and the manifest as an artifact."""
+    """Create the run: parameters and library versions, dataset lineage, and the version's
+    manifest, label map and vocabulary as artifacts."""
     from mlflow.entities import Param, RunTag
     from mlflow.tracking import MlflowClient
 
@@ -37,12 +92,17 @@ def create_training_run(tracking_uri: str, experiment_id: str, run_name: str,
         "dataset.fingerprint": manifest.fingerprint,
     })
     run_id = run.info.run_id
-    flat = flatten(params)
-    items = [Param(k, v[:6000]) for k, v in sorted(flat.items())]
+    flat = loggable_params({**params, "versions": library_versions()})
+    items = [Param(k, v) for k, v in sorted(flat.items())]
     for start in range(0, len(items), 100):
         client.log_batch(run_id, params=items[start:start + 100],
                          tags=[RunTag("mlflow.source.type", "JOB")] if start == 0 else [])
+    client.log_inputs(run_id, datasets=[_dataset_input(manifest, dataset_url)])
     client.log_text(run_id, manifest.to_json(), "dataset/manifest.json")
+    client.log_dict(run_id, manifest.label_map, "dataset/labels.json")
+    if manifest.kind == "text":
+        vocabulary = storage.read_text(storage.join(dataset_url, "vocab.txt"))
+        client.log_text(run_id, vocabulary, "dataset/vocab.txt")
     return run_id
 
 
@@ -67,8 +127,9 @@ def differing_params(tracking_uri: str, run_id: str, params: Mapping[str, Any]) 
         logged = MlflowClient(tracking_uri=tracking_uri).get_run(run_id).data.params
     except MlflowException:
         raise RunNotFoundError(f"no MLflow run {run_id} in the tracking store") from None
-    flat = {k: v[:6000] for k, v in flatten(params).items()}
-    return sorted(k for k in flat.keys() | logged.keys() if flat.get(k) != logged.get(k))
+    flat = loggable_params(params)
+    return sorted(k for k in flat.keys() | logged.keys()
+                  if flat.get(k) != logged.get(k) and not k.startswith("versions."))
 
 
 def latest_unfinished_run(tracking_uri: str, experiment_id: str, fingerprint: str,

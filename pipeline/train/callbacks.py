@@ -1,12 +1,16 @@
 """Keras callbacks that run inside every worker: exact validation, the learning rate in the
 logs, early stopping that survives a resume, and rank 0's per-epoch checkpoint.
 
-Order matters (Keras calls them in list order at an epoch end): validation adds ``val_*``,
+Order matters (Keras calls them in list order at an epoch end): the timer stops the clock,
+validation adds ``val_*``,
 early stopping reads them, the checkpoint records them and the MLflow logger writes them.
 """
 
 from __future__ import annotations
 
+import time
+
+import numpy as np
 import tensorflow as tf
 
 from pipeline.datasets.reader import read_batches
@@ -21,6 +25,23 @@ class ValidationCountError(PipelineError, RuntimeError):
     """The workers together read a different number of validation rows than the manifest says."""
 
 
+class EpochTimer(tf.keras.callbacks.Callback):
+    """First in the chain: the epoch's training time and throughput, before validation."""
+
+    def __init__(self, samples_per_epoch: int) -> None:
+        super().__init__()
+        self._samples = samples_per_epoch
+        self._started = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._started = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        elapsed = time.perf_counter() - self._started
+        logs["epoch_time_s"] = elapsed
+        logs["samples_per_s"] = self._samples / max(elapsed, 1e-9)
+
+
 class ExactValidation(tf.keras.callbacks.Callback):
     """Each rank scores its validation shard once; sums are all-reduced across ranks."""
 
@@ -29,28 +50,31 @@ class ExactValidation(tf.keras.callbacks.Callback):
         self._spec = spec
         self._hvd = hvd_tf
         self._loss = make_loss(spec.train.loss, summed=True)
+        self.confusion = None  # the last epoch's counts: rows true label, columns predicted
 
     def on_epoch_end(self, epoch, logs=None):
         spec, hvd = self._spec, self._hvd
         field = feature_field(spec.manifest)
-        loss_sum = correct = seen = 0.0
+        classes = spec.manifest.num_classes
+        loss_sum = 0.0
+        confusion = np.zeros(classes * classes, np.float64)
         for batch in read_batches(spec.dataset_url, "val", (field, "label"),
                                   spec.train.batch_size, shard=hvd.rank(),
                                   shard_count=hvd.size()):
             probs = self.model(as_model_input(spec.manifest, batch[field]), training=False)
             labels = batch["label"].astype("int64")
-            onehot = tf.one_hot(labels, spec.manifest.num_classes)
-            loss_sum += float(self._loss(onehot, probs))
-            correct += float((probs.numpy().argmax(axis=1) == labels).sum())
-            seen += len(labels)
-        totals = hvd.allreduce(tf.constant([loss_sum, correct, seen], tf.float64),
+            loss_sum += float(self._loss(tf.one_hot(labels, classes), probs))
+            predicted = probs.numpy().argmax(axis=1)
+            confusion += np.bincount(labels * classes + predicted, minlength=classes * classes)
+        totals = hvd.allreduce(tf.constant(np.append(confusion, loss_sum), tf.float64),
                                op=hvd.Sum, name=f"val_totals_{epoch}").numpy()
-        expected = spec.manifest.splits["val"].rows
-        if int(totals[2]) != expected:
-            raise ValidationCountError(f"validation read {int(totals[2])} rows, the manifest "
-                                       f"of {spec.dataset_url} says {expected}")
-        logs["val_loss"] = totals[0] / totals[2]
-        logs["val_accuracy"] = totals[1] / totals[2]
+        self.confusion = totals[:-1].reshape(classes, classes).astype(np.int64)
+        seen, expected = int(self.confusion.sum()), spec.manifest.splits["val"].rows
+        if seen != expected:
+            raise ValidationCountError(f"validation read {seen} rows, the manifest of "
+                                       f"{spec.dataset_url} says {expected}")
+        logs["val_loss"] = totals[-1] / seen
+        logs["val_accuracy"] = np.trace(self.confusion) / seen
 
 
 class LearningRateInLogs(tf.keras.callbacks.Callback):

@@ -60,3 +60,15 @@ def tf_model_input(tf, manifest: Manifest, value):
     """One stored feature tensor (from Petastorm) as the model takes it."""
     dtype = tf.float32 if manifest.kind == "images" else tf.int32
     return tf.reshape(tf.cast(value, dtype), feature_shape(manifest))
+
+
+def tf_decode_image(tf, manifest: Manifest, encoded):
+    """Stored PNG/JPEG bytes -> the model's float32 input, decoded by TensorFlow.
+
+    Petastorm's image codec encodes with OpenCV, which stores colour as BGR: reversed here.
+    """
+    shape = feature_shape(manifest)
+    image = tf.io.decode_image(encoded, channels=shape[2], expand_animations=False)
+    if shape[2] == 3:
+        image = image[..., ::-1]
+    return tf.cast(tf.reshape(image, shape), tf.float32)

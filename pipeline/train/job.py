@@ -39,6 +39,7 @@ class TrainResult:
     local_ranks: list[int]
     initial_epoch: int
     epochs_run: int
+    mlflow_failures: list[str]  # writes that still failed after retries (training went on)
 
 
 def _check_fit(cfg: Config, manifest: Manifest) -> None:
@@ -112,12 +113,15 @@ def train(cfg: Config, data: str, resume: str | None = None) -> TrainResult:
         if spark is not None:
             spark.stop()
     history = results[0]["history"]
+    for failure in results[0]["mlflow_failures"]:
+        log.warning("not recorded in MLflow run %s: %s", run_id, failure)
     return TrainResult(run_id=run_id, val_accuracy=history["val_accuracy"][-1],
                        val_loss=history["val_loss"][-1],
                        steps_per_rank=[r["steps"] for r in results],
                        local_ranks=[r["local_rank"] for r in results],
                        initial_epoch=results[0]["initial_epoch"],
-                       epochs_run=len(history["loss"]))
+                       epochs_run=len(history["loss"]),
+                       mlflow_failures=results[0]["mlflow_failures"])
 
 
 def _spark_for(cfg: Config):

@@ -10,9 +10,10 @@ from __future__ import annotations
 import logging
 import math
 
-from pipeline.datasets.reader import read_batches, tf_dataset, training_stream
+from pipeline.datasets.reader import read_batches
 from pipeline.logs import setup_logging
-from pipeline.train.features import as_model_input, feature_field, tf_model_input
+from pipeline.train.features import as_model_input, feature_field
+from pipeline.train.inputs import training_examples
 from pipeline.train.model import build_model
 from pipeline.train.optim import make_loss, make_optimizer, make_schedule
 from pipeline.train.spec import WorkerSpec
@@ -35,13 +36,14 @@ def _configure_devices(tf, hvd, threads: int) -> None:
     tf.config.threading.set_inter_op_parallelism_threads(threads)
 
 
-def _callbacks(spec: WorkerSpec, hvd, hvd_tf, schedule, steps: int) -> list:
+def _callbacks(spec: WorkerSpec, hvd, validation, schedule, steps: int, retrying) -> list:
     from pipeline.train import callbacks as cb
 
     cfg, rank = spec.train, hvd.rank()
-    chain = [hvd.callbacks.BroadcastGlobalVariablesCallback(0),
+    chain = [cb.EpochTimer(steps * cfg.batch_size * hvd.size()),
+             hvd.callbacks.BroadcastGlobalVariablesCallback(0),
              hvd.callbacks.MetricAverageCallback(),
-             cb.ExactValidation(spec, hvd_tf),
+             validation,
              cb.LearningRateInLogs(schedule)]
     early_stopping = None
     if cfg.early_stopping.patience:
@@ -54,7 +56,7 @@ def _callbacks(spec: WorkerSpec, hvd, hvd_tf, schedule, steps: int) -> list:
 
         chain.append(cb.CheckpointEachEpoch(spec.checkpoint_root, early_stopping))
         chain.append(MlflowEpochLogger(spec.tracking_uri, spec.run_id, cfg.epochs, steps,
-                                       cfg.batch_size * hvd.size()))
+                                       retrying))
     return chain
 
 
@@ -65,7 +67,9 @@ def train_worker(spec: WorkerSpec) -> dict:
     import horovod.tensorflow.keras as hvd
     import tensorflow as tf
 
+    from pipeline.tracking.retry import Retrying
     from pipeline.train import checkpoints
+    from pipeline.train.callbacks import ExactValidation
 
     hvd.init()
     rank, size = hvd.rank(), hvd.size()
@@ -88,27 +92,33 @@ def train_worker(spec: WorkerSpec) -> dict:
         log.info("training %s on %d workers: %d steps per epoch, epochs %d-%d of %d",
                  spec.model, size, steps, initial_epoch + 1, cfg.epochs, cfg.epochs)
 
-    field = feature_field(manifest)
-    classes = manifest.num_classes
-    with training_stream(spec.dataset_url, "train", (field, "label"), shard=rank,
-                         shard_count=size, seed=cfg.seed + rank + 1000 * initial_epoch,
-                         reader_workers=cfg.reader_workers) as reader:
-        dataset = tf_dataset(reader).map(
-            lambda row: (tf_model_input(tf, manifest, getattr(row, field)),
-                         tf.one_hot(row.label, classes)))
+    validation, retrying = ExactValidation(spec, hvd_tf), Retrying()
+    monitor = None
+    if rank == 0:
+        from pipeline.tracking.keras import start_system_metrics
+
+        monitor = start_system_metrics(spec.tracking_uri, spec.run_id)
+    with training_examples(tf, spec.dataset_url, manifest, rank, size,
+                           seed=cfg.seed + rank + 1000 * initial_epoch,
+                           reader_workers=cfg.reader_workers) as examples:
         if cfg.shuffle_buffer:
-            dataset = dataset.shuffle(cfg.shuffle_buffer, seed=cfg.seed + rank)
-        dataset = dataset.batch(cfg.batch_size).prefetch(tf.data.AUTOTUNE)
-        history = model.fit(dataset, steps_per_epoch=steps, epochs=cfg.epochs,
+            examples = examples.shuffle(cfg.shuffle_buffer, seed=cfg.seed + rank)
+        batches = examples.batch(cfg.batch_size).prefetch(tf.data.AUTOTUNE)
+        history = model.fit(batches, steps_per_epoch=steps, epochs=cfg.epochs,
                             initial_epoch=initial_epoch,
-                            callbacks=_callbacks(spec, hvd, hvd_tf, schedule, steps), verbose=0)
+                            callbacks=_callbacks(spec, hvd, validation, schedule, steps,
+                                                 retrying), verbose=0)
 
     steps_run = int(model.optimizer.iterations.numpy()) - start_step  # measured, not planned
     if rank == 0:
-        from pipeline.tracking.keras import log_keras_model
+        from pipeline.tracking.keras import log_outcome
 
+        monitor.finish()
+        field = feature_field(manifest)
         example = next(read_batches(spec.dataset_url, "val", (field,), 4))[field]
-        log_keras_model(spec.tracking_uri, spec.run_id, model, as_model_input(manifest, example))
+        labels = sorted(manifest.label_map, key=manifest.label_map.get)
+        log_outcome(spec.tracking_uri, spec.run_id, model, as_model_input(manifest, example),
+                    validation.confusion, labels, retrying)
     return {"rank": rank, "local_rank": hvd.local_rank(), "steps": steps_run,
-            "initial_epoch": initial_epoch,
+            "initial_epoch": initial_epoch, "mlflow_failures": retrying.failures,
             "history": {k: [float(v) for v in vs] for k, vs in history.history.items()}}

@@ -1,0 +1,87 @@
+"""What a run shows besides numbers: training curves, the confusion matrix and per-class metrics.
+
+Pure functions of the history and the confusion counts (rows: true label, columns: predicted),
+drawn with matplotlib's non-interactive backend.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+
+def per_class_metrics(confusion: np.ndarray, labels: Sequence[str]) -> dict[str, list]:
+    """Precision, recall, F1 and support per class, as table columns."""
+    confusion = np.asarray(confusion, dtype=np.float64)
+    hits = np.diag(confusion)
+    predicted, actual = confusion.sum(axis=0), confusion.sum(axis=1)
+    precision = np.divide(hits, predicted, out=np.zeros_like(hits), where=predicted > 0)
+    recall = np.divide(hits, actual, out=np.zeros_like(hits), where=actual > 0)
+    both = precision + recall
+    f1 = np.divide(2 * precision * recall, both, out=np.zeros_like(hits), where=both > 0)
+    return {"label": list(labels), "support": [int(n) for n in actual],
+            "precision": [round(float(v), 4) for v in precision],
+            "recall": [round(float(v), 4) for v in recall],
+            "f1": [round(float(v), 4) for v in f1]}
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def curves_figure(history: Mapping[str, Sequence[float]]):
+    """Loss and accuracy per epoch, training beside validation."""
+    plt = _pyplot()
+    figure, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for axis, metric in zip(axes, ("loss", "accuracy"), strict=True):
+        for key, style in ((metric, "-o"), (f"val_{metric}", "--s")):
+            if key in history:
+                values = list(history[key])
+                axis.plot(range(1, len(values) + 1), values, style, label=key)
+        axis.set_xlabel("epoch")
+        axis.set_title(metric)
+        axis.grid(alpha=0.3)
+        axis.legend()
+    figure.tight_layout()
+    return figure
+
+
+def confusion_figure(confusion: np.ndarray, labels: Sequence[str], title: str):
+    """Counts with the row-normalised share as colour, so small classes stay readable."""
+    plt = _pyplot()
+    confusion = np.asarray(confusion)
+    shares = confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)
+    size = max(4.0, 0.5 * len(labels) + 2)
+    figure, axis = plt.subplots(figsize=(size, size))
+    axis.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+    for row in range(len(labels)):
+        for col in range(len(labels)):
+            axis.text(col, row, str(int(confusion[row, col])), ha="center", va="center",
+                      color="white" if shares[row, col] > 0.5 else "black", fontsize=8)
+    axis.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+    axis.set_yticks(range(len(labels)), labels)
+    axis.set_xlabel("predicted")
+    axis.set_ylabel("true")
+    axis.set_title(title)
+    figure.tight_layout()
+    return figure
+
+
+def log_report(client, run_id: str, confusion: np.ndarray, labels: Sequence[str], split: str,
+               history: Mapping[str, Sequence[float]] | None = None) -> None:
+    """Figures and the per-class table into the run, under ``<split>/`` (curves at the top)."""
+    plt = _pyplot()
+    figures = {f"{split}/confusion_matrix.png": confusion_figure(
+        confusion, labels, f"{split}: {int(np.asarray(confusion).sum())} rows")}
+    if history:
+        figures["training_curves.png"] = curves_figure(history)
+    for name, figure in figures.items():
+        client.log_figure(run_id, figure, name)
+        plt.close(figure)
+    client.log_table(run_id, per_class_metrics(confusion, labels), f"{split}/per_class.json")

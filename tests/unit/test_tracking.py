@@ -1,0 +1,72 @@
+"""Tracking helpers without a store: redaction, retries, per-class metrics and figures."""
+
+import numpy as np
+import pytest
+
+from pipeline.tracking.reports import confusion_figure, curves_figure, per_class_metrics
+from pipeline.tracking.retry import Retrying
+from pipeline.tracking.runs import REDACTED, library_versions, loggable_params
+
+
+def test_secrets_are_redacted_by_key_and_inside_uris():
+    flat = loggable_params({
+        "spark": {"conf": {"spark.hadoop.fs.s3a.secret.key": "AKIA-secret",
+                           "spark.hadoop.fs.s3a.access.key": "AKIA", "spark.executor.cores": 2}},
+        "mlflow": {"tracking_uri": "https://alice:hunter2@mlflow.example.com/",
+                   "api_token": "t0k3n", "db_password": "pw"},
+        "text": {"url_token": "xxurl", "token_pattern": r"\w+"},
+    })
+    assert flat["spark.conf.spark.hadoop.fs.s3a.secret.key"] == REDACTED
+    assert flat["spark.conf.spark.hadoop.fs.s3a.access.key"] == REDACTED
+    assert flat["mlflow.api_token"] == flat["mlflow.db_password"] == REDACTED
+    assert flat["mlflow.tracking_uri"] == f"https://alice:{REDACTED}@mlflow.example.com/"
+    assert "hunter2" not in str(flat) and "AKIA" not in str(flat)
+    # our own typed text settings are not secrets, whatever their names say
+    assert flat["text.url_token"] == "xxurl"
+    assert flat["spark.conf.spark.executor.cores"] == "2"
+
+
+def test_long_values_are_cut_to_mlflows_limit():
+    assert len(loggable_params({"a": "x" * 7000})["a"]) == 6000
+
+
+def test_library_versions_are_read_without_importing():
+    versions = library_versions()
+    assert versions["tensorflow"].startswith("2.")
+    assert set(versions) == {"tensorflow", "horovod", "pyspark", "petastorm", "mlflow"}
+
+
+def test_retrying_recovers_from_blips_and_reports_what_never_worked():
+    calls = []
+
+    def flaky(value):
+        calls.append(value)
+        if len(calls) < 3:
+            raise ConnectionError("tracking server unavailable")
+
+    retrying = Retrying(attempts=4, first_delay_s=0.001)
+    assert retrying("metrics", flaky, 1) is True
+    assert len(calls) == 3 and retrying.failures == []
+
+    def broken():
+        raise OSError("disk full\nmore detail")
+
+    assert retrying("the model", broken) is False
+    assert retrying.failures == ["the model: disk full"]
+
+
+def test_per_class_metrics_from_a_confusion_matrix():
+    confusion = np.array([[8, 2, 0], [1, 9, 0], [0, 0, 0]])
+    table = per_class_metrics(confusion, ["cat", "dog", "eel"])
+    assert table["support"] == [10, 10, 0]
+    assert table["precision"] == [pytest.approx(8 / 9, abs=1e-4),
+                                  pytest.approx(9 / 11, abs=1e-4), 0.0]
+    assert table["recall"] == [0.8, 0.9, 0.0]
+    assert table["f1"][0] == pytest.approx(2 * (8 / 9) * 0.8 / (8 / 9 + 0.8), abs=1e-4)
+
+
+def test_figures_draw_what_they_are_given():
+    curves = curves_figure({"loss": [1.0, 0.5], "val_loss": [1.1, 0.7], "accuracy": [0.5, 0.8]})
+    assert [len(axis.lines) for axis in curves.axes] == [2, 1]
+    matrix = confusion_figure(np.array([[3, 1], [0, 4]]), ["a", "b"], "val")
+    assert sorted(t.get_text() for t in matrix.axes[0].texts) == ["0", "1", "3", "4"]
