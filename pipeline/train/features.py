@@ -63,12 +63,11 @@ def tf_model_input(tf, manifest: Manifest, value):
 
 
 def tf_decode_image(tf, manifest: Manifest, encoded):
-    """Stored PNG/JPEG bytes -> the model's float32 input, decoded by TensorFlow.
-
-    Petastorm's image codec encodes with OpenCV, which stores colour as BGR: reversed here.
-    """
+    """Stored PNG/JPEG bytes -> the model's float32 input, decoded by TensorFlow (Petastorm's
+    codec hands OpenCV BGR pixels, so the files themselves hold standard RGB)."""
     shape = feature_shape(manifest)
-    image = tf.io.decode_image(encoded, channels=shape[2], expand_animations=False)
-    if shape[2] == 3:
-        image = image[..., ::-1]
+    if manifest.config["images"]["encoding"] == "jpeg":  # OpenCV's accurate integer IDCT
+        image = tf.io.decode_jpeg(encoded, channels=shape[2], dct_method="INTEGER_ACCURATE")
+    else:
+        image = tf.io.decode_png(encoded, channels=shape[2])
     return tf.cast(tf.reshape(image, shape), tf.float32)
