@@ -108,6 +108,29 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--run-id", metavar="ID",
                        help="with --resume: the run to continue")
 
+    evaluate = commands.add_parser(
+        "evaluate", parents=[common], help="score a model on a dataset split",
+        description="Read every row of a split once through a logged or registered model; "
+                    "log accuracy, loss, the confusion matrix and per-class metrics to an "
+                    "evaluation run linked to the model version.")
+    evaluate.add_argument("--model", dest="model_uri", required=True, metavar="MODEL_URI",
+                          help="runs:/<run id>/model, models:/<name>/<version> or "
+                               "models:/<name>@<alias>")
+    evaluate.add_argument("--data", required=True, metavar="PATH", help="a dataset version")
+    evaluate.add_argument("--split", default="test", help="default: test")
+
+    promote = commands.add_parser(
+        "promote", parents=[common], help="challenger becomes champion if it is better",
+        description="Evaluate the 'challenger' and 'champion' versions of a registered model on "
+                    "the same split; move 'champion' to the challenger only when it wins by "
+                    "registry.margin on registry.metric. The decision and the numbers are "
+                    "written to the version's tags and description.")
+    promote.add_argument("--model", dest="model_name", required=True, metavar="NAME",
+                         help="the registered model")
+    promote.add_argument("--data", metavar="PATH",
+                         help="dataset version to compare on (default: the challenger's)")
+    promote.add_argument("--split", default="test", help="default: test")
+
     commands.add_parser("demo", parents=[common], help="the whole pipeline on bundled digits",
                         description="Write the bundled MNIST digits as PNG files and the "
                                     "Rotten Tomatoes snippets as .txt files, ingest both with "
@@ -183,6 +206,27 @@ def _train(cfg: Config, args: argparse.Namespace) -> int:
     print(f"epochs {result.initial_epoch + 1}-{result.initial_epoch + result.epochs_run} "
           f"of {cfg.train.epochs}, {result.steps_per_rank[0]} steps per worker")
     print(f"validation accuracy {result.val_accuracy:.4f}")
+    if result.model_version is not None:
+        print(f"registered {result.model_version} ({result.model_version.uri}) as challenger")
+    return 0
+
+
+def _evaluate(cfg: Config, args: argparse.Namespace) -> int:
+    from pipeline.evaluation.job import evaluate
+
+    result = evaluate(cfg, args.model_uri, args.data, args.split)
+    print(f"{result.model or result.model_uri} on {args.split} ({result.scores.rows} rows): "
+          f"accuracy {result.scores.accuracy:.4f}, loss {result.scores.loss:.4f}")
+    print(f"evaluation run id {result.run_id}")
+    return 0
+
+
+def _promote(cfg: Config, args: argparse.Namespace) -> int:
+    from pipeline.evaluation.promotion import promote
+
+    result = promote(cfg, args.model_name, args.data, args.split)
+    verdict = "promoted to champion" if result.decision.promote else "not promoted"
+    print(f"{result.challenger}: {verdict} ({result.decision.reason})")
     return 0
 
 
@@ -202,7 +246,8 @@ def _demo(cfg: Config, args: argparse.Namespace) -> int:
     return 0
 
 
-HANDLERS = {"doctor": _doctor, "ingest": _ingest, "train": _train, "demo": _demo}
+HANDLERS = {"doctor": _doctor, "ingest": _ingest, "train": _train, "evaluate": _evaluate,
+            "promote": _promote, "demo": _demo}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -230,6 +230,13 @@ class MlflowConfig(_Section):
     experiment: str = Field(min_length=1)
 
 
+class RegistryConfig(_Section):
+    model_name: str
+    register_trained: bool
+    metric: Literal["accuracy", "loss"]
+    margin: float = Field(ge=0)
+
+
 class Config(_Section):
     data_dir: str
     spark: SparkConfig
@@ -239,6 +246,7 @@ class Config(_Section):
     dataset: DatasetConfig
     train: TrainConfig
     mlflow: MlflowConfig
+    registry: RegistryConfig
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

@@ -44,6 +44,11 @@ class Manifest:
     def num_classes(self) -> int:
         return len(self.label_map)
 
+    @property
+    def labels(self) -> list[str]:
+        """Label names in class-index order."""
+        return sorted(self.label_map, key=self.label_map.__getitem__)
+
     def accounted(self) -> bool:
         """Every discovered input is in exactly one split or in quarantine."""
         return sum(s.rows for s in self.splits.values()) + self.quarantined == self.discovered

@@ -50,7 +50,7 @@ class MlflowEpochLogger(_keras_callback_base()):
                  shown)
 
 
-def start_system_metrics(tracking_uri: str, run_id: str, interval_s: float = 5.0):
+def start_system_metrics(tracking_uri: str, run_id: str, interval_s: float = 2.0):
     """MLflow's CPU, memory (and GPU) sampler for the run; call ``.finish()`` on the result."""
     from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 

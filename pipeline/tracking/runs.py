@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Mapping
 from importlib import metadata
 from typing import Any
@@ -19,6 +20,7 @@ SECRET_WORDS = ("password", "passwd", "secret", "token", "key", "credential")
 NOT_SECRETS = frozenset({"text.url_token", "text.email_token", "text.mention_token",
                          "text.token_pattern"})
 REDACTED = "<redacted>"
+JOB_TAG = "pipeline.job"  # train | evaluate | sweep: what made the run
 _URI_PASSWORD = re.compile(r"(?<=://)([^/@:\s]+):[^/@\s]+@")
 # library -> the distributions that provide it (CPU and GPU builds of TensorFlow differ)
 LIBRARIES = {"tensorflow": ("tensorflow", "tensorflow-cpu"), "horovod": ("horovod",),
@@ -65,7 +67,7 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
-def _dataset_input(manifest: Manifest, dataset_url: str):
+def _dataset_input(manifest: Manifest, dataset_url: str, context: str):
     """The dataset version as an MLflow dataset (the UI's Datasets column): source and digest."""
     from mlflow.entities import Dataset, DatasetInput, InputTag
 
@@ -76,7 +78,7 @@ def _dataset_input(manifest: Manifest, dataset_url: str):
                       source=json.dumps({"uri": dataset_url}),
                       schema=json.dumps({"fields": manifest.schema}),
                       profile=json.dumps(profile))
-    return DatasetInput(dataset, tags=[InputTag("mlflow.data.context", "train")])
+    return DatasetInput(dataset, tags=[InputTag("mlflow.data.context", context)])
 
 
 def create_training_run(tracking_uri: str, experiment_id: str, run_name: str,
@@ -88,6 +90,7 @@ def create_training_run(tracking_uri: str, experiment_id: str, run_name: str,
 
     client = MlflowClient(tracking_uri=tracking_uri)
     run = client.create_run(experiment_id, run_name=run_name, tags={
+        JOB_TAG: "train",
         "dataset.url": dataset_url,
         "dataset.fingerprint": manifest.fingerprint,
     })
@@ -97,7 +100,7 @@ def create_training_run(tracking_uri: str, experiment_id: str, run_name: str,
     for start in range(0, len(items), 100):
         client.log_batch(run_id, params=items[start:start + 100],
                          tags=[RunTag("mlflow.source.type", "JOB")] if start == 0 else [])
-    client.log_inputs(run_id, datasets=[_dataset_input(manifest, dataset_url)])
+    client.log_inputs(run_id, datasets=[_dataset_input(manifest, dataset_url, "train")])
     client.log_text(run_id, manifest.to_json(), "dataset/manifest.json")
     client.log_dict(run_id, manifest.label_map, "dataset/labels.json")
     if manifest.kind == "text":
@@ -148,7 +151,6 @@ def latest_unfinished_run(tracking_uri: str, experiment_id: str, fingerprint: st
 def reopen_run(tracking_uri: str, run_id: str, epoch: int, logs: Mapping[str, float]) -> None:
     """Mark a run RUNNING again; log the checkpointed epoch's metrics if the crash came between
     the checkpoint and the MLflow write, so the history has neither gap nor repeat."""
-    import time
 
     from mlflow.entities import Metric
     from mlflow.tracking import MlflowClient
@@ -160,3 +162,34 @@ def reopen_run(tracking_uri: str, run_id: str, epoch: int, logs: Mapping[str, fl
         now_ms = int(time.time() * 1000)
         client.log_batch(run_id, metrics=[Metric(k, float(v), now_ms, epoch)
                                           for k, v in sorted(logs.items())])
+
+
+def log_evaluation_run(tracking_uri: str, experiment_id: str, model_uri: str, model_ref,
+                       manifest: Manifest, dataset_url: str, split: str, scores) -> str:
+    """A finished run holding one evaluation: metrics, confusion matrix, per-class table."""
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+
+    from pipeline.tracking.reports import log_report
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    tags = {JOB_TAG: "evaluate", "evaluation.model_uri": model_uri, "evaluation.split": split,
+            "dataset.url": dataset_url, "dataset.fingerprint": manifest.fingerprint}
+    if model_ref is not None:
+        tags |= {"model.name": model_ref.name, "model.version": model_ref.version}
+    run = client.create_run(experiment_id, run_name=f"evaluate {model_ref or model_uri} "
+                                                    f"on {split}", tags=tags)
+    run_id = run.info.run_id
+    try:
+        client.log_inputs(run_id, datasets=[_dataset_input(manifest, dataset_url, "evaluation")])
+        now_ms = int(time.time() * 1000)
+        client.log_batch(run_id, metrics=[
+            Metric(f"{split}_accuracy", scores.accuracy, now_ms, 0),
+            Metric(f"{split}_loss", scores.loss, now_ms, 0),
+            Metric(f"{split}_rows", scores.rows, now_ms, 0)])
+        log_report(client, run_id, scores.confusion, manifest.labels, split)
+    except Exception:
+        client.set_terminated(run_id, "FAILED")
+        raise
+    client.set_terminated(run_id, "FINISHED")
+    return run_id

@@ -4,6 +4,7 @@ close the run. Nothing here runs TensorFlow."""
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 
 from pipeline.config import Config, ConfigError
@@ -11,7 +12,8 @@ from pipeline.datasets import storage
 from pipeline.datasets.manifest import Manifest, open_version
 from pipeline.datasets.reader import check_shardable
 from pipeline.errors import InputError, PipelineError
-from pipeline.tracking import runs
+from pipeline.tracking import registry, runs
+from pipeline.tracking.registry import CHALLENGER, ModelRef
 from pipeline.tracking.store import absolute_tracking_uri, check_store
 from pipeline.train import checkpoints
 from pipeline.train.features import choose_model
@@ -40,6 +42,17 @@ class TrainResult:
     initial_epoch: int
     epochs_run: int
     mlflow_failures: list[str]  # writes that still failed after retries (training went on)
+    model_version: ModelRef | None  # registered with alias challenger (registry.register_trained)
+
+
+def registered_name(cfg: Config, data: str, model: str) -> str:
+    """``registry.model_name``, or ``<dataset name>-<model>``: the name of the folder the user
+    passed (the versions folder, or a version's own folder unless it is a ``vNNNN``)."""
+    if cfg.registry.model_name:
+        return cfg.registry.model_name
+    parts = storage.to_uri(data).rstrip("/").split("/")
+    name = parts[-2] if re.fullmatch(r"v\d+", parts[-1]) and len(parts) > 1 else parts[-1]
+    return f"{name}-{model}"
 
 
 def _check_fit(cfg: Config, manifest: Manifest) -> None:
@@ -115,13 +128,21 @@ def train(cfg: Config, data: str, resume: str | None = None) -> TrainResult:
     history = results[0]["history"]
     for failure in results[0]["mlflow_failures"]:
         log.warning("not recorded in MLflow run %s: %s", run_id, failure)
+    version = None
+    if cfg.registry.register_trained:
+        version = registry.register(tracking_uri, run_id, registered_name(cfg, data, model), {
+            "dataset.url": dataset_url, "dataset.fingerprint": manifest.fingerprint,
+            "train.run_id": run_id, "val_accuracy": f"{history['val_accuracy'][-1]:.6f}",
+            "val_loss": f"{history['val_loss'][-1]:.6f}"})
+        registry.set_alias(tracking_uri, version, CHALLENGER)
+        log.info("registered %s as %s", version, CHALLENGER)
     return TrainResult(run_id=run_id, val_accuracy=history["val_accuracy"][-1],
                        val_loss=history["val_loss"][-1],
                        steps_per_rank=[r["steps"] for r in results],
                        local_ranks=[r["local_rank"] for r in results],
                        initial_epoch=results[0]["initial_epoch"],
                        epochs_run=len(history["loss"]),
-                       mlflow_failures=results[0]["mlflow_failures"])
+                       mlflow_failures=results[0]["mlflow_failures"], model_version=version)
 
 
 def _spark_for(cfg: Config):

@@ -116,9 +116,8 @@ def train_worker(spec: WorkerSpec) -> dict:
         monitor.finish()
         field = feature_field(manifest)
         example = next(read_batches(spec.dataset_url, "val", (field,), 4))[field]
-        labels = sorted(manifest.label_map, key=manifest.label_map.get)
         log_outcome(spec.tracking_uri, spec.run_id, model, as_model_input(manifest, example),
-                    validation.confusion, labels, retrying)
+                    validation.confusion, manifest.labels, retrying)
     return {"rank": rank, "local_rank": hvd.local_rank(), "steps": steps_run,
             "initial_epoch": initial_epoch, "mlflow_failures": retrying.failures,
             "history": {k: [float(v) for v in vs] for k, vs in history.history.items()}}

@@ -1,0 +1,96 @@
+"""``pipeline promote``: the challenger replaces the champion only when it beats it on the same
+test split by the configured margin; the decision and its numbers go on the model version."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from pipeline.config import Config
+from pipeline.evaluation.job import Evaluation, evaluate
+from pipeline.tracking import registry
+from pipeline.tracking.registry import CHALLENGER, CHAMPION, ModelRef
+from pipeline.tracking.store import absolute_tracking_uri
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Decision:
+    promote: bool
+    reason: str
+
+
+def decide(metric: str, challenger: float, champion: float | None, margin: float) -> Decision:
+    """Accuracy must rise, loss must fall, by at least ``margin``; no champion: promote."""
+    if champion is None:
+        return Decision(True, "no champion yet")
+    gain = challenger - champion if metric == "accuracy" else champion - challenger
+    if gain >= margin:
+        return Decision(True, f"{metric} {challenger:.4f} vs {champion:.4f}: better by "
+                              f"{gain:.4f} >= margin {margin:g}")
+    return Decision(False, f"{metric} {challenger:.4f} vs {champion:.4f}: better by "
+                           f"{gain:.4f} < margin {margin:g}")
+
+
+@dataclass(frozen=True)
+class Promotion:
+    challenger: ModelRef
+    champion: ModelRef | None  # before the decision
+    decision: Decision
+    evaluations: dict[str, Evaluation]  # by alias
+
+
+def promote(cfg: Config, name: str, data: str | None = None, split: str = "test") -> Promotion:
+    """Evaluate challenger and champion on one split and move the ``champion`` alias or not.
+
+    ``data``: the dataset version to compare on; default: the challenger's training data.
+    """
+    tracking_uri = absolute_tracking_uri(cfg.mlflow.tracking_uri)
+    challenger = registry.by_alias(tracking_uri, name, CHALLENGER)
+    if challenger is None:
+        raise registry.RegistryError(f"registered model '{name}' has no '{CHALLENGER}' version; "
+                                     "train one first (pipeline train registers it)")
+    champion = registry.by_alias(tracking_uri, name, CHAMPION)
+    if data is None:
+        data = registry.version_tags(tracking_uri, challenger)["dataset.url"]
+    evaluations = {CHALLENGER: evaluate(cfg, challenger.uri, data, split)}
+    if champion is not None and champion != challenger:
+        evaluations[CHAMPION] = evaluate(cfg, champion.uri, data, split)
+    metric, margin = cfg.registry.metric, cfg.registry.margin
+    decision = decide(metric, evaluations[CHALLENGER].scores.metric(metric),
+                      evaluations[CHAMPION].scores.metric(metric)
+                      if CHAMPION in evaluations else None, margin)
+    _record(tracking_uri, challenger, champion, decision, evaluations, metric, margin, split)
+    if decision.promote:
+        registry.set_alias(tracking_uri, challenger, CHAMPION)
+        registry.delete_alias(tracking_uri, name, CHALLENGER)
+    log.info("%s: %s (%s)", challenger, "promoted to champion" if decision.promote
+             else "stays challenger", decision.reason)
+    return Promotion(challenger, champion, decision, evaluations)
+
+
+def _record(tracking_uri: str, challenger: ModelRef, champion: ModelRef | None,
+            decision: Decision, evaluations: dict[str, Evaluation], metric: str, margin: float,
+            split: str) -> None:
+    verdict = "promoted" if decision.promote else "rejected"
+    numbers = {alias: ev.scores.metric(metric) for alias, ev in evaluations.items()}
+    when = f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
+    registry.tag(tracking_uri, challenger, {
+        "promotion.decision": verdict, "promotion.reason": decision.reason,
+        "promotion.metric": metric, "promotion.margin": str(margin),
+        "promotion.split": split,
+        "promotion.dataset_fingerprint": evaluations[CHALLENGER].dataset_fingerprint,
+        "promotion.challenger_value": f"{numbers[CHALLENGER]:.6f}",
+        "promotion.champion": str(champion) if champion else "none",
+        "promotion.champion_value": (f"{numbers[CHAMPION]:.6f}" if CHAMPION in numbers
+                                     else "none"),
+        "promotion.at": when})
+    registry.describe(tracking_uri, challenger, (
+        f"{when}: {verdict} against {champion or 'no champion'} on the {split} split "
+        f"({evaluations[CHALLENGER].scores.rows} rows, dataset "
+        f"{evaluations[CHALLENGER].dataset_fingerprint[:12]}): {decision.reason}."))
+    if decision.promote and champion is not None and champion != challenger:
+        registry.tag(tracking_uri, champion, {"promotion.replaced_by": str(challenger),
+                                              "promotion.replaced_at": when})

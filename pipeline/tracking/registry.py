@@ -1,0 +1,120 @@
+"""The MLflow model registry: versions, their tags and description, the champion and challenger
+aliases. The only module that writes to the registry."""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Mapping
+from contextlib import redirect_stdout
+from dataclasses import dataclass
+
+from pipeline.errors import PipelineError
+
+CHAMPION, CHALLENGER = "champion", "challenger"
+
+
+class RegistryError(PipelineError, LookupError):
+    """A registered model, version or alias does not exist."""
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """One registered model version."""
+
+    name: str
+    version: str
+
+    @property
+    def uri(self) -> str:
+        return f"models:/{self.name}/{self.version}"
+
+    def __str__(self) -> str:
+        return f"{self.name} v{self.version}"
+
+
+def _client(tracking_uri: str):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+
+def register(tracking_uri: str, run_id: str, name: str, tags: Mapping[str, str]) -> ModelRef:
+    """The run's model as a new version of ``name`` (created if new), tagged."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    version = mlflow.register_model(f"runs:/{run_id}/model", name, tags=dict(tags),
+                                    await_registration_for=60)
+    return ModelRef(name, str(version.version))
+
+
+def by_alias(tracking_uri: str, name: str, alias: str) -> ModelRef | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        version = _client(tracking_uri).get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None
+    return ModelRef(name, str(version.version))
+
+
+def set_alias(tracking_uri: str, ref: ModelRef, alias: str) -> None:
+    _client(tracking_uri).set_registered_model_alias(ref.name, alias, ref.version)
+
+
+def delete_alias(tracking_uri: str, name: str, alias: str) -> None:
+    _client(tracking_uri).delete_registered_model_alias(name, alias)
+
+
+def tag(tracking_uri: str, ref: ModelRef, tags: Mapping[str, str]) -> None:
+    client = _client(tracking_uri)
+    for key, value in tags.items():
+        client.set_model_version_tag(ref.name, ref.version, key, str(value))
+
+
+def version_tags(tracking_uri: str, ref: ModelRef) -> dict[str, str]:
+    return dict(_client(tracking_uri).get_model_version(ref.name, ref.version).tags)
+
+
+def describe(tracking_uri: str, ref: ModelRef, text: str) -> None:
+    _client(tracking_uri).update_model_version(ref.name, ref.version, description=text)
+
+
+def resolve(tracking_uri: str, model_uri: str) -> ModelRef | None:
+    """``models:/name/3`` or ``models:/name@alias`` -> the version; other URIs -> None."""
+    from mlflow.exceptions import MlflowException
+
+    found = re.fullmatch(r"models:/([^/@]+)(?:/(\d+)|@([\w-]+))", model_uri)
+    if not found:
+        return None
+    name, version, alias = found.groups()
+    try:
+        if alias:
+            return ModelRef(name, str(_client(tracking_uri).get_model_version_by_alias(
+                name, alias).version))
+        _client(tracking_uri).get_model_version(name, version)
+    except MlflowException:
+        raise RegistryError(f"{model_uri}: no such registered model version") from None
+    return ModelRef(name, version)
+
+
+def load_predictor(tracking_uri: str, model_uri: str):
+    """The logged model's ``predict`` (inputs -> class probabilities), from any model URI."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    try:
+        model = mlflow.pyfunc.load_model(model_uri)
+    except (MlflowException, OSError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise RegistryError(f"cannot load model {model_uri}: {first}") from None
+
+    def predict(inputs):
+        with redirect_stdout(io.StringIO()):  # Keras prints a progress bar per call
+            return model.predict(inputs)
+
+    return predict
