@@ -1,0 +1,124 @@
+"""MLflow as the system of record: a complete training run, evaluation runs linked to model
+versions, and promotion by the margin rule, against a real SQLite tracking store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.datasets.reader import read_batches
+from pipeline.evaluation.job import evaluate
+from pipeline.evaluation.promotion import promote
+from pipeline.tracking import registry
+from pipeline.train.job import train
+from tests.conftest import make_config
+
+pytestmark = pytest.mark.integration
+SECRET = "s3cr3t-value"
+
+
+@pytest.fixture(scope="module")
+def first(digits_dataset, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("registry")
+    cfg = make_config(tmp, "train.epochs=2",
+                      f"spark.conf.spark.hadoop.fs.s3a.secret.key={SECRET}")
+    return cfg, train(cfg, digits_dataset[0])
+
+
+def _client(cfg):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=cfg.mlflow.tracking_uri)
+
+
+def test_the_training_run_holds_what_a_decision_needs(first, digits_dataset):
+    cfg, result = first
+    _, manifest = digits_dataset
+    client = _client(cfg)
+    run = client.get_run(result.run_id)
+    params = run.data.params
+    assert params["train.workers"] == "2" and params["train.launcher"] == "local"
+    assert params["versions.tensorflow"].startswith("2.15")
+    assert params["versions.horovod"] == "0.28.1"
+    assert {"versions.pyspark", "versions.petastorm"} <= set(params)
+    assert params["spark.conf.spark.hadoop.fs.s3a.secret.key"] == "<redacted>"
+    assert SECRET not in str(params) and SECRET not in str(run.data.tags)
+    assert run.data.tags["pipeline.job"] == "train"
+
+    (dataset_input,) = run.inputs.dataset_inputs
+    assert dataset_input.dataset.digest == manifest.fingerprint[:16]
+    assert dataset_input.dataset.name == "images:digits"
+    assert {t.key: t.value for t in dataset_input.tags}["mlflow.data.context"] == "train"
+
+    for key in ("loss", "val_loss", "accuracy", "val_accuracy", "learning_rate", "epoch_time_s",
+                "samples_per_s"):
+        assert [m.step for m in client.get_metric_history(result.run_id, key)] == [0, 1], key
+    assert any(key.startswith("system/cpu") for key in run.data.metrics), run.data.metrics
+
+    local = Path(client.download_artifacts(result.run_id, ""))
+    for name in ("dataset/manifest.json", "dataset/labels.json", "training_curves.png",
+                 "val/confusion_matrix.png", "val/per_class.json"):
+        assert (local / name).stat().st_size > 0, name
+    import json
+
+    table = json.loads((local / "val/per_class.json").read_text())
+    assert sum(table["data"][i][table["columns"].index("support")]
+               for i in range(len(table["data"]))) == manifest.splits["val"].rows
+
+
+def test_training_registers_a_challenger(first):
+    cfg, result = first
+    ref = result.model_version
+    assert ref == registry.by_alias(cfg.mlflow.tracking_uri, "digits-image_cnn", "challenger")
+    tags = registry.version_tags(cfg.mlflow.tracking_uri, ref)
+    assert tags["train.run_id"] == result.run_id
+    assert float(tags["val_accuracy"]) == pytest.approx(result.val_accuracy, abs=1e-6)
+
+
+def test_evaluate_reads_every_test_row_once_and_links_the_version(first, digits_dataset):
+    import mlflow
+
+    cfg, result = first
+    url, manifest = digits_dataset
+    ev = evaluate(cfg, result.model_version.uri, url, "test")
+    assert ev.scores.rows == manifest.splits["test"].rows
+
+    mlflow.set_tracking_uri(cfg.mlflow.tracking_uri)
+    model = mlflow.pyfunc.load_model(f"runs:/{result.run_id}/model")
+    correct = 0
+    for batch in read_batches(url, "test", ("image", "label"), 256):
+        probs = np.asarray(model.predict(batch["image"].astype("float32")))
+        correct += int((probs.argmax(axis=1) == batch["label"]).sum())
+    assert ev.scores.accuracy == pytest.approx(correct / ev.scores.rows, abs=1e-9)
+
+    run = _client(cfg).get_run(ev.run_id)
+    assert run.data.metrics["test_rows"] == manifest.splits["test"].rows
+    assert run.data.tags["model.version"] == result.model_version.version
+    tags = registry.version_tags(cfg.mlflow.tracking_uri, result.model_version)
+    assert tags["eval.test.run_id"] == ev.run_id
+    assert float(tags["eval.test.accuracy"]) == pytest.approx(ev.scores.accuracy, abs=1e-6)
+
+
+def test_promotion_follows_the_margin_and_records_the_decision(first, digits_dataset):
+    cfg, result = first
+    uri, name = cfg.mlflow.tracking_uri, "digits-image_cnn"
+    opening = promote(cfg, name)
+    assert opening.decision.promote and opening.decision.reason == "no champion yet"
+    assert registry.by_alias(uri, name, "champion") == result.model_version
+    assert registry.by_alias(uri, name, "challenger") is None
+
+    second = train(make_config(Path(cfg.data_dir).parent, "train.epochs=1"), digits_dataset[0])
+    strict = make_config(Path(cfg.data_dir).parent, "registry.margin=1.0")  # unbeatable
+    verdict = promote(strict, name)
+    assert not verdict.decision.promote
+    assert registry.by_alias(uri, name, "champion") == result.model_version
+    assert registry.by_alias(uri, name, "challenger") == second.model_version
+    tags = registry.version_tags(uri, second.model_version)
+    assert tags["promotion.decision"] == "rejected"
+    assert tags["promotion.champion"] == str(result.model_version)
+    champion_value = verdict.evaluations["champion"].scores.accuracy
+    assert float(tags["promotion.champion_value"]) == pytest.approx(champion_value, abs=1e-6)
+    description = _client(cfg).get_model_version(name, second.model_version.version).description
+    assert "rejected against digits-image_cnn v1 on the test split" in description
