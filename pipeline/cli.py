@@ -131,6 +131,23 @@ def build_parser() -> argparse.ArgumentParser:
                          help="dataset version to compare on (default: the challenger's)")
     promote.add_argument("--split", default="test", help="default: test")
 
+    runs = commands.add_parser("runs", help="look at training runs",
+                               description="Look at the training runs in the MLflow store.")
+    actions = runs.add_subparsers(dest="action", required=True, metavar="ACTION")
+    compare = actions.add_parser(
+        "compare", parents=[common], help="the best runs by a metric, and their UI page",
+        description="A table of the best training runs with key parameters and metrics, and "
+                    "the URL of the MLflow UI page comparing them (start it with 'pipeline ui').")
+    compare.add_argument("--experiment", help="default: mlflow.experiment")
+    compare.add_argument("--metric", default="val_accuracy",
+                         help="rank by this metric (default: val_accuracy; *loss: lower wins)")
+    compare.add_argument("--top", type=int, default=5, metavar="N", help="default: 5")
+
+    commands.add_parser("ui", parents=[common], help="serve the MLflow UI on the store",
+                        description="Run 'mlflow server' on mlflow.tracking_uri, bound to "
+                                    "mlflow.ui_host:mlflow.ui_port (127.0.0.1:5000 by default; "
+                                    "mlflow.ui_host=0.0.0.0 exposes it to the network).")
+
     commands.add_parser("demo", parents=[common], help="the whole pipeline on bundled digits",
                         description="Write the bundled MNIST digits as PNG files and the "
                                     "Rotten Tomatoes snippets as .txt files, ingest both with "
@@ -230,6 +247,29 @@ def _promote(cfg: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def _runs(cfg: Config, args: argparse.Namespace) -> int:
+    from pipeline.tracking.compare import best_runs, compare_url, format_table
+
+    if args.top < 1:
+        print("pipeline runs compare: --top must be at least 1", file=sys.stderr)
+        return EXIT_USAGE
+    experiment_id, rows = best_runs(cfg.mlflow, args.metric, args.top, args.experiment)
+    print(format_table(rows, args.metric))
+    print(f"compare in the MLflow UI: "
+          f"{compare_url(cfg.mlflow.ui_url, experiment_id, [r.run_id for r in rows])}")
+    return 0
+
+
+def _ui(cfg: Config, args: argparse.Namespace) -> int:
+    import subprocess
+
+    from pipeline.tracking.compare import ui_command
+
+    command = ui_command(cfg.mlflow)
+    print(f"MLflow UI on {cfg.mlflow.ui_url} (Ctrl-C stops it): {' '.join(command)}", flush=True)
+    return subprocess.call(command)
+
+
 def _demo(cfg: Config, args: argparse.Namespace) -> int:
     from pipeline.demo import run_demo, ui_command
 
@@ -242,12 +282,16 @@ def _demo(cfg: Config, args: argparse.Namespace) -> int:
     print(f"validation accuracy {result.training.val_accuracy:.4f}")
     print(f"text MLflow run id {result.text_training.run_id}")
     print(f"text validation accuracy {result.text_training.val_accuracy:.4f}")
-    print(f"open the MLflow UI: {ui_command(cfg)}")
+    for promotion in result.promotions:
+        verdict = "is champion" if promotion.decision.promote else "stays challenger"
+        print(f"{promotion.challenger} {verdict} ({promotion.decision.reason})")
+    print("compare the runs: pipeline runs compare")
+    print(f"open the MLflow UI: pipeline ui  (= {ui_command(cfg)})")
     return 0
 
 
 HANDLERS = {"doctor": _doctor, "ingest": _ingest, "train": _train, "evaluate": _evaluate,
-            "promote": _promote, "demo": _demo}
+            "promote": _promote, "runs": _runs, "ui": _ui, "demo": _demo}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -228,6 +228,15 @@ class MlflowConfig(_Section):
     tracking_uri: str
     artifact_root: str
     experiment: str = Field(min_length=1)
+    ui_host: str = Field(min_length=1)
+    ui_port: int = Field(gt=0, lt=65536)
+
+    @property
+    def ui_url(self) -> str:
+        """Where the UI answers: the tracking server itself, or ``pipeline ui`` on a local store."""
+        if self.tracking_uri.startswith(("http://", "https://")):
+            return self.tracking_uri.rstrip("/")
+        return f"http://{self.ui_host}:{self.ui_port}"
 
 
 class RegistryConfig(_Section):

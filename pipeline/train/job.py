@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from pipeline.config import Config, ConfigError
 from pipeline.datasets import storage
@@ -98,8 +99,9 @@ def train(cfg: Config, data: str, resume: str | None = None) -> TrainResult:
               "dataset": {"url": dataset_url, "fingerprint": manifest.fingerprint}}
     resume_from = None
     if resume is None:
-        run_id = runs.create_training_run(tracking_uri, experiment_id, model, params, manifest,
-                                          dataset_url)
+        run_name = f"{model} {datetime.now(UTC):%Y-%m-%d %H:%M:%S}"
+        run_id = runs.create_training_run(tracking_uri, experiment_id, run_name, params,
+                                          manifest, dataset_url)
     else:
         run_id = resume if resume != "latest" else runs.latest_unfinished_run(
             tracking_uri, experiment_id, manifest.fingerprint, model)

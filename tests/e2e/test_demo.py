@@ -27,7 +27,8 @@ def test_demo_runs_the_whole_pipeline(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     run_id = re.search(r"MLflow run id (\w+)", out.stdout).group(1)
     accuracy = float(re.search(r"validation accuracy ([\d.]+)", out.stdout).group(1))
-    assert "mlflow ui --backend-store-uri sqlite:///" in out.stdout
+    assert "mlflow server --backend-store-uri sqlite:///" in out.stdout
+    assert "pipeline runs compare" in out.stdout
     assert "Traceback" not in out.stderr
 
     # the embedded defaults: raw files, dataset and store under the working directory
@@ -58,3 +59,14 @@ def test_demo_runs_the_whole_pipeline(tmp_path):
     batch = next(read_batches(dataset, "val", ("image", "label"), 64))
     predicted = np.asarray(model.predict(batch["image"].astype("float32"))).argmax(axis=1)
     assert (predicted == batch["label"]).mean() > 0.85
+
+    # the demo ends with a champion for each model, decided on the test split
+    from pipeline.tracking import registry
+
+    for name in ("digits-image_cnn", "reviews-text_cnn"):
+        champion = registry.by_alias(tracking_uri, name, "champion")
+        assert champion is not None, name
+        assert f"{champion} is champion (no champion yet)" in out.stdout
+        tags = registry.version_tags(tracking_uri, champion)
+        assert tags["promotion.decision"] == "promoted"
+        assert int(tags["eval.test.rows"]) > 0
