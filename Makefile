@@ -13,7 +13,9 @@ venv:
 demo: venv
 	$(BIN)/pipeline demo
 
+# the browser test drives Debian's chromium (nothing downloads a browser)
 test: venv
+	@command -v chromium >/dev/null || $(SUDO) apt-get install -y -q chromium
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-unit: venv
@@ -33,7 +35,7 @@ bench: venv
 	$(BIN)/python benchmarks/train.py
 
 ui: venv
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlruns.db --host 127.0.0.1 --port 5000
+	$(BIN)/pipeline ui
 
 clean:
 	rm -rf data mlruns.db mlartifacts .pytest_cache

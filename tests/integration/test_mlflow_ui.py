@@ -1,0 +1,89 @@
+"""The MLflow UI compares our runs in a real browser: ``pipeline ui`` serves the store on
+127.0.0.1, Debian's headless chromium (driven by Playwright, which downloads nothing) opens the
+page that ``pipeline runs compare`` prints; a screenshot is kept in test-artifacts/."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+import urllib.request
+
+import pytest
+
+from tests.cluster import free_port
+from tests.conftest import REPO, make_config
+from tests.procs import PIPELINE
+
+pytestmark = pytest.mark.integration
+ARTIFACTS = REPO / "test-artifacts"
+RUNS = {"lr 0.001 (browser test)": 0.9731, "lr 0.01 (browser test)": 0.8642}
+
+
+@pytest.fixture
+def served(tmp_path, digits_dataset):
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+
+    from pipeline.tracking.runs import create_training_run, end_run
+    from pipeline.tracking.store import check_store
+
+    url, manifest = digits_dataset
+    settings = [f"mlflow.tracking_uri=sqlite:///{tmp_path / 'mlruns.db'}",
+                f"mlflow.artifact_root={tmp_path / 'mlartifacts'}", f"mlflow.ui_port={free_port()}"]
+    cfg = make_config(tmp_path, *settings)
+    experiment_id = check_store(cfg.mlflow)
+    client = MlflowClient(cfg.mlflow.tracking_uri)
+    for name, accuracy in RUNS.items():
+        run_id = create_training_run(cfg.mlflow.tracking_uri, experiment_id, name,
+                                     {**cfg.to_dict(), "model": "image_cnn"}, manifest, url)
+        client.log_batch(run_id, metrics=[Metric("val_accuracy", accuracy, 0, 0)])
+        end_run(cfg.mlflow.tracking_uri, run_id, ok=True)
+    server = subprocess.Popen([PIPELINE, "ui", *settings], cwd=tmp_path, start_new_session=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            with urllib.request.urlopen(f"{cfg.mlflow.ui_url}/health", timeout=2) as answer:
+                if answer.status == 200:
+                    break
+        except OSError:
+            pass
+        assert server.poll() is None, server.stdout.read().decode()[-3000:]
+        assert time.monotonic() < deadline, "mlflow server did not answer in 120 s"
+        time.sleep(0.5)
+    yield settings, tmp_path
+    os.killpg(server.pid, signal.SIGTERM)
+    server.wait(timeout=30)
+
+
+def test_compare_page_shows_both_runs_in_chromium(served):
+    from playwright.sync_api import sync_playwright
+
+    settings, cwd = served
+    listed = subprocess.run([PIPELINE, "runs", "compare", *settings], cwd=cwd,
+                            capture_output=True, text=True, timeout=120)
+    assert listed.returncode == 0, listed.stderr[-3000:]
+    assert listed.stdout.index("lr 0.001") < listed.stdout.index("lr 0.01 ")  # best first
+    url = re.search(r"compare in the MLflow UI: (\S+)", listed.stdout).group(1)
+    assert url.startswith("http://127.0.0.1:")
+
+    chromium = shutil.which("chromium")
+    assert chromium, "Debian's chromium is missing: sudo apt-get install -y chromium"
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, headless=True,
+                                             args=["--no-sandbox", "--disable-gpu"])
+        try:
+            page = browser.new_page(viewport={"width": 1600, "height": 1000})
+            page.goto(url)
+            for name in RUNS:
+                page.get_by_text(name).first.wait_for(timeout=60_000)
+            page.get_by_text("0.9731").first.wait_for(timeout=30_000)
+            page.screenshot(path=str(ARTIFACTS / "mlflow_compare_runs.png"), full_page=True)
+        finally:
+            browser.close()
+    assert (ARTIFACTS / "mlflow_compare_runs.png").stat().st_size > 10_000
