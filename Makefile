@@ -15,7 +15,8 @@ demo: venv
 
 # the browser test drives Debian's chromium (nothing downloads a browser)
 test: venv
-	@command -v chromium >/dev/null || $(SUDO) apt-get install -y -q chromium
+	@command -v chromium >/dev/null || $(SUDO) apt-get install -y -q chromium \
+	  || ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-unit: venv

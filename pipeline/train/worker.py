@@ -65,12 +65,14 @@ def train_worker(spec: WorkerSpec) -> dict:
     setup_logging()
     import horovod.tensorflow as hvd_tf
     import horovod.tensorflow.keras as hvd
+    import mlflow
     import tensorflow as tf
 
     from pipeline.tracking.retry import Retrying
     from pipeline.train import checkpoints
     from pipeline.train.callbacks import ExactValidation
 
+    mlflow.autolog(disable=True)  # only rank 0 writes, through our callbacks: one run per job
     hvd.init()
     rank, size = hvd.rank(), hvd.size()
     cfg, manifest = spec.train, spec.manifest
