@@ -107,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "after its last checkpoint, logging into the same MLflow run")
     train.add_argument("--run-id", metavar="ID",
                        help="with --resume: the run to continue")
+    train.add_argument("--sweep", metavar="FILE",
+                       help="a grid or random search (YAML, see pipeline/train/sweep.py): one "
+                            "parent run, one nested run per trial, the best one registered")
 
     evaluate = commands.add_parser(
         "evaluate", parents=[common], help="score a model on a dataset split",
@@ -157,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _load(args: argparse.Namespace) -> Config:
+    """The configuration: file, ``key=value`` arguments, then flags that stand for keys."""
     overrides = list(args.overrides)
     flags = {"workers": "train.workers", "model": "train.model", "launcher": "train.launcher",
              "hosts": "train.hosts", "epochs": "train.epochs", "batch_size": "train.batch_size"}
@@ -218,6 +222,21 @@ def _train(cfg: Config, args: argparse.Namespace) -> int:
     if args.run_id and not args.resume:
         print("pipeline train: --run-id is only used with --resume", file=sys.stderr)
         return EXIT_USAGE
+    if args.sweep:
+        if args.resume:
+            print("pipeline train: --sweep and --resume do not go together", file=sys.stderr)
+            return EXIT_USAGE
+        from pipeline.train.sweep import run_sweep
+
+        swept = run_sweep(cfg, args.data, args.sweep)
+        for values, trial in swept.trials:
+            mark = "  <- best" if trial is swept.best else ""
+            print(f"{trial.run_id}  {values}  val_accuracy {trial.val_accuracy:.4f}  "
+                  f"val_loss {trial.val_loss:.4f}{mark}")
+        print(f"sweep run id {swept.parent_run_id}")
+        if swept.model_version is not None:
+            print(f"registered {swept.model_version} as challenger")
+        return 0
     result = train(cfg, args.data, resume=(args.run_id or "latest") if args.resume else None)
     print(f"run id {result.run_id}")
     print(f"epochs {result.initial_epoch + 1}-{result.initial_epoch + result.epochs_run} "

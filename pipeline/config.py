@@ -341,6 +341,15 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
     data = _read_yaml(DEFAULT_CONFIG)
     if path is not None:
         data = _merge(data, _read_yaml(Path(path)))
+    return _validated(data, overrides)
+
+
+def with_overrides(cfg: Config, overrides: Iterable[str]) -> Config:
+    """A copy of ``cfg`` with ``key=value`` overrides applied and validated again."""
+    return _validated(cfg.to_dict(), overrides)
+
+
+def _validated(data: dict[str, Any], overrides: Iterable[str]) -> Config:
     for text in overrides:
         parts, value = parse_override(text)
         _apply_override(data, _split_spark_conf_override(parts), value)

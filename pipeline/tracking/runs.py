@@ -21,6 +21,7 @@ NOT_SECRETS = frozenset({"text.url_token", "text.email_token", "text.mention_tok
                          "text.token_pattern"})
 REDACTED = "<redacted>"
 JOB_TAG = "pipeline.job"  # train | evaluate | sweep: what made the run
+PARENT_TAG = "mlflow.parentRunId"
 _URI_PASSWORD = re.compile(r"(?<=://)([^/@:\s]+):[^/@\s]+@")
 # library -> the distributions that provide it (CPU and GPU builds of TensorFlow differ)
 LIBRARIES = {"tensorflow": ("tensorflow", "tensorflow-cpu"), "horovod": ("horovod",),
@@ -82,18 +83,19 @@ def _dataset_input(manifest: Manifest, dataset_url: str, context: str):
 
 
 def create_training_run(tracking_uri: str, experiment_id: str, run_name: str,
-                        params: Mapping[str, Any], manifest: Manifest, dataset_url: str) -> str:
+                        params: Mapping[str, Any], manifest: Manifest, dataset_url: str,
+                        parent_run_id: str | None = None) -> str:
     """Create the run: parameters and library versions, dataset lineage, and the version's
     manifest, label map and vocabulary as artifacts."""
     from mlflow.entities import Param, RunTag
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=tracking_uri)
-    run = client.create_run(experiment_id, run_name=run_name, tags={
-        JOB_TAG: "train",
-        "dataset.url": dataset_url,
-        "dataset.fingerprint": manifest.fingerprint,
-    })
+    tags = {JOB_TAG: "train", "dataset.url": dataset_url,
+            "dataset.fingerprint": manifest.fingerprint}
+    if parent_run_id:
+        tags[PARENT_TAG] = parent_run_id  # nested under the sweep in the UI
+    run = client.create_run(experiment_id, run_name=run_name, tags=tags)
     run_id = run.info.run_id
     flat = loggable_params({**params, "versions": library_versions()})
     items = [Param(k, v) for k, v in sorted(flat.items())]
@@ -193,3 +195,28 @@ def log_evaluation_run(tracking_uri: str, experiment_id: str, model_uri: str, mo
         raise
     client.set_terminated(run_id, "FINISHED")
     return run_id
+
+
+def create_sweep_run(tracking_uri: str, experiment_id: str, spec: Mapping[str, Any],
+                     trials: int) -> str:
+    """The parent run of a sweep: its method, metric and search space."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    run = client.create_run(experiment_id, run_name=f"sweep {spec['method']} x{trials}",
+                            tags={JOB_TAG: "sweep"})
+    client.log_param(run.info.run_id, "sweep.method", spec["method"])
+    client.log_param(run.info.run_id, "sweep.metric", spec["metric"])
+    client.log_param(run.info.run_id, "sweep.trials", str(trials))
+    client.log_dict(run.info.run_id, dict(spec), "sweep.json")
+    return run.info.run_id
+
+
+def mark_best_trial(tracking_uri: str, parent_run_id: str, best_run_id: str, metric: str,
+                    value: float) -> None:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    client.set_tag(best_run_id, "sweep.best", "true")
+    client.set_tag(parent_run_id, "sweep.best_run_id", best_run_id)
+    client.log_metric(parent_run_id, f"best_{metric}", value)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from pipeline.config import Config, ConfigError
@@ -36,6 +36,9 @@ class ResumeError(PipelineError, ValueError):
 @dataclass(frozen=True)
 class TrainResult:
     run_id: str
+    model: str
+    dataset_url: str
+    dataset_fingerprint: str
     val_accuracy: float
     val_loss: float
     steps_per_rank: list[int]
@@ -78,11 +81,13 @@ def _resume_point(cfg: Config, tracking_uri: str, run_id: str, params: dict
     return point
 
 
-def train(cfg: Config, data: str, resume: str | None = None) -> TrainResult:
+def train(cfg: Config, data: str, resume: str | None = None,
+          parent_run_id: str | None = None) -> TrainResult:
     """Train on the dataset version at ``data`` and return the MLflow run and final metrics.
 
     ``resume``: a run id, or ``"latest"`` for the newest unfinished run of this dataset and
     model; training continues after its last checkpoint, logging into the same run.
+    ``parent_run_id``: a sweep's run; this run is nested under it and not registered.
     """
     dataset_url, manifest = open_version(storage.to_uri(data))
     workers = cfg.train.workers
@@ -101,7 +106,7 @@ def train(cfg: Config, data: str, resume: str | None = None) -> TrainResult:
     if resume is None:
         run_name = f"{model} {datetime.now(UTC):%Y-%m-%d %H:%M:%S}"
         run_id = runs.create_training_run(tracking_uri, experiment_id, run_name, params,
-                                          manifest, dataset_url)
+                                          manifest, dataset_url, parent_run_id)
     else:
         run_id = resume if resume != "latest" else runs.latest_unfinished_run(
             tracking_uri, experiment_id, manifest.fingerprint, model)
@@ -130,21 +135,32 @@ def train(cfg: Config, data: str, resume: str | None = None) -> TrainResult:
     history = results[0]["history"]
     for failure in results[0]["mlflow_failures"]:
         log.warning("not recorded in MLflow run %s: %s", run_id, failure)
-    version = None
-    if cfg.registry.register_trained:
-        version = registry.register(tracking_uri, run_id, registered_name(cfg, data, model), {
-            "dataset.url": dataset_url, "dataset.fingerprint": manifest.fingerprint,
-            "train.run_id": run_id, "val_accuracy": f"{history['val_accuracy'][-1]:.6f}",
-            "val_loss": f"{history['val_loss'][-1]:.6f}"})
-        registry.set_alias(tracking_uri, version, CHALLENGER)
-        log.info("registered %s as %s", version, CHALLENGER)
-    return TrainResult(run_id=run_id, val_accuracy=history["val_accuracy"][-1],
-                       val_loss=history["val_loss"][-1],
-                       steps_per_rank=[r["steps"] for r in results],
-                       local_ranks=[r["local_rank"] for r in results],
-                       initial_epoch=results[0]["initial_epoch"],
-                       epochs_run=len(history["loss"]),
-                       mlflow_failures=results[0]["mlflow_failures"], model_version=version)
+    result = TrainResult(run_id=run_id, model=model, dataset_url=dataset_url,
+                         dataset_fingerprint=manifest.fingerprint,
+                         val_accuracy=history["val_accuracy"][-1],
+                         val_loss=history["val_loss"][-1],
+                         steps_per_rank=[r["steps"] for r in results],
+                         local_ranks=[r["local_rank"] for r in results],
+                         initial_epoch=results[0]["initial_epoch"],
+                         epochs_run=len(history["loss"]),
+                         mlflow_failures=results[0]["mlflow_failures"], model_version=None)
+    if cfg.registry.register_trained and parent_run_id is None:
+        return replace(result, model_version=register_challenger(cfg, data, result))
+    return result
+
+
+def register_challenger(cfg: Config, data: str, result: TrainResult,
+                        tags: dict[str, str] | None = None) -> ModelRef:
+    """The trained model as a new registered version with the ``challenger`` alias."""
+    tracking_uri = absolute_tracking_uri(cfg.mlflow.tracking_uri)
+    version = registry.register(tracking_uri, result.run_id,
+                                registered_name(cfg, data, result.model), {
+        "dataset.url": result.dataset_url, "dataset.fingerprint": result.dataset_fingerprint,
+        "train.run_id": result.run_id, "val_accuracy": f"{result.val_accuracy:.6f}",
+        "val_loss": f"{result.val_loss:.6f}", **(tags or {})})
+    registry.set_alias(tracking_uri, version, CHALLENGER)
+    log.info("registered %s as %s", version, CHALLENGER)
+    return version
 
 
 def _spark_for(cfg: Config):

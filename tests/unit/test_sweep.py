@@ -1,0 +1,47 @@
+"""Sweep files: validation that names the problem, grid and seeded random trials."""
+
+import pytest
+
+from pipeline.config import ConfigError, load_config
+from pipeline.train.sweep import read_sweep, run_sweep, trial_settings
+
+
+def _write(tmp_path, text: str):
+    path = tmp_path / "sweep.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_grid_is_every_combination(tmp_path):
+    spec = read_sweep(_write(tmp_path, "method: grid\nparameters:\n"
+                                       "  train.learning_rate: [0.001, 0.01]\n"
+                                       "  train.batch_size: [32, 64, 128]\n"))
+    trials = trial_settings(spec, seed=1)
+    assert len(trials) == 6
+    assert {"train.learning_rate": 0.01, "train.batch_size": 128} in trials
+
+
+def test_random_draws_distinct_trials_reproducibly(tmp_path):
+    spec = read_sweep(_write(tmp_path, "method: random\ntrials: 3\nparameters:\n"
+                                       "  train.learning_rate: [0.001, 0.003, 0.01, 0.03]\n"
+                                       "  train.dropout: [0.0, 0.5]\n"))
+    first, again = trial_settings(spec, seed=7), trial_settings(spec, seed=7)
+    assert first == again and len(first) == 3
+    assert len({tuple(t.values()) for t in first}) == 3
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("method: bayes\nparameters: {train.epochs: [1]}\n", "'method'"),
+    ("method: grid\n", "'parameters'"),
+    ("method: grid\nparameters: {train.epochs: []}\n", "no values to try for train.epochs"),
+    ("method: grid\nmetric: f1\nparameters: {train.epochs: [1]}\n", "'metric'"),
+])
+def test_bad_sweep_files_name_the_problem(tmp_path, text, message):
+    with pytest.raises(ConfigError, match=message):
+        read_sweep(_write(tmp_path, text))
+
+
+def test_a_bad_key_fails_before_any_training(tmp_path):
+    path = _write(tmp_path, "method: grid\nparameters:\n  train.learning_rte: [0.1]\n")
+    with pytest.raises(ConfigError, match=r"unknown config key 'train\.learning_rte'"):
+        run_sweep(load_config(), "/nonexistent/dataset", str(path))
