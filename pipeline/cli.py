@@ -134,6 +134,20 @@ def build_parser() -> argparse.ArgumentParser:
                          help="dataset version to compare on (default: the challenger's)")
     promote.add_argument("--split", default="test", help="default: test")
 
+    predict = commands.add_parser(
+        "predict", parents=[common], help="batch predictions for raw files with Spark",
+        description="Apply a logged model to raw image or text files (label folders optional) "
+                    "with the preprocessing of its dataset version; write Parquet rows of "
+                    "source, true_label, predicted_label, score, probabilities, and the reason "
+                    "for inputs ingest would quarantine.")
+    predict.add_argument("--model", dest="model_uri", required=True, metavar="MODEL_URI",
+                         help="runs:/<run id>/model, models:/<name>/<version> or "
+                              "models:/<name>@<alias>")
+    predict.add_argument("--input", required=True, metavar="URI", help="a folder or a file")
+    predict.add_argument("--output", required=True, metavar="URI", help="Parquet output")
+    predict.add_argument("--mode", choices=("error", "overwrite"), default="error",
+                         help="when the output exists: fail (default) or replace it")
+
     runs = commands.add_parser("runs", help="look at training runs",
                                description="Look at the training runs in the MLflow store.")
     actions = runs.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -266,6 +280,22 @@ def _promote(cfg: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def _predict(cfg: Config, args: argparse.Namespace) -> int:
+    from pipeline.inference.job import predict_files
+    from pipeline.spark import get_spark
+
+    spark = get_spark(cfg.spark, app_name="pipeline-predict")
+    try:
+        summary = predict_files(spark, cfg, args.model_uri, args.input, args.output, args.mode)
+    finally:
+        spark.stop()
+    print(f"{summary.inputs} inputs: {summary.predicted} predicted, "
+          f"{sum(summary.quarantined.values())} set aside"
+          + "".join(f"\n  {reason}: {n}" for reason, n in summary.quarantined.items()))
+    print(f"predictions {summary.output_uri}")
+    return 0
+
+
 def _runs(cfg: Config, args: argparse.Namespace) -> int:
     from pipeline.tracking.compare import best_runs, compare_url, format_table
 
@@ -310,7 +340,8 @@ def _demo(cfg: Config, args: argparse.Namespace) -> int:
 
 
 HANDLERS = {"doctor": _doctor, "ingest": _ingest, "train": _train, "evaluate": _evaluate,
-            "promote": _promote, "runs": _runs, "ui": _ui, "demo": _demo}
+            "promote": _promote, "predict": _predict, "runs": _runs, "ui": _ui,
+            "demo": _demo}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

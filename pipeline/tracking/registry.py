@@ -118,3 +118,22 @@ def load_predictor(tracking_uri: str, model_uri: str):
             return model.predict(inputs)
 
     return predict
+
+
+def fetch_model(tracking_uri: str, model_uri: str, dest: str) -> tuple[str, str]:
+    """Download the model to ``dest``; returns (local model folder, the run that trained it)."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    try:
+        run_id = mlflow.models.get_model_info(model_uri).run_id
+        local = mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=dest)
+    except (MlflowException, OSError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise RegistryError(f"cannot load model {model_uri}: {first}") from None
+    if not run_id:
+        raise RegistryError(f"{model_uri} was not logged by a training run: its preprocessing "
+                            "(the dataset manifest) is unknown")
+    return local, run_id

@@ -8,6 +8,7 @@ import re
 import time
 from collections.abc import Mapping
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
@@ -220,3 +221,14 @@ def mark_best_trial(tracking_uri: str, parent_run_id: str, best_run_id: str, met
     client.set_tag(best_run_id, "sweep.best", "true")
     client.set_tag(parent_run_id, "sweep.best_run_id", best_run_id)
     client.log_metric(parent_run_id, f"best_{metric}", value)
+
+
+def training_inputs(tracking_uri: str, run_id: str) -> tuple[Manifest, str | None]:
+    """(the dataset manifest a training run logged, its vocabulary text or None)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    folder = Path(client.download_artifacts(run_id, "dataset"))
+    manifest = Manifest.from_json((folder / "manifest.json").read_text(encoding="utf-8"))
+    vocab = folder / "vocab.txt"
+    return manifest, vocab.read_text(encoding="utf-8") if vocab.exists() else None

@@ -1,0 +1,1 @@
+"""Batch inference: raw files -> ingest's own preprocessing -> a model -> Parquet predictions."""

@@ -1,0 +1,99 @@
+"""Batch inference with Spark: raw files in, one Parquet row per file out, prepared exactly as
+ingest prepared the dataset the model was trained on (checked against the stored rows)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.datasets.reader import read_batches
+from pipeline.inference.job import predict_files
+from pipeline.train.features import as_model_input
+from pipeline.train.job import train
+from tests.conftest import make_config
+
+pytestmark = pytest.mark.integration
+
+
+def _copy_some(raw: Path, target: Path, per_label: int) -> dict[str, str]:
+    """Copy the first files of each label folder; {copied path: original path}."""
+    copied = {}
+    for folder in sorted(p for p in raw.iterdir() if p.is_dir()):
+        (target / folder.name).mkdir(parents=True, exist_ok=True)
+        for original in sorted(folder.iterdir())[:per_label]:
+            copy = target / folder.name / original.name
+            shutil.copy(original, copy)
+            copied[copy.as_uri().replace("file:///", "file:/")] = (
+                original.as_uri().replace("file:///", "file:/"))
+    return copied
+
+
+def _stored_rows(url: str, field: str) -> dict[str, np.ndarray]:
+    """source -> the stored feature of every row of every split of a dataset version."""
+    rows = {}
+    for split in ("train", "val", "test"):
+        for batch in read_batches(url, split, (field, "source"), 512):
+            rows.update(zip(batch["source"], batch[field], strict=True))
+    return rows
+
+
+def _predict(kind_dataset, raw: Path, tmp: Path, spark, broken: dict[str, bytes]):
+    import mlflow
+
+    url, manifest = kind_dataset
+    cfg = make_config(tmp, "train.epochs=1")
+    result = train(cfg, url)
+    inputs = tmp / "inputs"
+    copied = _copy_some(raw, inputs, per_label=15)
+    for name, content in broken.items():
+        (inputs / name).parent.mkdir(parents=True, exist_ok=True)
+        (inputs / name).write_bytes(content)
+    summary = predict_files(spark, cfg, result.model_version.uri, str(inputs),
+                            str(tmp / "predictions"))
+    out = pd.read_parquet(tmp / "predictions").set_index("source")
+    assert len(out) == summary.inputs == len(copied) + len(broken)  # one row per file
+    mlflow.set_tracking_uri(cfg.mlflow.tracking_uri)
+    model = mlflow.pyfunc.load_model(result.model_version.uri)
+    return manifest, copied, out, model
+
+
+def test_images_are_predicted_from_ingests_pixels(spark, digits_raw, digits_dataset, tmp_path):
+    broken = {"3/empty.png": b"", "7/notes.png": b"not an image at all",
+              "tiny.png": Path(next(digits_raw.glob("1/*.png"))).read_bytes()[:40]}
+    manifest, copied, out, model = _predict(digits_dataset, digits_raw, tmp_path, spark,
+                                            broken)
+    reasons = out["reason"].dropna()
+    assert set(reasons.index.str.rsplit("/", n=1).str[-1]) == {"empty.png", "notes.png",
+                                                              "tiny.png"}
+    assert out.loc[reasons.index, "predicted_label"].isna().all()
+
+    stored = _stored_rows(digits_dataset[0], "image")
+    sources = [s for s in copied if copied[s] in stored]  # accepted by ingest
+    assert len(sources) >= 140
+    pixels = as_model_input(manifest, np.stack([stored[copied[s]] for s in sources]))
+    expected = np.asarray(model.predict(pixels))
+    got = np.stack(out.loc[sources, "probabilities"].to_numpy())
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+    good = out.loc[sources]
+    assert (good["predicted_label"] == good["true_label"]).mean() > 0.8
+    assert (good["score"] == got.max(axis=1)).all()
+
+
+def test_text_is_predicted_from_ingests_token_ids(spark, reviews_raw, reviews_dataset, tmp_path):
+    broken = {"fresh/blank.txt": b"   \n\t ", "rotten/markup.txt": b"<p> </p>"}
+    manifest, copied, out, model = _predict(reviews_dataset, reviews_raw, tmp_path, spark,
+                                            broken)
+    assert set(out["reason"].dropna()) == {"empty_text"}
+    assert out["reason"].notna().sum() == 2
+    stored = _stored_rows(reviews_dataset[0], "token_ids")
+    sources = [s for s in copied if copied[s] in stored]
+    assert len(sources) >= 40
+    expected = np.asarray(model.predict(np.stack([stored[copied[s]] for s in sources])
+                                        .astype("int32")))
+    got = np.stack(out.loc[sources, "probabilities"].to_numpy())
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+    assert set(out.loc[sources, "true_label"]) == set(manifest.labels)
