@@ -7,3 +7,8 @@ class PipelineError(Exception):
 
 class InputError(PipelineError):
     """The input of a job is missing, empty or unusable as a whole."""
+
+
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """The first line of an exception's message (or its type), for a one-line report."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:limit]

@@ -23,15 +23,16 @@ class Decision:
 
 
 def decide(metric: str, challenger: float, champion: float | None, margin: float) -> Decision:
-    """Accuracy must rise, loss must fall, by at least ``margin``; no champion: promote."""
+    """Accuracy must rise, loss must fall, by at least ``margin`` (and by something: a tie keeps
+    the champion); no champion: promote."""
     if champion is None:
         return Decision(True, "no champion yet")
     gain = challenger - champion if metric == "accuracy" else champion - challenger
-    if gain >= margin:
+    if gain > 0 and gain >= margin:
         return Decision(True, f"{metric} {challenger:.4f} vs {champion:.4f}: better by "
                               f"{gain:.4f} >= margin {margin:g}")
     return Decision(False, f"{metric} {challenger:.4f} vs {champion:.4f}: better by "
-                           f"{gain:.4f} < margin {margin:g}")
+                           f"{gain:.4f}, not more than 0 and at least margin {margin:g}")
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,10 @@ def promote(cfg: Config, name: str, data: str | None = None, split: str = "test"
                                      "train one first (pipeline train registers it)")
     champion = registry.by_alias(tracking_uri, name, CHAMPION)
     if data is None:
-        data = registry.version_tags(tracking_uri, challenger)["dataset.url"]
+        data = registry.version_tags(tracking_uri, challenger).get("dataset.url")
+        if data is None:
+            raise registry.RegistryError(f"{challenger} has no dataset.url tag (not registered "
+                                         "by pipeline train); pass --data")
     evaluations = {CHALLENGER: evaluate(cfg, challenger.uri, data, split)}
     if champion is not None and champion != challenger:
         evaluations[CHAMPION] = evaluate(cfg, champion.uri, data, split)
@@ -65,7 +69,9 @@ def promote(cfg: Config, name: str, data: str | None = None, split: str = "test"
     _record(tracking_uri, challenger, champion, decision, evaluations, metric, margin, split)
     if decision.promote:
         registry.set_alias(tracking_uri, challenger, CHAMPION)
-        registry.delete_alias(tracking_uri, name, CHALLENGER)
+        # a training that finished meanwhile owns the alias now: leave it to the next promote
+        if registry.by_alias(tracking_uri, name, CHALLENGER) == challenger:
+            registry.delete_alias(tracking_uri, name, CHALLENGER)
     log.info("%s: %s (%s)", challenger, "promoted to champion" if decision.promote
              else "stays challenger", decision.reason)
     return Promotion(challenger, champion, decision, evaluations)

@@ -23,6 +23,7 @@ from pipeline.ingest import listing
 from pipeline.ingest.discover import is_hidden
 from pipeline.spark import SparkProgress, packed_file_partitions
 from pipeline.tracking import registry
+from pipeline.tracking.registry import quiet_predict
 from pipeline.tracking.runs import training_inputs
 from pipeline.tracking.store import absolute_tracking_uri
 
@@ -88,19 +89,12 @@ def _classify(path: str, size: int, root: str) -> tuple[str | None, str | None, 
 
 def _predict_partition(batches, wanted, model: _Model):
     """Arrow batches of (path, content) -> prediction rows; the model loads once per task."""
-    import io
-    from contextlib import redirect_stdout
-
     import mlflow
     import pandas as pd
     from pyspark import SparkFiles
 
-    loaded = mlflow.pyfunc.load_model(SparkFiles.get(model.folder))
+    predict = quiet_predict(mlflow.pyfunc.load_model(SparkFiles.get(model.folder)))
     prepare = model.prepare()
-
-    def predict(inputs):
-        with redirect_stdout(io.StringIO()):  # Keras prints a progress bar per call
-            return loaded.predict(inputs)
 
     for batch in batches:
         items = [(path, wanted.value[path], bytes(content))
@@ -116,13 +110,22 @@ def predict_files(spark: SparkSession, cfg: Config, model_uri: str, input_path: 
     output_uri = storage.to_uri(output_path)
     check_output(output_uri, mode)
     tracking_uri = absolute_tracking_uri(cfg.mlflow.tracking_uri)
-    scratch = tempfile.mkdtemp(prefix="pipeline-model-")
+    with tempfile.TemporaryDirectory(prefix="pipeline-model-") as scratch:
+        return _predict_with(spark, tracking_uri, model_uri, input_path, output_uri, mode,
+                             scratch)
+
+
+def _predict_with(spark: SparkSession, tracking_uri: str, model_uri: str, input_path: str,
+                  output_uri: str, mode: WriteMode, scratch: str) -> PredictionSummary:
     folder, run_id = registry.fetch_model(tracking_uri, model_uri, scratch)
     manifest, vocab = training_inputs(tracking_uri, run_id)
     model = _Model(Path(folder).name, manifest.kind, manifest.config[manifest.kind], vocab,
                    manifest.labels)
+    model.prepare()  # a bad preprocessing setting fails here, named, not in every task
+    registry.load_predictor(tracking_uri, model_uri)  # likewise an unloadable model
 
-    root, files = listing.list_tree(spark, storage.to_uri(input_path), allow_file=True)
+    input_uri = storage.to_uri(input_path)
+    root, files = listing.list_tree(spark, input_uri, allow_file=True)
     rejected, wanted, sizes = [], {}, []
     for path, size in files:
         label, reason, detail = _classify(path, size, root)
@@ -142,10 +145,12 @@ def predict_files(spark: SparkSession, cfg: Config, model_uri: str, input_path: 
             spark.sparkContext.addFile(folder, recursive=True)
             labels = spark.sparkContext.broadcast(wanted)
             content = (spark.read.format("binaryFile").option("recursiveFileLookup", "true")
-                       .load(root).select("path", "content"))
+                       .load(input_uri).select("path", "content"))
             rows = rows.unionByName(content.mapInPandas(
                 partial(_predict_partition, wanted=labels, model=model), PREDICTION_SCHEMA))
         rows.write.mode("overwrite" if mode == "overwrite" else "error").parquet(output_uri)
+        if wanted:
+            labels.unpersist()
     written = spark.read.parquet(output_uri)
     returned = {r.source for r in written.select("source").collect()}
     lost = [Prediction(path, label, None, None, None, "unreadable",

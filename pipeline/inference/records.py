@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 
 from pipeline.config import ImagesConfig, TextConfig
+from pipeline.evaluation.scoring import checked_predict
 from pipeline.ingest.images import prepare_image
 from pipeline.ingest.rejection import Rejected
 from pipeline.ingest.text_records import encode_document
@@ -64,7 +65,9 @@ def predict_inputs(items: Sequence[tuple[str, str | None, bytes]],
             rows.append(Prediction(source, true_label, None, None, None, "unexpected_error",
                                    f"{type(exc).__name__}: {exc}"))
     if ready:
-        probs = np.asarray(predict(np.stack([array for _, array in ready])), np.float64)
+        batch = np.stack([array for _, array in ready])
+        probs = checked_predict(predict, batch, len(labels),
+                                f"the batch starting with {items[ready[0][0]][0]}")
         for (index, _), p in zip(ready, probs, strict=True):
             source, true_label, _ = items[index]
             best = int(p.argmax())

@@ -9,7 +9,8 @@ from contextlib import redirect_stdout
 
 import numpy as np
 
-from pipeline.tracking.retry import Retrying
+from pipeline.errors import first_line
+from pipeline.tracking.retry import MODEL_WRITE, Retrying
 
 log = logging.getLogger("pipeline.train")
 
@@ -50,31 +51,49 @@ class MlflowEpochLogger(_keras_callback_base()):
                  shown)
 
 
-def start_system_metrics(tracking_uri: str, run_id: str, interval_s: float = 2.0):
-    """MLflow's CPU, memory (and GPU) sampler for the run; call ``.finish()`` on the result."""
+def start_system_metrics(tracking_uri: str, run_id: str, resumed: bool,
+                         interval_s: float = 2.0):
+    """MLflow's CPU, memory (and GPU) sampler for the run, or None if it cannot start; call
+    ``.finish()`` on the result. ``resumed``: continue the run's earlier steps."""
     from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 
-    monitor = SystemMetricsMonitor(run_id, sampling_interval=interval_s,
-                                   tracking_uri=tracking_uri)
-    monitor.start()
+    try:
+        monitor = SystemMetricsMonitor(run_id, sampling_interval=interval_s,
+                                       tracking_uri=tracking_uri, resume_logging=resumed)
+        monitor.start()
+    except Exception as exc:  # a missing sampler must not stop training
+        log.warning("MLflow system metrics are off: %s", first_line(exc))
+        return None
     return monitor
 
 
+def _run_history(client, run_id: str, keras_history: dict[str, list[float]]
+                 ) -> dict[str, list[float]]:
+    """The whole run's curves from the store (a resumed run's Keras history starts late);
+    Keras' own history if the store cannot answer."""
+    try:
+        return {key: [m.value for m in sorted(client.get_metric_history(run_id, key),
+                                               key=lambda m: m.step)]
+                for key in ("loss", "val_loss", "accuracy", "val_accuracy")}
+    except Exception as exc:  # the report is still worth drawing from what we have
+        log.warning("MLflow: metric history unavailable (%s); curves of this job only",
+                    first_line(exc))
+        return keras_history
+
+
 def log_outcome(tracking_uri: str, run_id: str, model, example: np.ndarray,
-                confusion: np.ndarray, labels: list[str], retrying: Retrying) -> None:
+                confusion: np.ndarray, labels: list[str], keras_history: dict[str, list[float]],
+                retrying: Retrying) -> None:
     """After training: the validation report, the curves of the whole run, then the model."""
     from mlflow.tracking import MlflowClient
 
     from pipeline.tracking.reports import log_report
 
     client = MlflowClient(tracking_uri=tracking_uri)
-    # from the store, not Keras: a resumed run's curves start at its first epoch
-    history = {key: [m.value for m in sorted(client.get_metric_history(run_id, key),
-                                              key=lambda m: m.step)]
-               for key in ("loss", "val_loss", "accuracy", "val_accuracy")}
+    history = _run_history(client, run_id, keras_history)
     retrying("the validation report", log_report, client, run_id, confusion, labels, "val",
              history)
-    retrying("the model", log_keras_model, tracking_uri, run_id, model, example)
+    retrying(MODEL_WRITE, log_keras_model, tracking_uri, run_id, model, example)
 
 
 def log_keras_model(tracking_uri: str, run_id: str, model, example: np.ndarray) -> None:

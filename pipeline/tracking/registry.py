@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from contextlib import redirect_stdout
 from dataclasses import dataclass
 
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, first_line
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 
@@ -42,11 +42,16 @@ def _client(tracking_uri: str):
 def register(tracking_uri: str, run_id: str, name: str, tags: Mapping[str, str]) -> ModelRef:
     """The run's model as a new version of ``name`` (created if new), tagged."""
     import mlflow
+    from mlflow.exceptions import MlflowException
 
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
-    version = mlflow.register_model(f"runs:/{run_id}/model", name, tags=dict(tags),
-                                    await_registration_for=60)
+    try:
+        version = mlflow.register_model(f"runs:/{run_id}/model", name, tags=dict(tags),
+                                        await_registration_for=60)
+    except (MlflowException, OSError) as exc:
+        raise RegistryError(f"cannot register the model of run {run_id} as '{name}': "
+                            f"{first_line(exc)}") from None
     return ModelRef(name, str(version.version))
 
 
@@ -108,20 +113,23 @@ def load_predictor(tracking_uri: str, model_uri: str):
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
     try:
-        model = mlflow.pyfunc.load_model(model_uri)
+        return quiet_predict(mlflow.pyfunc.load_model(model_uri))
     except (MlflowException, OSError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-        raise RegistryError(f"cannot load model {model_uri}: {first}") from None
+        raise RegistryError(f"cannot load model {model_uri}: {first_line(exc)}") from None
+
+
+def quiet_predict(model):
+    """A pyfunc model's ``predict`` without the progress bar Keras prints on every call."""
 
     def predict(inputs):
-        with redirect_stdout(io.StringIO()):  # Keras prints a progress bar per call
+        with redirect_stdout(io.StringIO()):
             return model.predict(inputs)
 
     return predict
 
 
-def fetch_model(tracking_uri: str, model_uri: str, dest: str) -> tuple[str, str]:
-    """Download the model to ``dest``; returns (local model folder, the run that trained it)."""
+def model_run(tracking_uri: str, model_uri: str) -> str:
+    """The id of the training run that logged the model."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
@@ -129,11 +137,22 @@ def fetch_model(tracking_uri: str, model_uri: str, dest: str) -> tuple[str, str]
     mlflow.set_registry_uri(tracking_uri)
     try:
         run_id = mlflow.models.get_model_info(model_uri).run_id
-        local = mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=dest)
     except (MlflowException, OSError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-        raise RegistryError(f"cannot load model {model_uri}: {first}") from None
+        raise RegistryError(f"cannot load model {model_uri}: {first_line(exc)}") from None
     if not run_id:
         raise RegistryError(f"{model_uri} was not logged by a training run: its preprocessing "
                             "(the dataset manifest) is unknown")
+    return run_id
+
+
+def fetch_model(tracking_uri: str, model_uri: str, dest: str) -> tuple[str, str]:
+    """Download the model to ``dest``; returns (local model folder, the run that trained it)."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    run_id = model_run(tracking_uri, model_uri)
+    try:
+        local = mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=dest)
+    except (MlflowException, OSError) as exc:
+        raise RegistryError(f"cannot load model {model_uri}: {first_line(exc)}") from None
     return local, run_id

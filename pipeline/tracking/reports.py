@@ -81,7 +81,10 @@ def log_report(client, run_id: str, confusion: np.ndarray, labels: Sequence[str]
         confusion, labels, f"{split}: {int(np.asarray(confusion).sum())} rows")}
     if history:
         figures["training_curves.png"] = curves_figure(history)
-    for name, figure in figures.items():
-        client.log_figure(run_id, figure, name)
-        plt.close(figure)
+    try:
+        for name, figure in figures.items():
+            client.log_figure(run_id, figure, name)
+    finally:
+        for figure in figures.values():
+            plt.close(figure)
     client.log_table(run_id, per_class_metrics(confusion, labels), f"{split}/per_class.json")

@@ -11,7 +11,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from pipeline.errors import first_line
+
 log = logging.getLogger("pipeline.tracking")
+MODEL_WRITE = "the model"  # what a failed model upload is reported as: nothing to register
 
 
 class Retrying:
@@ -29,7 +32,7 @@ class Retrying:
                 fn(*args, **kwargs)
                 return True
             except Exception as exc:  # MLflow, HTTP and filesystem errors alike
-                reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+                reason = first_line(exc)
                 if attempt == self.attempts:
                     self.failures.append(f"{what}: {reason}")
                     log.warning("MLflow: %s failed %d times, giving up: %s", what, attempt,

@@ -140,15 +140,28 @@ def differing_params(tracking_uri: str, run_id: str, params: Mapping[str, Any]) 
 
 def latest_unfinished_run(tracking_uri: str, experiment_id: str, fingerprint: str,
                           model: str) -> str | None:
-    """The newest run of ``model`` on this dataset that did not finish (failed or killed)."""
+    """The newest training run of ``model`` on this dataset that failed or was killed (not one
+    still RUNNING: that may be a live job; name it with ``--run-id`` after a driver crash)."""
     from mlflow.tracking import MlflowClient
 
     found = MlflowClient(tracking_uri=tracking_uri).search_runs(
         [experiment_id],
-        filter_string=(f"tags.`dataset.fingerprint` = '{fingerprint}' "
-                       f"and params.model = '{model}' and attributes.status != 'FINISHED'"),
-        order_by=["attributes.start_time DESC"], max_results=1)
-    return found[0].info.run_id if found else None
+        filter_string=(f"tags.`dataset.fingerprint` = '{fingerprint}' and params.model = "
+                       f"'{model}' and tags.`{JOB_TAG}` = 'train' "
+                       f"and attributes.status IN ('FAILED', 'KILLED')"),
+        order_by=["attributes.start_time DESC"], max_results=20)
+    standalone = [r for r in found if PARENT_TAG not in r.data.tags]  # not sweep trials
+    return standalone[0].info.run_id if standalone else None
+
+
+def run_status(tracking_uri: str, run_id: str) -> str:
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    try:
+        return MlflowClient(tracking_uri=tracking_uri).get_run(run_id).info.status
+    except MlflowException:
+        raise RunNotFoundError(f"no MLflow run {run_id} in the tracking store") from None
 
 
 def reopen_run(tracking_uri: str, run_id: str, epoch: int, logs: Mapping[str, float]) -> None:
@@ -225,10 +238,15 @@ def mark_best_trial(tracking_uri: str, parent_run_id: str, best_run_id: str, met
 
 def training_inputs(tracking_uri: str, run_id: str) -> tuple[Manifest, str | None]:
     """(the dataset manifest a training run logged, its vocabulary text or None)."""
+    from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=tracking_uri)
-    folder = Path(client.download_artifacts(run_id, "dataset"))
-    manifest = Manifest.from_json((folder / "manifest.json").read_text(encoding="utf-8"))
+    try:
+        folder = Path(client.download_artifacts(run_id, "dataset"))
+        manifest = Manifest.from_json((folder / "manifest.json").read_text(encoding="utf-8"))
+    except (MlflowException, OSError):
+        raise RunNotFoundError(f"run {run_id} has no dataset/manifest.json: it was not made "
+                               "by pipeline train, so its preprocessing is unknown") from None
     vocab = folder / "vocab.txt"
     return manifest, vocab.read_text(encoding="utf-8") if vocab.exists() else None

@@ -13,8 +13,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.datasets import storage
+from pipeline.errors import PipelineError
 
 LATEST = "latest.json"
+
+
+class CheckpointError(PipelineError, ValueError):
+    """A checkpoint pointer cannot be read."""
+
 KEEP = 2
 
 
@@ -40,12 +46,16 @@ def checkpoint_root(checkpoint_dir: str, run_id: str) -> str:
 
 def latest(root: str) -> Checkpoint | None:
     """The newest complete checkpoint under ``root``, or None."""
+    pointer = storage.join(root, LATEST)
     try:
-        data = json.loads(storage.read_text(storage.join(root, LATEST)))
+        data = json.loads(storage.read_text(pointer))
+        return Checkpoint(root=root, epoch=int(data["epoch"]), logs=data.get("logs", {}),
+                          early_stopping=data.get("early_stopping", {}))
     except FileNotFoundError:
         return None
-    return Checkpoint(root=root, epoch=int(data["epoch"]), logs=data.get("logs", {}),
-                      early_stopping=data.get("early_stopping", {}))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{pointer} is damaged ({type(exc).__name__}: {exc}); the "
+                              "epoch folders beside it hold the checkpoints") from None
 
 
 def save(checkpoint: Checkpoint, model, optimizer) -> None:
@@ -55,8 +65,8 @@ def save(checkpoint: Checkpoint, model, optimizer) -> None:
     with tempfile.TemporaryDirectory(prefix="pipeline-ckpt-") as scratch:
         tf.train.Checkpoint(model=model, optimizer=optimizer).write(str(Path(scratch, "ckpt")))
         storage.copy_dir(Path(scratch).as_uri(), checkpoint.uri)
-    pointer = {"epoch": checkpoint.epoch, "checkpoint": _epoch_dir(checkpoint.epoch),
-               "logs": checkpoint.logs, "early_stopping": checkpoint.early_stopping}
+    pointer = {"epoch": checkpoint.epoch, "logs": checkpoint.logs,
+               "early_stopping": checkpoint.early_stopping}
     staged = storage.join(checkpoint.root, f".{LATEST}.tmp")
     storage.write_text(staged, json.dumps(pointer, indent=2))
     storage.replace_file(staged, storage.join(checkpoint.root, LATEST))

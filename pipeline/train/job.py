@@ -15,6 +15,7 @@ from pipeline.datasets.reader import check_shardable
 from pipeline.errors import InputError, PipelineError
 from pipeline.tracking import registry, runs
 from pipeline.tracking.registry import CHALLENGER, ModelRef
+from pipeline.tracking.retry import MODEL_WRITE
 from pipeline.tracking.store import absolute_tracking_uri, check_store
 from pipeline.train import checkpoints
 from pipeline.train.features import choose_model
@@ -25,7 +26,9 @@ from pipeline.train.worker import train_worker
 log = logging.getLogger(__name__)
 
 # keys that may change between a run and its resume: where and how it runs, not what it learns
-OPERATIONAL_KEYS = ("data_dir", "spark.", "train.launcher", "train.hosts", "train.start_timeout_s",
+# (the ingest sections only describe how datasets are built; the dataset itself is compared)
+OPERATIONAL_KEYS = ("data_dir", "spark.", "images.", "text.", "split.", "dataset.", "registry.",
+                    "mlflow.ui_", "train.launcher", "train.hosts", "train.start_timeout_s",
                     "train.stall_timeout_s", "train.reader_workers", "train.threads_per_worker")
 
 
@@ -67,6 +70,8 @@ def _check_fit(cfg: Config, manifest: Manifest) -> None:
 
 def _resume_point(cfg: Config, tracking_uri: str, run_id: str, params: dict
                   ) -> checkpoints.Checkpoint:
+    if runs.run_status(tracking_uri, run_id) == "FINISHED":
+        raise ResumeError(f"run {run_id} finished; there is nothing to resume")
     differing = [key for key in runs.differing_params(tracking_uri, run_id, params)
                  if not key.startswith(OPERATIONAL_KEYS)]
     if differing:
@@ -74,8 +79,8 @@ def _resume_point(cfg: Config, tracking_uri: str, run_id: str, params: dict
                           f"({', '.join(differing)}); resume with the same configuration")
     root = checkpoints.checkpoint_root(cfg.train.checkpoint_dir, run_id)
     point = checkpoints.latest(root)
-    if point is None:
-        raise ResumeError(f"run {run_id} has no checkpoint under {root}")
+    if point is None or not storage.exists(point.uri):
+        raise ResumeError(f"run {run_id} has no complete checkpoint under {root}")
     if point.epoch + 1 >= cfg.train.epochs:
         raise ResumeError(f"run {run_id} already completed all {cfg.train.epochs} epochs")
     return point
@@ -101,7 +106,7 @@ def train(cfg: Config, data: str, resume: str | None = None,
     tracking_uri = absolute_tracking_uri(cfg.mlflow.tracking_uri)
     experiment_id = check_store(cfg.mlflow)  # before any compute is spent
     params = {**cfg.to_dict(), "model": model,
-              "dataset": {"url": dataset_url, "fingerprint": manifest.fingerprint}}
+              "dataset_version": {"url": dataset_url, "fingerprint": manifest.fingerprint}}
     resume_from = None
     if resume is None:
         run_name = f"{model} {datetime.now(UTC):%Y-%m-%d %H:%M:%S}"
@@ -123,9 +128,9 @@ def train(cfg: Config, data: str, resume: str | None = None,
 
     spec = WorkerSpec(dataset_url, manifest, cfg.train, tracking_uri, run_id, model, root,
                       resume_from)
-    ok = False
-    spark = _spark_for(cfg)
+    ok, spark = False, None
     try:
+        spark = _spark_for(cfg)
         results = launch(train_worker, (spec,), cfg.train)
         ok = True
     finally:
@@ -144,7 +149,9 @@ def train(cfg: Config, data: str, resume: str | None = None,
                          initial_epoch=results[0]["initial_epoch"],
                          epochs_run=len(history["loss"]),
                          mlflow_failures=results[0]["mlflow_failures"], model_version=None)
-    if cfg.registry.register_trained and parent_run_id is None:
+    if any(f.startswith(MODEL_WRITE) for f in result.mlflow_failures):
+        log.warning("run %s has no logged model, so nothing was registered", run_id)
+    elif cfg.registry.register_trained and parent_run_id is None:
         return replace(result, model_version=register_challenger(cfg, data, result))
     return result
 

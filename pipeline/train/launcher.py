@@ -26,8 +26,12 @@ class TrainingFailedError(PipelineError, RuntimeError):
 
 
 def worker_env(cfg: TrainConfig) -> dict[str, str]:
-    """Environment for every rank: stall detection, timeouts, quiet TensorFlow."""
+    """Environment for every rank: stall detection, timeouts, quiet TensorFlow. Rank 0's MLflow
+    requests are bounded well inside the stall timeout (the other ranks wait for it at each
+    epoch end), and our own retries come on top."""
     return {
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": str(max(5, cfg.stall_timeout_s // 8)),
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
         "HOROVOD_STALL_CHECK_TIME_SECONDS": str(max(1, cfg.stall_timeout_s // 4)),
         "HOROVOD_STALL_SHUTDOWN_TIME_SECONDS": str(cfg.stall_timeout_s),
         "HOROVOD_GLOO_TIMEOUT_SECONDS": str(cfg.stall_timeout_s),
@@ -37,7 +41,8 @@ def worker_env(cfg: TrainConfig) -> dict[str, str]:
 
 
 def describe_failure(message: str) -> str:
-    """Horovod's 'first process to exit non-zero' report -> 'worker rank 1 was killed (SIGKILL)'."""
+    """Horovod's 'first process to exit non-zero' report -> 'worker rank 1 was killed by
+    SIGKILL; ...' (or 'failed first (exit N; ...)')."""
     found = re.search(r"Process name: (\S+)\s+Exit code: (-?\d+)", message)
     if not found:
         return message.strip().splitlines()[-1] if message.strip() else "unknown error"
@@ -70,9 +75,17 @@ def launch(fn: Callable[..., Any], args: tuple, cfg: TrainConfig) -> list:
 
         hosts = cfg.hosts if cfg.launcher == "hosts" else f"localhost:{cfg.workers}"
         log.info("launching %d Horovod workers on %s (Gloo)", cfg.workers, hosts)
+        saved = {key: os.environ.get(key) for key in env}
         os.environ.update(env)  # horovod.run hands its own environment to the workers
-        return horovod.run(fn, args=args, np=cfg.workers, hosts=hosts, use_gloo=True,
-                           start_timeout=cfg.start_timeout_s, verbose=0)
+        try:
+            return horovod.run(fn, args=args, np=cfg.workers, hosts=hosts, use_gloo=True,
+                               start_timeout=cfg.start_timeout_s, verbose=0)
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
     except Exception as exc:  # Horovod raises RuntimeError, Spark a Py4J or Spark error
         raise TrainingFailedError(f"Horovod training failed: {describe_failure(str(exc))}"
                                   ) from None

@@ -62,6 +62,9 @@ def read_sweep(path: str | Path) -> SweepSpec:
         problems = "; ".join(f"'{'.'.join(map(str, e['loc']))}': {e['msg']}"
                              for e in exc.errors())
         raise ConfigError(f"sweep file {path}: {problems}") from None
+    if spec.method == "grid" and spec.trials is not None:
+        raise ConfigError(f"sweep file {path}: 'trials' is for method random; grid tries every "
+                          "combination")
     empty = [key for key, values in spec.parameters.items() if not values]
     if empty:
         raise ConfigError(f"sweep file {path}: no values to try for {', '.join(empty)}")

@@ -77,7 +77,9 @@ def train_worker(spec: WorkerSpec) -> dict:
     rank, size = hvd.rank(), hvd.size()
     cfg, manifest = spec.train, spec.manifest
     _configure_devices(tf, hvd, cfg.threads_per_worker)
-    tf.keras.utils.set_random_seed(cfg.seed + rank)
+    # the same initial weights on every rank (Horovod broadcasts only after the first step);
+    # the shards are shuffled with per-rank seeds below
+    tf.keras.utils.set_random_seed(cfg.seed)
 
     steps = steps_per_epoch(manifest.splits["train"].rows, cfg.batch_size, size)
     schedule = make_schedule(cfg, size, steps)
@@ -99,27 +101,31 @@ def train_worker(spec: WorkerSpec) -> dict:
     if rank == 0:
         from pipeline.tracking.keras import start_system_metrics
 
-        monitor = start_system_metrics(spec.tracking_uri, spec.run_id)
-    with training_examples(tf, spec.dataset_url, manifest, rank, size,
-                           seed=cfg.seed + rank + 1000 * initial_epoch,
-                           reader_workers=cfg.reader_workers) as examples:
-        if cfg.shuffle_buffer:
-            examples = examples.shuffle(cfg.shuffle_buffer, seed=cfg.seed + rank)
-        batches = examples.batch(cfg.batch_size).prefetch(tf.data.AUTOTUNE)
-        history = model.fit(batches, steps_per_epoch=steps, epochs=cfg.epochs,
-                            initial_epoch=initial_epoch,
-                            callbacks=_callbacks(spec, hvd, validation, schedule, steps,
-                                                 retrying), verbose=0)
+        monitor = start_system_metrics(spec.tracking_uri, spec.run_id,
+                                       resumed=spec.resume_from is not None)
+    try:
+        with training_examples(tf, spec.dataset_url, manifest, rank, size,
+                               seed=cfg.seed + rank + 1000 * initial_epoch,
+                               reader_workers=cfg.reader_workers) as examples:
+            if cfg.shuffle_buffer:
+                examples = examples.shuffle(cfg.shuffle_buffer, seed=cfg.seed + rank)
+            batches = examples.batch(cfg.batch_size).prefetch(tf.data.AUTOTUNE)
+            history = model.fit(batches, steps_per_epoch=steps, epochs=cfg.epochs,
+                                initial_epoch=initial_epoch,
+                                callbacks=_callbacks(spec, hvd, validation, schedule, steps,
+                                                     retrying), verbose=0)
+    finally:
+        if monitor is not None:
+            monitor.finish()
 
     steps_run = int(model.optimizer.iterations.numpy()) - start_step  # measured, not planned
     if rank == 0:
         from pipeline.tracking.keras import log_outcome
 
-        monitor.finish()
         field = feature_field(manifest)
         example = next(read_batches(spec.dataset_url, "val", (field,), 4))[field]
         log_outcome(spec.tracking_uri, spec.run_id, model, as_model_input(manifest, example),
-                    validation.confusion, manifest.labels, retrying)
+                    validation.confusion, manifest.labels, history.history, retrying)
     return {"rank": rank, "local_rank": hvd.local_rank(), "steps": steps_run,
             "initial_epoch": initial_epoch, "mlflow_failures": retrying.failures,
             "history": {k: [float(v) for v in vs] for k, vs in history.history.items()}}

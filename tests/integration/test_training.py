@@ -67,7 +67,8 @@ def test_mlflow_run_holds_params_metrics_and_manifest(trained):
     run = client.get_run(result.run_id)
     assert run.info.status == "FINISHED"
     assert run.data.params["train.workers"] == "2"
-    assert run.data.params["dataset.fingerprint"] == manifest.fingerprint
+    assert run.data.params["dataset_version.fingerprint"] == manifest.fingerprint
+    assert run.data.params["dataset.rows_per_row_group"] == "64"  # the config section too
     assert run.data.tags["dataset.url"] == url
     history = client.get_metric_history(result.run_id, "val_accuracy")
     assert [m.step for m in history] == [0, 1]
