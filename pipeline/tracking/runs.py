@@ -148,9 +148,10 @@ def latest_unfinished_run(tracking_uri: str, experiment_id: str, fingerprint: st
         [experiment_id],
         filter_string=(f"tags.`dataset.fingerprint` = '{fingerprint}' and params.model = "
                        f"'{model}' and tags.`{JOB_TAG}` = 'train' "
-                       f"and attributes.status IN ('FAILED', 'KILLED')"),
-        order_by=["attributes.start_time DESC"], max_results=20)
-    standalone = [r for r in found if PARENT_TAG not in r.data.tags]  # not sweep trials
+                       f"and attributes.status != 'FINISHED'"),
+        order_by=["attributes.start_time DESC"], max_results=50)
+    standalone = [r for r in found if r.info.status in ("FAILED", "KILLED")
+                  and PARENT_TAG not in r.data.tags]  # not live runs, not sweep trials
     return standalone[0].info.run_id if standalone else None
 
 
