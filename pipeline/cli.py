@@ -143,7 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--model", dest="model_uri", required=True, metavar="MODEL_URI",
                          help="runs:/<run id>/model, models:/<name>/<version> or "
                               "models:/<name>@<alias>")
-    predict.add_argument("--input", required=True, metavar="URI", help="a folder or a file")
+    predict.add_argument("--input", required=True, metavar="URI",
+                         help="a folder or a file of raw inputs, or a dataset version")
     predict.add_argument("--output", required=True, metavar="URI", help="Parquet output")
     predict.add_argument("--mode", choices=("error", "overwrite"), default="error",
                          help="when the output exists: fail (default) or replace it")

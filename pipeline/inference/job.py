@@ -1,7 +1,8 @@
-"""``pipeline predict``: Spark applies a logged model to raw images or text files and writes
-Parquet predictions. Inputs are prepared by ingest's own functions with the configuration the
-model's dataset version was built with (from the training run's manifest); an input ingest would
-quarantine gets a row with the reason. Every file found has exactly one output row."""
+"""``pipeline predict``: Spark applies a logged model to raw images or text files, or to every
+row of a dataset version, and writes Parquet predictions. Raw inputs are prepared by ingest's own
+functions with the configuration the model's dataset version was built with (from the training
+run's manifest); an input ingest would quarantine gets a row with the reason. Every input has
+exactly one output row (checked)."""
 
 from __future__ import annotations
 
@@ -16,9 +17,17 @@ from pyspark.sql import types as T
 
 from pipeline.config import Config, ImagesConfig, TextConfig
 from pipeline.datasets import storage
+from pipeline.datasets.manifest import LATEST_NAME, MANIFEST_NAME, open_version
 from pipeline.datasets.writer import WriteMode, check_output
 from pipeline.errors import PipelineError
-from pipeline.inference.records import Prediction, image_input, predict_inputs, text_input
+from pipeline.inference.records import (
+    Prediction,
+    image_input,
+    predict_inputs,
+    stored_image_input,
+    stored_text_input,
+    text_input,
+)
 from pipeline.ingest import listing
 from pipeline.ingest.discover import is_hidden
 from pipeline.spark import SparkProgress, packed_file_partitions
@@ -26,6 +35,7 @@ from pipeline.tracking import registry
 from pipeline.tracking.registry import quiet_predict
 from pipeline.tracking.runs import training_inputs
 from pipeline.tracking.store import absolute_tracking_uri
+from pipeline.train.features import feature_field
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +83,12 @@ class _Model:
         tokenizer = Tokenizer.from_vocab_text(self.vocab, text.token_pattern, text.max_len)
         return partial(text_input, cfg=text, tokenizer=tokenizer)
 
+    def prepare_stored(self):
+        """For a dataset version's rows: its stored bytes, decoded as training decodes them."""
+        if self.kind == "images":
+            return partial(stored_image_input, color_mode=self.preprocessing["color_mode"])
+        return stored_text_input
+
 
 def _classify(path: str, size: int, root: str) -> tuple[str | None, str | None, str | None]:
     """(true label or None, rejection reason, detail) for a file found under ``root``."""
@@ -87,19 +103,24 @@ def _classify(path: str, size: int, root: str) -> tuple[str | None, str | None, 
     return label, None, None
 
 
-def _predict_partition(batches, wanted, model: _Model):
-    """Arrow batches of (path, content) -> prediction rows; the model loads once per task."""
+def _predict_partition(batches, model: _Model, wanted=None, field: str | None = None):
+    """Arrow batches -> prediction rows; the model loads once per task. Raw files: batches of
+    (path, content), ``wanted`` maps path -> label folder. A dataset version: batches of
+    (source, label_name, ``field``) as stored."""
     import mlflow
     import pandas as pd
     from pyspark import SparkFiles
 
     predict = quiet_predict(mlflow.pyfunc.load_model(SparkFiles.get(model.folder)))
-    prepare = model.prepare()
-
+    prepare = model.prepare() if field is None else model.prepare_stored()
     for batch in batches:
-        items = [(path, wanted.value[path], bytes(content))
-                 for path, content in zip(batch["path"], batch["content"], strict=True)
-                 if path in wanted.value]
+        if field is None:
+            items = [(path, wanted.value[path], bytes(content))
+                     for path, content in zip(batch["path"], batch["content"], strict=True)
+                     if path in wanted.value]
+        else:
+            items = [(source, label, bytes(stored)) for source, label, stored in
+                     zip(batch["source"], batch["label_name"], batch[field], strict=True)]
         yield pd.DataFrame.from_records(predict_inputs(items, prepare, predict, model.labels),
                                         columns=list(Prediction._fields))
 
@@ -125,6 +146,46 @@ def _predict_with(spark: SparkSession, tracking_uri: str, model_uri: str, input_
     registry.load_predictor(tracking_uri, model_uri)  # likewise an unloadable model
 
     input_uri = storage.to_uri(input_path)
+    spark.sparkContext.addFile(folder, recursive=True)
+    if any(storage.exists(storage.join(input_uri, name)) for name in (MANIFEST_NAME, LATEST_NAME)):
+        return _predict_version(spark, tracking_uri, model_uri, model, input_uri, output_uri,
+                                mode)
+    return _predict_files(spark, model_uri, model, input_uri, output_uri, mode)
+
+
+def _write(rows, output_uri: str, mode: WriteMode) -> None:
+    rows.write.mode("overwrite" if mode == "overwrite" else "error").parquet(output_uri)
+
+
+def _predict_version(spark: SparkSession, tracking_uri: str, model_uri: str, model: _Model,
+                     input_uri: str, output_uri: str, mode: WriteMode) -> PredictionSummary:
+    """Every row of every split of a dataset version, from its stored features."""
+    from pipeline.evaluation.job import check_fits
+
+    version_uri, version = open_version(input_uri)
+    check_fits(tracking_uri, model_uri, version, version_uri)
+    field = feature_field(version)
+    splits = [name for name, info in version.splits.items() if info.rows]
+    log.info("predicting the %d rows of %s with %s", sum(version.splits[n].rows for n in splits),
+             version_uri, model_uri)
+    stored = None
+    for name in splits:
+        frame = spark.read.parquet(storage.join(version_uri, name)).select(
+            "source", "label_name", field)
+        stored = frame if stored is None else stored.unionByName(frame)
+    rows = spark.createDataFrame([], PREDICTION_SCHEMA)
+    if stored is not None:
+        rows = stored.mapInPandas(partial(_predict_partition, model=model, field=field),
+                                  PREDICTION_SCHEMA)
+    with SparkProgress(spark, "predict"):
+        _write(rows, output_uri, mode)
+    expected = sum(version.splits[name].rows for name in splits)
+    return _summary(spark, output_uri, expected, version_uri, wanted={})
+
+
+def _predict_files(spark: SparkSession, model_uri: str, model: _Model, input_uri: str,
+                   output_uri: str, mode: WriteMode) -> PredictionSummary:
+    """Every file under ``input_uri``, prepared from its raw bytes as ingest prepares them."""
     root, files = listing.list_tree(spark, input_uri, allow_file=True)
     rejected, wanted, sizes = [], {}, []
     for path, size in files:
@@ -134,7 +195,7 @@ def _predict_with(spark: SparkSession, tracking_uri: str, model_uri: str, input_
             sizes.append(size)
         else:
             rejected.append(Prediction(path, label, None, None, None, reason, detail))
-    log.info("predicting %d %s inputs with %s (%d set aside)", len(wanted), manifest.kind,
+    log.info("predicting %d %s inputs with %s (%d set aside)", len(wanted), model.kind,
              model_uri, len(rejected))
     rows = spark.createDataFrame(rejected, PREDICTION_SCHEMA)
     partitions = max(spark.sparkContext.defaultParallelism * 2,
@@ -142,17 +203,22 @@ def _predict_with(spark: SparkSession, tracking_uri: str, model_uri: str, input_
     # the file scan is planned when the write runs: pack the small files inside the block
     with packed_file_partitions(spark, sizes, partitions), SparkProgress(spark, "predict"):
         if wanted:
-            spark.sparkContext.addFile(folder, recursive=True)
             labels = spark.sparkContext.broadcast(wanted)
             content = (spark.read.format("binaryFile").option("recursiveFileLookup", "true")
                        .load(input_uri).select("path", "content"))
             rows = rows.unionByName(content.mapInPandas(
                 partial(_predict_partition, wanted=labels, model=model), PREDICTION_SCHEMA))
-        rows.write.mode("overwrite" if mode == "overwrite" else "error").parquet(output_uri)
+        _write(rows, output_uri, mode)
         if wanted:
             labels.unpersist()
+    return _summary(spark, output_uri, len(files), root, wanted)
+
+
+def _summary(spark: SparkSession, output_uri: str, expected: int, source: str,
+             wanted: dict[str, str | None]) -> PredictionSummary:
+    """Files Spark did not return become 'unreadable' rows; then one row per input, checked."""
     written = spark.read.parquet(output_uri)
-    returned = {r.source for r in written.select("source").collect()}
+    returned = {r.source for r in written.select("source").collect()} if wanted else set()
     lost = [Prediction(path, label, None, None, None, "unreadable",
                        "found but not returned by Spark's binaryFile reader")
             for path, label in wanted.items() if path not in returned]
@@ -161,8 +227,8 @@ def _predict_with(spark: SparkSession, tracking_uri: str, model_uri: str, input_
         written = spark.read.parquet(output_uri)
     counts = {r["reason"]: r["count"] for r in written.groupBy("reason").count().collect()}
     total = sum(counts.values())
-    if total != len(files):
-        raise AccountingError(f"{output_uri} holds {total} rows for {len(files)} inputs found "
-                              f"in {root}")
+    if total != expected:
+        raise AccountingError(f"{output_uri} holds {total} rows for {expected} inputs in "
+                              f"{source}")
     predicted_rows = counts.pop(None, 0)
-    return PredictionSummary(output_uri, len(files), predicted_rows, dict(sorted(counts.items())))
+    return PredictionSummary(output_uri, expected, predicted_rows, dict(sorted(counts.items())))

@@ -3,6 +3,7 @@ model's probabilities -> a prediction row. Plain Python: no Spark, no MLflow."""
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
@@ -32,10 +33,14 @@ class Prediction(NamedTuple):
 def image_input(content: bytes, cfg: ImagesConfig) -> np.ndarray:
     """Raw image bytes -> float32 (h, w, c): cleaned, resized and encoded as ingest stores it,
     then decoded as training reads it; raises ``Rejected``."""
-    stored = prepare_image(content, cfg).encoded
-    flag = cv2.IMREAD_GRAYSCALE if cfg.color_mode == "grayscale" else cv2.IMREAD_COLOR
+    return stored_image_input(prepare_image(content, cfg).encoded, cfg.color_mode)
+
+
+def stored_image_input(stored: bytes, color_mode: str) -> np.ndarray:
+    """A dataset version's stored PNG/JPEG bytes -> float32 (h, w, c) RGB or grayscale."""
+    flag = cv2.IMREAD_GRAYSCALE if color_mode == "grayscale" else cv2.IMREAD_COLOR
     pixels = cv2.imdecode(np.frombuffer(stored, np.uint8), flag)
-    if cfg.color_mode == "grayscale":
+    if color_mode == "grayscale":
         return pixels[..., None].astype(np.float32)
     return cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB).astype(np.float32)
 
@@ -44,6 +49,11 @@ def text_input(content: bytes, cfg: TextConfig, tokenizer: Tokenizer) -> np.ndar
     """Raw text bytes -> int32 token ids of the vocabulary, cleaned as ingest cleans."""
     ids, _ = encode_document(content, cfg, tokenizer)
     return np.asarray(ids, dtype=np.int32)
+
+
+def stored_text_input(stored: bytes) -> np.ndarray:
+    """A dataset version's stored token ids (Petastorm's NdarrayCodec: ``np.save`` bytes)."""
+    return np.load(io.BytesIO(stored), allow_pickle=False).astype(np.int32)
 
 
 def predict_inputs(items: Sequence[tuple[str, str | None, bytes]],

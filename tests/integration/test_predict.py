@@ -41,12 +41,17 @@ def _stored_rows(url: str, field: str) -> dict[str, np.ndarray]:
     return rows
 
 
-def _predict(kind_dataset, raw: Path, tmp: Path, spark, broken: dict[str, bytes]):
+@pytest.fixture(scope="module")
+def digits_model(digits_dataset, tmp_path_factory):
+    cfg = make_config(tmp_path_factory.mktemp("digits_model"), "train.epochs=1")
+    return cfg, train(cfg, digits_dataset[0])
+
+
+def _predict(kind_dataset, trained, raw: Path, tmp: Path, spark, broken: dict[str, bytes]):
     import mlflow
 
-    url, manifest = kind_dataset
-    cfg = make_config(tmp, "train.epochs=1")
-    result = train(cfg, url)
+    _, manifest = kind_dataset
+    cfg, result = trained
     inputs = tmp / "inputs"
     copied = _copy_some(raw, inputs, per_label=15)
     for name, content in broken.items():
@@ -61,11 +66,12 @@ def _predict(kind_dataset, raw: Path, tmp: Path, spark, broken: dict[str, bytes]
     return manifest, copied, out, model
 
 
-def test_images_are_predicted_from_ingests_pixels(spark, digits_raw, digits_dataset, tmp_path):
+def test_images_are_predicted_from_ingests_pixels(spark, digits_raw, digits_dataset,
+                                                  digits_model, tmp_path):
     broken = {"3/empty.png": b"", "7/notes.png": b"not an image at all",
               "tiny.png": Path(next(digits_raw.glob("1/*.png"))).read_bytes()[:40]}
-    manifest, copied, out, model = _predict(digits_dataset, digits_raw, tmp_path, spark,
-                                            broken)
+    manifest, copied, out, model = _predict(digits_dataset, digits_model, digits_raw, tmp_path,
+                                            spark, broken)
     reasons = out["reason"].dropna()
     assert set(reasons.index.str.rsplit("/", n=1).str[-1]) == {"empty.png", "notes.png",
                                                               "tiny.png"}
@@ -85,8 +91,10 @@ def test_images_are_predicted_from_ingests_pixels(spark, digits_raw, digits_data
 
 def test_text_is_predicted_from_ingests_token_ids(spark, reviews_raw, reviews_dataset, tmp_path):
     broken = {"fresh/blank.txt": b"   \n\t ", "rotten/markup.txt": b"<p> </p>"}
-    manifest, copied, out, model = _predict(reviews_dataset, reviews_raw, tmp_path, spark,
-                                            broken)
+    cfg = make_config(tmp_path / "model", "train.epochs=1")
+    trained = cfg, train(cfg, reviews_dataset[0])
+    manifest, copied, out, model = _predict(reviews_dataset, trained, reviews_raw, tmp_path,
+                                            spark, broken)
     assert set(out["reason"].dropna()) == {"empty_text"}
     assert out["reason"].notna().sum() == 2
     stored = _stored_rows(reviews_dataset[0], "token_ids")
@@ -97,3 +105,30 @@ def test_text_is_predicted_from_ingests_token_ids(spark, reviews_raw, reviews_da
     got = np.stack(out.loc[sources, "probabilities"].to_numpy())
     np.testing.assert_allclose(got, expected, atol=1e-6)
     assert set(out.loc[sources, "true_label"]) == set(manifest.labels)
+
+
+def test_a_dataset_version_is_predicted_row_by_row(spark, digits_dataset, digits_model,
+                                                   reviews_dataset, tmp_path):
+    import mlflow
+
+    from pipeline.evaluation.scoring import ModelMismatchError
+
+    url, manifest = digits_dataset
+    cfg, result = digits_model
+    summary = predict_files(spark, cfg, result.model_version.uri, url, str(tmp_path / "out"))
+    rows = sum(split.rows for split in manifest.splits.values())
+    assert summary.inputs == summary.predicted == rows
+    out = pd.read_parquet(tmp_path / "out").set_index("source")
+    assert len(out) == rows and out["reason"].isna().all()
+
+    mlflow.set_tracking_uri(cfg.mlflow.tracking_uri)
+    model = mlflow.pyfunc.load_model(result.model_version.uri)
+    batch = next(read_batches(url, "test", ("image", "label_name", "source"), 128))
+    expected = np.asarray(model.predict(as_model_input(manifest, batch["image"])))
+    got = np.stack(out.loc[list(batch["source"]), "probabilities"].to_numpy())
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+    assert list(out.loc[list(batch["source"]), "true_label"]) == list(batch["label_name"])
+
+    with pytest.raises(ModelMismatchError, match="was trained on images"):
+        predict_files(spark, cfg, result.model_version.uri, reviews_dataset[0],
+                      str(tmp_path / "wrong"))
