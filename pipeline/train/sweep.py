@@ -65,6 +65,9 @@ def read_sweep(path: str | Path) -> SweepSpec:
     if spec.method == "grid" and spec.trials is not None:
         raise ConfigError(f"sweep file {path}: 'trials' is for method random; grid tries every "
                           "combination")
+    if spec.metric == "val_loss" and len(spec.parameters.get("train.loss", [])) > 1:
+        raise ConfigError(f"sweep file {path}: val_loss of different train.loss functions "
+                          "cannot be compared; use metric: val_accuracy")
     empty = [key for key, values in spec.parameters.items() if not values]
     if empty:
         raise ConfigError(f"sweep file {path}: no values to try for {', '.join(empty)}")

@@ -35,6 +35,9 @@ def test_random_draws_distinct_trials_reproducibly(tmp_path):
     ("method: grid\n", "'parameters'"),
     ("method: grid\nparameters: {train.epochs: []}\n", "no values to try for train.epochs"),
     ("method: grid\nmetric: f1\nparameters: {train.epochs: [1]}\n", "'metric'"),
+    ("method: grid\ntrials: 2\nparameters: {train.epochs: [1]}\n", "'trials' is for method"),
+    ("method: grid\nmetric: val_loss\nparameters: {train.loss: [mse, categorical_crossentropy]}\n",
+     "cannot be compared"),
 ])
 def test_bad_sweep_files_name_the_problem(tmp_path, text, message):
     with pytest.raises(ConfigError, match=message):
