@@ -22,6 +22,8 @@ warnings.filterwarnings("ignore", category=FutureWarning, module=r"petastorm(\..
 # Field names are matched exactly by us; petastorm warns that 'label' no longer matches 'label_name'
 warnings.filterwarnings("ignore", message="schema_fields behavior has changed",
                         module=r"petastorm(\..*)?$")
+# training reads stored image bytes with make_batch_reader on purpose (decoded in tf.data)
+warnings.filterwarnings("ignore", message="Please use make_reader", module=r"petastorm(\..*)?$")
 
 
 class ShardingError(PipelineError, ValueError):
