@@ -103,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--batch-size", type=int, metavar="B",
                        help="per worker (default: train.batch_size)")
     train.add_argument("--resume", action="store_true",
-                       help="continue the newest unfinished run of this dataset and model "
+                       help="continue the newest failed or killed run of this dataset and model "
                             "after its last checkpoint, logging into the same MLflow run")
     train.add_argument("--run-id", metavar="ID",
                        help="with --resume: the run to continue")

@@ -90,7 +90,7 @@ def train(cfg: Config, data: str, resume: str | None = None,
           parent_run_id: str | None = None) -> TrainResult:
     """Train on the dataset version at ``data`` and return the MLflow run and final metrics.
 
-    ``resume``: a run id, or ``"latest"`` for the newest unfinished run of this dataset and
+    ``resume``: a run id, or ``"latest"`` for the newest failed or killed run of this dataset and
     model; training continues after its last checkpoint, logging into the same run.
     ``parent_run_id``: a sweep's run; this run is nested under it and not registered.
     """
