@@ -131,9 +131,10 @@ def predict_files(spark: SparkSession, cfg: Config, model_uri: str, input_path: 
     output_uri = storage.to_uri(output_path)
     check_output(output_uri, mode)
     tracking_uri = absolute_tracking_uri(cfg.mlflow.tracking_uri)
-    with tempfile.TemporaryDirectory(prefix="pipeline-model-") as scratch:
-        return _predict_with(spark, tracking_uri, model_uri, input_path, output_uri, mode,
-                             scratch)
+    # not removed afterwards: Spark checks files added with addFile again whenever a task of
+    # this session starts, and fails every later job if the source is gone
+    scratch = tempfile.mkdtemp(prefix="pipeline-model-")
+    return _predict_with(spark, tracking_uri, model_uri, input_path, output_uri, mode, scratch)
 
 
 def _predict_with(spark: SparkSession, tracking_uri: str, model_uri: str, input_path: str,
