@@ -127,8 +127,10 @@ def spark_job(kind: str, raw: Path, output: Path, master: str) -> dict:
     return {"inputs": manifest.discovered, "seconds": seconds}
 
 
-def _step(*args: str) -> dict:
-    out = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True,
+def run_step(script: str, *args: str) -> dict:
+    """One benchmark step in a fresh process (no warm caches shared between the sides): the
+    JSON on the last line of ``script``'s output."""
+    out = subprocess.run([sys.executable, script, *args], capture_output=True, text=True,
                          cwd=REPO, check=False)
     if out.returncode != 0:
         raise SystemExit(f"benchmark step {args} failed:\n{out.stderr[-3000:]}")
@@ -171,10 +173,10 @@ def main() -> None:
         return
     common = [args.kind, "--work", str(args.work), *(["--limit", str(args.limit)]
                                                      if args.limit else [])]
-    results = {f"Spark {m}": _step(*common, "--step", "spark", "--master", m)
+    results = {f"Spark {m}": run_step(__file__, *common, "--step", "spark", "--master", m)
                for m in ("local[1]", "local[2]")}
     # after Spark: the text loop takes the vocabulary the job built as already known
-    results = {"plain loop (1 process)": _step(*common, "--step", "plain"), **results}
+    results = {"plain loop (1 process)": run_step(__file__, *common, "--step", "plain"), **results}
     text = report(args.kind, results["Spark local[1]"]["inputs"], results)
     target = REPO / "benchmarks" / "results" / f"ingest_{args.kind}.md"
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ingest import CLASSES, find_fashion, read_idx  # the Fashion-MNIST files, read once
+from ingest import CLASSES, find_fashion, read_idx, run_step  # the Fashion-MNIST files, read once
 
 REPO = Path(__file__).resolve().parents[1]
 BATCH = 64
@@ -171,12 +170,6 @@ def step_horovod(dataset_url: str, workers: int) -> dict:
             "val_accuracy": result.val_accuracy}
 
 
-def _step(*args: str) -> dict:
-    out = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True,
-                         cwd=REPO, check=False)
-    if out.returncode != 0:
-        raise SystemExit(f"benchmark step {args} failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def report(count: int, rates: dict[str, float]) -> str:
@@ -242,7 +235,7 @@ def main() -> None:
             "hvd1": ("horovod", "1"), "hvd2": ("horovod", "2")}
     rates = {}
     for key, (step, arg) in plan.items():
-        rates[key] = _step(*common, "--step", step, "--arg", arg)["images_per_s"]
+        rates[key] = run_step(__file__, *common, "--step", step, "--arg", arg)["images_per_s"]
         print(f"{key}: {rates[key]:,.0f} images/s", flush=True)
     text = report(args.images, rates)
     target = REPO / "benchmarks" / "results" / "train.md"

@@ -40,6 +40,12 @@ def _output_options(parser: argparse.ArgumentParser) -> None:
                              "quarantined (default 1.0: never)")
 
 
+def _model_uri_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", dest="model_uri", required=True, metavar="MODEL_URI",
+                        help="runs:/<run id>/model, models:/<name>/<version> or "
+                             "models:/<name>@<alias>")
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = _config_options()
     parser = argparse.ArgumentParser(
@@ -116,9 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Read every row of a split once through a logged or registered model; "
                     "log accuracy, loss, the confusion matrix and per-class metrics to an "
                     "evaluation run linked to the model version.")
-    evaluate.add_argument("--model", dest="model_uri", required=True, metavar="MODEL_URI",
-                          help="runs:/<run id>/model, models:/<name>/<version> or "
-                               "models:/<name>@<alias>")
+    _model_uri_option(evaluate)
     evaluate.add_argument("--data", required=True, metavar="PATH", help="a dataset version")
     evaluate.add_argument("--split", default="test", help="default: test")
 
@@ -140,9 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "with the preprocessing of its dataset version; write Parquet rows of "
                     "source, true_label, predicted_label, score, probabilities, and the reason "
                     "for inputs ingest would quarantine.")
-    predict.add_argument("--model", dest="model_uri", required=True, metavar="MODEL_URI",
-                         help="runs:/<run id>/model, models:/<name>/<version> or "
-                              "models:/<name>@<alias>")
+    _model_uri_option(predict)
     predict.add_argument("--input", required=True, metavar="URI",
                          help="a folder or a file of raw inputs, or a dataset version")
     predict.add_argument("--output", required=True, metavar="URI", help="Parquet output")
