@@ -17,6 +17,7 @@ log = logging.getLogger("pipeline")
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_TOO_MANY_BAD = 3
+EXIT_LOCKED = 75  # EX_TEMPFAIL: another retrain holds the lock; schedulers treat it as a skip
 
 
 def _config_options() -> argparse.ArgumentParser:
@@ -150,6 +151,15 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--output", required=True, metavar="URI", help="Parquet output")
     predict.add_argument("--mode", choices=("error", "overwrite"), default="error",
                          help="when the output exists: fail (default) or replace it")
+
+    commands.add_parser(
+        "retrain", parents=[common], help="new raw files -> new version -> challenger -> promote",
+        description="Find raw files new since the last dataset version in retrain.output, build "
+                    "the next version by the same rules (old inputs keep their split), train a "
+                    "challenger, evaluate it and the champion on the test split and promote by "
+                    "registry.metric/margin; one MLflow run with a nested run per step. Exits 0 "
+                    "when there is nothing new, 75 when another retrain holds the lock. Safe to "
+                    "rerun after a crash: it finishes what was left.")
 
     runs = commands.add_parser("runs", help="look at training runs",
                                description="Look at the training runs in the MLflow store.")
@@ -299,6 +309,27 @@ def _predict(cfg: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def _retrain(cfg: Config, args: argparse.Namespace) -> int:
+    from pipeline.retrain.lock import LockHeldError
+    from pipeline.retrain.workflow import retrain
+
+    try:
+        result = retrain(cfg)
+    except LockHeldError as exc:
+        print(f"pipeline retrain: {exc}", file=sys.stderr)
+        return EXIT_LOCKED
+    print(f"raw files: {result.changes.summary()}")
+    if result.dataset_url:
+        print(f"dataset version {result.dataset_url}{' (new)' if result.built else ''}")
+    if result.training is not None:
+        print(f"training run id {result.training.run_id}, validation accuracy "
+              f"{result.training.val_accuracy:.4f}")
+    if result.run_id:
+        print(f"retrain run id {result.run_id}")
+    print(result.summary)
+    return 0
+
+
 def _runs(cfg: Config, args: argparse.Namespace) -> int:
     from pipeline.tracking.compare import best_runs, compare_url, format_table
 
@@ -343,7 +374,7 @@ def _demo(cfg: Config, args: argparse.Namespace) -> int:
 
 
 HANDLERS = {"doctor": _doctor, "ingest": _ingest, "train": _train, "evaluate": _evaluate,
-            "promote": _promote, "predict": _predict, "runs": _runs, "ui": _ui,
+            "promote": _promote, "predict": _predict, "retrain": _retrain, "runs": _runs, "ui": _ui,
             "demo": _demo}
 
 

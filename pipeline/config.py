@@ -246,6 +246,18 @@ class RegistryConfig(_Section):
     margin: float = Field(ge=0)
 
 
+class RetrainConfig(_Section):
+    kind: Literal["images", "text"]
+    input: str = Field(min_length=1)
+    output: str = Field(min_length=1)
+    text_format: Literal["auto", "folders", "csv", "jsonl", "parquet"]
+    text_col: str = Field(min_length=1)
+    label_col: str = Field(min_length=1)
+    warm_start: bool
+    lock_dir: str
+    lock_stale_after_s: int = Field(ge=60)
+
+
 class Config(_Section):
     data_dir: str
     spark: SparkConfig
@@ -256,6 +268,7 @@ class Config(_Section):
     train: TrainConfig
     mlflow: MlflowConfig
     registry: RegistryConfig
+    retrain: RetrainConfig
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

@@ -54,6 +54,8 @@ class VersionSpec:
     order_column: str
     extra: dict[str, Any] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)  # e.g. vocab.txt: part of the version
+    # stored with the version but not fingerprinted, e.g. the raw-input snapshot (file times)
+    attachments: dict[str, str] = field(default_factory=dict)
 
 
 def check_output(output_uri: str, mode: WriteMode) -> None:
@@ -152,7 +154,7 @@ def write_version(spark: SparkSession, records: DataFrame, discovered: int,
                    "max_workers": min((s.row_groups for s in splits.values()), default=0)},
         )
         _check_accounting(records, discovered, manifest)
-        for name, text in spec.files.items():
+        for name, text in {**spec.files, **spec.attachments}.items():
             storage.write_text(storage.join(staging, name), text)
         storage.write_text(storage.join(staging, MANIFEST_NAME), manifest.to_json())
         version_uri = _commit(staging, output_uri, mode)

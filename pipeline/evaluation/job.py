@@ -41,8 +41,10 @@ def check_fits(tracking_uri: str, model_uri: str, manifest: Manifest, dataset_ur
                                  "words")
 
 
-def evaluate(cfg: Config, model_uri: str, data: str, split: str = "test") -> Evaluation:
-    """Every row of ``split`` once through the model; metrics and figures in a new run."""
+def evaluate(cfg: Config, model_uri: str, data: str, split: str = "test",
+             parent_run_id: str | None = None) -> Evaluation:
+    """Every row of ``split`` once through the model; metrics and figures in a new run (nested
+    under ``parent_run_id`` when given)."""
     dataset_url, manifest = open_version(storage.to_uri(data))
     tracking_uri = absolute_tracking_uri(cfg.mlflow.tracking_uri)
     experiment_id = check_store(cfg.mlflow)
@@ -54,7 +56,7 @@ def evaluate(cfg: Config, model_uri: str, data: str, split: str = "test") -> Eva
              manifest.splits[split].rows if split in manifest.splits else 0)
     scores = score_split(predict, dataset_url, manifest, split)
     run_id = runs.log_evaluation_run(tracking_uri, experiment_id, model_uri, ref, manifest,
-                                dataset_url, split, scores)
+                                     dataset_url, split, scores, parent_run_id)
     if ref is not None:
         registry.tag(tracking_uri, ref, {
             f"eval.{split}.accuracy": f"{scores.accuracy:.6f}",

@@ -43,10 +43,12 @@ class Promotion:
     evaluations: dict[str, Evaluation]  # by alias
 
 
-def promote(cfg: Config, name: str, data: str | None = None, split: str = "test") -> Promotion:
+def promote(cfg: Config, name: str, data: str | None = None, split: str = "test",
+            parent_run_id: str | None = None) -> Promotion:
     """Evaluate challenger and champion on one split and move the ``champion`` alias or not.
 
     ``data``: the dataset version to compare on; default: the challenger's training data.
+    ``parent_run_id``: nest the evaluation runs under this run (a retrain's).
     """
     tracking_uri = absolute_tracking_uri(cfg.mlflow.tracking_uri)
     challenger = registry.by_alias(tracking_uri, name, CHALLENGER)
@@ -59,9 +61,9 @@ def promote(cfg: Config, name: str, data: str | None = None, split: str = "test"
         if data is None:
             raise registry.RegistryError(f"{challenger} has no dataset.url tag (not registered "
                                          "by pipeline train); pass --data")
-    evaluations = {CHALLENGER: evaluate(cfg, challenger.uri, data, split)}
+    evaluations = {CHALLENGER: evaluate(cfg, challenger.uri, data, split, parent_run_id)}
     if champion is not None and champion != challenger:
-        evaluations[CHAMPION] = evaluate(cfg, champion.uri, data, split)
+        evaluations[CHAMPION] = evaluate(cfg, champion.uri, data, split, parent_run_id)
     metric, margin = cfg.registry.metric, cfg.registry.margin
     decision = decide(metric, evaluations[CHALLENGER].scores.metric(metric),
                       evaluations[CHAMPION].scores.metric(metric)

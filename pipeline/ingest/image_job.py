@@ -124,9 +124,12 @@ def _clean(spark: SparkSession, inputs: Inputs, images: ImagesConfig,
 
 
 def ingest_images(spark: SparkSession, cfg: Config, input_path: str | None, output_path: str,
-                  mode: WriteMode = "error", listing_path: str | None = None) -> Manifest:
+                  mode: WriteMode = "error", listing_path: str | None = None,
+                  attachments: dict[str, str] | None = None) -> Manifest:
     """Raw images (a ``ROOT/<label>/<image>`` folder, or a CSV/JSONL listing of path,label)
-    -> a committed dataset version in which every input is accepted or quarantined."""
+    -> a committed dataset version in which every input is accepted or quarantined.
+
+    ``attachments``: extra files (name -> text) committed with the version."""
     if (input_path is None) == (listing_path is None):
         raise InputError("give either an input folder or a listing (--manifest), not both")
     output_uri = storage.to_uri(output_path)
@@ -158,6 +161,7 @@ def ingest_images(spark: SparkSession, cfg: Config, input_path: str | None, outp
             label_map=label_map, rows_per_row_group=cfg.dataset.rows_per_row_group,
             row_group_size_mb=cfg.dataset.row_group_size_mb, order_column="content_hash",
             extra={"empty_label_folders": inputs.empty_folders},
+            attachments=attachments or {},
         )
         with SparkProgress(spark, "write"):
             manifest = write_version(spark, records, len(inputs.found), output_uri, mode,

@@ -29,7 +29,14 @@ from pipeline.ingest.spark_dedup import apply_exact_duplicates, apply_near_dupli
 from pipeline.ingest.text import decode_text
 from pipeline.ingest.text_records import TextRecord, clean_text_document
 from pipeline.ingest.text_rows import csv_rows, jsonl_rows
-from pipeline.ingest.tokens import Tokenizer, build_vocab, tokenize, vocab_text, word_shingles
+from pipeline.ingest.tokens import (
+    Tokenizer,
+    build_vocab,
+    parse_vocab,
+    tokenize,
+    vocab_text,
+    word_shingles,
+)
 from pipeline.spark import SparkProgress, packed_file_partitions
 
 log = logging.getLogger(__name__)
@@ -166,15 +173,17 @@ def _with_identity(records: DataFrame) -> DataFrame:
                               .otherwise(F.concat_ws(":", "source", F.col("line").cast("string"))))
 
 
-def _vocabulary(records: DataFrame, cfg: TextConfig) -> tuple[list[str], float]:
-    """(vocabulary, share of train tokens it covers), counted with Spark on the train split."""
+def _vocabulary(records: DataFrame, cfg: TextConfig, fixed: list[str] | None
+                ) -> tuple[list[str], float]:
+    """(vocabulary, share of train tokens it covers), counted with Spark on the train split;
+    ``fixed``: keep this vocabulary (a retrain: token ids keep their meaning)."""
     pattern = cfg.token_pattern
     counts = (records.filter(F.col("reason").isNull() & (F.col("split") == "train"))
               .select("text").rdd.flatMap(lambda row: tokenize(row.text, pattern))
               .map(lambda token: (token, 1)).reduceByKey(lambda a, b: a + b))
     total = counts.map(lambda kv: kv[1]).sum() if not counts.isEmpty() else 0
     frequent = dict(counts.filter(lambda kv: kv[1] >= cfg.min_count).collect())
-    vocab = build_vocab(frequent, cfg.vocab_size, cfg.min_count)
+    vocab = fixed if fixed is not None else build_vocab(frequent, cfg.vocab_size, cfg.min_count)
     covered = sum(frequent.get(token, 0) for token in vocab)
     return vocab, (covered / total if total else 0.0)
 
@@ -200,9 +209,13 @@ def _add_token_ids(spark: SparkSession, records: DataFrame, vocab_text_: str, ma
 
 def ingest_text(spark: SparkSession, cfg: Config, input_path: str, output_path: str,
                 mode: WriteMode = "error", fmt: TextFormat = "auto", text_col: str = "text",
-                label_col: str = "label") -> Manifest:
+                label_col: str = "label", vocabulary: str | None = None,
+                attachments: dict[str, str] | None = None) -> Manifest:
     """Raw text (label folders of .txt, CSV, JSONL or Parquet) -> a committed dataset version
-    with token ids, a vocabulary, and every document or row accepted or quarantined."""
+    with token ids, a vocabulary, and every document or row accepted or quarantined.
+
+    ``vocabulary``: a ``vocab.txt`` to keep instead of building one; ``attachments``: extra
+    files (name -> text) committed with the version."""
     input_uri, output_uri = storage.to_uri(input_path), storage.to_uri(output_path)
     check_output(output_uri, mode)
     text, ratios = cfg.text, cfg.split.model_dump()
@@ -236,7 +249,8 @@ def ingest_text(spark: SparkSession, cfg: Config, input_path: str, output_path: 
                 deduped = apply_near_duplicates(spark, deduped, shingle(F.col("text")),
                                                 text.near_duplicate_jaccard)
         deduped = deduped.persist(StorageLevel.MEMORY_AND_DISK)
-        vocab, coverage = _vocabulary(deduped, text)
+        vocab, coverage = _vocabulary(
+            deduped, text, None if vocabulary is None else list(parse_vocab(vocabulary)))
         vocabulary = vocab_text(vocab)
         labels = {r[0] for r in deduped.filter(F.col("reason").isNull())
                   .select("label_name").distinct().collect()}
@@ -256,7 +270,7 @@ def ingest_text(spark: SparkSession, cfg: Config, input_path: str, output_path: 
                     "columns": {"text": text_col, "label": label_col}},
             label_map=label_map, rows_per_row_group=cfg.dataset.rows_per_row_group,
             row_group_size_mb=cfg.dataset.row_group_size_mb, order_column="content_hash",
-            files={"vocab.txt": vocabulary},
+            files={"vocab.txt": vocabulary}, attachments=attachments or {},
             extra={"format": chosen, "vocab_size": len(vocab), "vocab_file": "vocab.txt",
                    "train_token_coverage": round(coverage, 6), "max_len": text.max_len,
                    "token_pattern": text.token_pattern,

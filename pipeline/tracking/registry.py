@@ -83,6 +83,14 @@ def version_tags(tracking_uri: str, ref: ModelRef) -> dict[str, str]:
     return dict(_client(tracking_uri).get_model_version(ref.name, ref.version).tags)
 
 
+def versions_tagged(tracking_uri: str, name: str, key: str, value: str
+                    ) -> list[tuple[ModelRef, dict[str, str]]]:
+    """(version, its tags) of every version of ``name`` tagged ``key=value``, oldest first."""
+    found = _client(tracking_uri).search_model_versions(f"name = '{name}'")
+    return sorted(((ModelRef(name, str(v.version)), dict(v.tags)) for v in found
+                   if dict(v.tags).get(key) == value), key=lambda item: int(item[0].version))
+
+
 def describe(tracking_uri: str, ref: ModelRef, text: str) -> None:
     _client(tracking_uri).update_model_version(ref.name, ref.version, description=text)
 

@@ -182,7 +182,8 @@ def reopen_run(tracking_uri: str, run_id: str, epoch: int, logs: Mapping[str, fl
 
 
 def log_evaluation_run(tracking_uri: str, experiment_id: str, model_uri: str, model_ref,
-                       manifest: Manifest, dataset_url: str, split: str, scores) -> str:
+                       manifest: Manifest, dataset_url: str, split: str, scores,
+                       parent_run_id: str | None = None) -> str:
     """A finished run holding one evaluation: metrics, confusion matrix, per-class table."""
     from mlflow.entities import Metric
     from mlflow.tracking import MlflowClient
@@ -194,6 +195,8 @@ def log_evaluation_run(tracking_uri: str, experiment_id: str, model_uri: str, mo
             "dataset.url": dataset_url, "dataset.fingerprint": manifest.fingerprint}
     if model_ref is not None:
         tags |= {"model.name": model_ref.name, "model.version": model_ref.version}
+    if parent_run_id:
+        tags[PARENT_TAG] = parent_run_id
     run = client.create_run(experiment_id, run_name=f"evaluate {model_ref or model_uri} "
                                                     f"on {split}", tags=tags)
     run_id = run.info.run_id
@@ -251,3 +254,70 @@ def training_inputs(tracking_uri: str, run_id: str) -> tuple[Manifest, str | Non
                                "by pipeline train, so its preprocessing is unknown") from None
     vocab = folder / "vocab.txt"
     return manifest, vocab.read_text(encoding="utf-8") if vocab.exists() else None
+
+
+def create_retrain_run(tracking_uri: str, experiment_id: str, params: Mapping[str, Any],
+                       output_uri: str) -> str:
+    """The parent run of one retrain: its configuration; its steps are nested runs."""
+    from mlflow.entities import Param
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    run = client.create_run(experiment_id, run_name=f"retrain {time.strftime('%Y-%m-%d %H:%M')}",
+                            tags={JOB_TAG: "retrain", "retrain.output": output_uri})
+    items = [Param(k, v) for k, v in sorted(loggable_params(params).items())]
+    for start in range(0, len(items), 100):
+        client.log_batch(run.info.run_id, params=items[start:start + 100])
+    return run.info.run_id
+
+
+def log_ingest_run(tracking_uri: str, experiment_id: str, parent_run_id: str,
+                   manifest: Manifest, dataset_url: str, changes: Mapping[str, int]) -> str:
+    """A finished nested run for a dataset version a retrain built: what changed, the counts."""
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    run = client.create_run(experiment_id, run_name=f"ingest {dataset_url.rsplit('/', 1)[-1]}",
+                            tags={JOB_TAG: "ingest", PARENT_TAG: parent_run_id,
+                                  "dataset.url": dataset_url,
+                                  "dataset.fingerprint": manifest.fingerprint})
+    now_ms = int(time.time() * 1000)
+    counts = {f"inputs_{name}": n for name, n in changes.items()}
+    counts |= {"discovered": manifest.discovered, "quarantined": manifest.quarantined}
+    counts |= {f"{split}_rows": info.rows for split, info in manifest.splits.items()}
+    client.log_batch(run.info.run_id, metrics=[Metric(k, v, now_ms, 0)
+                                               for k, v in sorted(counts.items())])
+    client.log_inputs(run.info.run_id, datasets=[_dataset_input(manifest, dataset_url, "ingest")])
+    client.log_text(run.info.run_id, manifest.to_json(), "dataset/manifest.json")
+    client.set_terminated(run.info.run_id, "FINISHED")
+    return run.info.run_id
+
+
+def fail_abandoned_retrains(tracking_uri: str, experiment_id: str, output_uri: str,
+                            recovered_by: str) -> list[str]:
+    """Mark the RUNNING retrain runs of ``output_uri`` and their RUNNING steps FAILED: only
+    the lock holder calls this, so their processes are gone."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    abandoned = client.search_runs(
+        [experiment_id], f"tags.`{JOB_TAG}` = 'retrain' and tags.`retrain.output` = "
+                         f"'{output_uri}' and attributes.status = 'RUNNING'")
+    ids = []
+    for parent in abandoned:
+        if parent.info.run_id == recovered_by:
+            continue
+        children = client.search_runs([experiment_id], f"tags.`{PARENT_TAG}` = "
+                                                       f"'{parent.info.run_id}' and "
+                                                       "attributes.status = 'RUNNING'")
+        for run in [*children, parent]:
+            client.set_tag(run.info.run_id, "retrain.recovered_by", recovered_by)
+            client.set_terminated(run.info.run_id, "FAILED")
+        ids.append(parent.info.run_id)
+    return ids
+
+
+def describe_run(tracking_uri: str, run_id: str, text: str) -> None:
+    """The run's description in the MLflow UI."""
+    set_tag(tracking_uri, run_id, "mlflow.note.content", text)

@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 # keys that may change between a run and its resume: where and how it runs, not what it learns
 # (the ingest sections only describe how datasets are built; the dataset itself is compared)
 OPERATIONAL_KEYS = ("data_dir", "spark.", "images.", "text.", "split.", "dataset.", "registry.",
+                    "retrain.",
                     "mlflow.ui_", "train.launcher", "train.hosts", "train.start_timeout_s",
                     "train.stall_timeout_s", "train.reader_workers", "train.threads_per_worker")
 
@@ -87,12 +88,13 @@ def _resume_point(cfg: Config, tracking_uri: str, run_id: str, params: dict
 
 
 def train(cfg: Config, data: str, resume: str | None = None,
-          parent_run_id: str | None = None) -> TrainResult:
+          parent_run_id: str | None = None, warm_start: str | None = None) -> TrainResult:
     """Train on the dataset version at ``data`` and return the MLflow run and final metrics.
 
     ``resume``: a run id, or ``"latest"`` for the newest failed or killed run of this dataset and
     model; training continues after its last checkpoint, logging into the same run.
-    ``parent_run_id``: a sweep's run; this run is nested under it and not registered.
+    ``parent_run_id``: a sweep's or a retrain's run; this run is nested under it and not
+    registered. ``warm_start``: a model URI whose weights the new model starts from.
     """
     dataset_url, manifest = open_version(storage.to_uri(data))
     workers = cfg.train.workers
@@ -124,10 +126,12 @@ def train(cfg: Config, data: str, resume: str | None = None,
                  cfg.train.epochs)
     root = checkpoints.checkpoint_root(cfg.train.checkpoint_dir, run_id)
     runs.set_tag(tracking_uri, run_id, "checkpoint.uri", root)
+    if warm_start is not None:
+        runs.set_tag(tracking_uri, run_id, "warm_start.model", warm_start)
     log.info("MLflow run %s, checkpoints in %s", run_id, root)
 
     spec = WorkerSpec(dataset_url, manifest, cfg.train, tracking_uri, run_id, model, root,
-                      resume_from)
+                      resume_from, warm_start)
     ok, spark = False, None
     try:
         spark = _spark_for(cfg)

@@ -60,6 +60,26 @@ def _callbacks(spec: WorkerSpec, hvd, validation, schedule, steps: int, retrying
     return chain
 
 
+class WarmStartError(RuntimeError):
+    """The model to start from has other layers or shapes than the model being trained."""
+
+
+def _warm_start(model, tracking_uri: str, model_uri: str) -> None:
+    """Copy the weights of a logged model (e.g. the champion) into ``model``, on every rank."""
+    import mlflow
+    import mlflow.tensorflow
+
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    source = mlflow.tensorflow.load_model(model_uri)
+    try:
+        model.set_weights(source.get_weights())
+    except ValueError as exc:
+        raise WarmStartError(f"cannot warm-start from {model_uri}: its layers differ from the "
+                             f"model configured in train.* ({exc})") from None
+    log.info("weights start from %s", model_uri)
+
+
 def train_worker(spec: WorkerSpec) -> dict:
     """Train on this rank's shard; rank 0 checkpoints and records metrics and the model."""
     setup_logging()
@@ -88,6 +108,8 @@ def train_worker(spec: WorkerSpec) -> dict:
     model.compile(optimizer=optimizer, loss=make_loss(cfg.loss),
                   metrics=[tf.keras.metrics.CategoricalAccuracy(name="accuracy")])
     initial_epoch = 0
+    if spec.warm_start_uri is not None and spec.resume_from is None:
+        _warm_start(model, spec.tracking_uri, spec.warm_start_uri)
     if spec.resume_from is not None:
         checkpoints.restore(spec.resume_from, model, model.optimizer)
         initial_epoch = spec.resume_from.epoch + 1

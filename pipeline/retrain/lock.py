@@ -1,0 +1,180 @@
+"""One retrain at a time per dataset folder: a lock file on local, NFS or HDFS storage.
+
+Taking the lock is one atomic step that fails when the file exists: a hard link locally (also on
+NFS), a rename on HDFS (which refuses to replace a file). The holder rewrites a heartbeat while it
+works, so a lock left by a crash is taken over without manual clean-up: at once when its process
+is gone from this host, otherwise once the heartbeat is older than ``stale_after_s``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from urllib.parse import urlparse
+
+from pipeline.datasets import storage
+from pipeline.errors import PipelineError
+
+log = logging.getLogger(__name__)
+
+LOCK_NAME = ".retrain.lock"
+
+
+class LockHeldError(PipelineError, RuntimeError):
+    """Another retrain holds the lock; this one did nothing."""
+
+
+@dataclass(frozen=True)
+class Holder:
+    token: str
+    host: str
+    pid: int
+    started_at: float
+    heartbeat_at: float
+
+    def describe(self) -> str:
+        return (f"pid {self.pid} on {self.host}, started "
+                f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(self.started_at))}, "
+                f"last heartbeat {time.time() - self.heartbeat_at:.0f} s ago")
+
+
+def _local_path(uri: str) -> str | None:
+    return urlparse(storage.to_uri(uri)).path if urlparse(uri).scheme in ("", "file") else None
+
+
+def _create_exclusive(temp_uri: str, lock_uri: str) -> bool:
+    """Put the file at ``temp_uri`` in place as ``lock_uri`` unless that exists (atomically)."""
+    local = _local_path(lock_uri)
+    if local is not None:
+        try:
+            os.link(_local_path(temp_uri), local)
+        except FileExistsError:
+            return False
+        return True
+    if storage.exists(lock_uri):
+        return False
+    try:
+        storage.rename(temp_uri, lock_uri)  # HDFS: fails when the target exists
+    except OSError:
+        return False
+    return True
+
+
+def _read(lock_uri: str) -> Holder | None:
+    try:
+        return Holder(**json.loads(storage.read_text(lock_uri)))
+    except FileNotFoundError:
+        return None
+    except (ValueError, TypeError):  # half-written by a crash: treat as stale
+        return Holder("unreadable", "", 0, 0.0, 0.0)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def is_stale(holder: Holder, stale_after_s: float, now: float | None = None) -> bool:
+    """The holder crashed: its process is gone from this host, or it stopped heartbeating."""
+    now = time.time() if now is None else now
+    if holder.host == socket.gethostname() and holder.pid and not _process_alive(holder.pid):
+        return True
+    return now - holder.heartbeat_at > stale_after_s
+
+
+class RetrainLock:
+    """``with RetrainLock(folder, stale_after_s):`` holds the lock or raises ``LockHeldError``."""
+
+    def __init__(self, folder_uri: str, stale_after_s: float, heartbeat_s: float = 30.0) -> None:
+        self.uri = storage.join(storage.to_uri(folder_uri), LOCK_NAME)
+        self.folder_uri = storage.to_uri(folder_uri)
+        self.stale_after_s, self.heartbeat_s = stale_after_s, heartbeat_s
+        self.holder = Holder(uuid.uuid4().hex, socket.gethostname(), os.getpid(), time.time(),
+                             time.time())
+        self._stop = threading.Event()
+        self._beat: threading.Thread | None = None
+
+    def _write_temp(self, holder: Holder) -> str:
+        temp = storage.join(self.folder_uri, f"{LOCK_NAME}.{holder.token}.{uuid.uuid4().hex[:6]}")
+        storage.write_text(temp, json.dumps(asdict(holder)))
+        return temp
+
+    def _delete(self, uri: str) -> None:
+        filesystem, path = storage.resolve(uri)
+        with contextlib.suppress(FileNotFoundError):
+            filesystem.delete_file(path)
+
+    def _take_over(self, stale: Holder) -> None:
+        """Move a stale lock aside; only one of several racing retrains can move it."""
+        aside = f"{self.uri}.stale-{self.holder.token}"
+        try:
+            storage.rename(self.uri, aside)
+        except OSError:
+            return  # someone else moved it first
+        moved = _read(aside)
+        if moved is not None and moved.token != stale.token:  # a fresh lock: put it back
+            _create_exclusive(aside, self.uri)
+        else:
+            log.warning("took over the lock of a retrain that stopped (%s)", stale.describe())
+        self._delete(aside)
+
+    def acquire(self) -> None:
+        storage.make_dirs(self.folder_uri)
+        for _ in range(3):
+            temp = self._write_temp(self.holder)
+            try:
+                if _create_exclusive(temp, self.uri):
+                    self._beat = threading.Thread(target=self._heartbeat, daemon=True,
+                                                  name="retrain-lock-heartbeat")
+                    self._beat.start()
+                    return
+            finally:
+                self._delete(temp)
+            current = _read(self.uri)
+            if current is None:
+                continue  # released meanwhile
+            if not is_stale(current, self.stale_after_s):
+                raise LockHeldError(
+                    f"another retrain is running on {self.folder_uri} ({current.describe()}); "
+                    f"nothing done. Its lock is {self.uri}")
+            self._take_over(current)
+        raise LockHeldError(f"could not take the lock {self.uri}: other retrains keep taking it")
+
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(self.heartbeat_s):
+            beat = Holder(**{**asdict(self.holder), "heartbeat_at": time.time()})
+            try:
+                current = _read(self.uri)
+                if current is None or current.token != self.holder.token:
+                    log.error("the retrain lock %s was taken from us", self.uri)
+                    return
+                storage.replace_file(self._write_temp(beat), self.uri)
+            except OSError as exc:  # a storage hiccup: the next beat tries again
+                log.warning("could not refresh the retrain lock: %s", exc)
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._beat is not None:
+            self._beat.join()
+        current = _read(self.uri)
+        if current is not None and current.token == self.holder.token:
+            self._delete(self.uri)
+
+    def __enter__(self) -> RetrainLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.release()
