@@ -1,0 +1,70 @@
+"""The retrain lock on local storage: one holder, clear refusals, stale locks taken over."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from pipeline.retrain.lock import LOCK_NAME, Holder, LockHeldError, RetrainLock, is_stale
+
+
+def _plant(folder, holder: Holder) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / LOCK_NAME).write_text(json.dumps(holder.__dict__))
+
+
+def _dead_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def test_second_holder_is_refused_until_the_first_releases(tmp_path):
+    first = RetrainLock(str(tmp_path), stale_after_s=600)
+    first.acquire()
+    with pytest.raises(LockHeldError, match=r"another retrain is running .*\(pid \d+"):
+        RetrainLock(str(tmp_path), stale_after_s=600).acquire()
+    first.release()
+    assert not (tmp_path / LOCK_NAME).exists()
+    with RetrainLock(str(tmp_path), stale_after_s=600):
+        assert json.loads((tmp_path / LOCK_NAME).read_text())["host"] == socket.gethostname()
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no temp files left
+
+
+def test_lock_of_a_dead_process_on_this_host_is_taken_over(tmp_path):
+    now = time.time()
+    _plant(tmp_path, Holder("crashed", socket.gethostname(), _dead_pid(), now, now))
+    with RetrainLock(str(tmp_path), stale_after_s=600) as lock:
+        held = json.loads((tmp_path / LOCK_NAME).read_text())
+        assert held["token"] == lock.holder.token
+
+
+def test_lock_of_another_host_waits_for_its_heartbeat_to_age(tmp_path):
+    now = time.time()
+    _plant(tmp_path, Holder("remote", "some-other-node", 4242, now - 50, now - 50))
+    with pytest.raises(LockHeldError, match="some-other-node"):
+        RetrainLock(str(tmp_path), stale_after_s=600).acquire()
+    _plant(tmp_path, Holder("remote", "some-other-node", 4242, now - 5000, now - 4000))
+    with RetrainLock(str(tmp_path), stale_after_s=600) as lock:
+        assert json.loads((tmp_path / LOCK_NAME).read_text())["token"] == lock.holder.token
+
+
+def test_unreadable_lock_is_stale_and_heartbeat_refreshes(tmp_path):
+    tmp_path.joinpath(LOCK_NAME).write_text("{half a lock")
+    with RetrainLock(str(tmp_path), stale_after_s=600, heartbeat_s=0.2) as lock:
+        first = json.loads((tmp_path / LOCK_NAME).read_text())["heartbeat_at"]
+        time.sleep(0.7)
+        later = json.loads((tmp_path / LOCK_NAME).read_text())
+        assert later["token"] == lock.holder.token
+        assert later["heartbeat_at"] > first
+
+
+def test_is_stale_by_heartbeat_age():
+    alive = Holder("t", "elsewhere", 1, 0.0, 1000.0)
+    assert not is_stale(alive, stale_after_s=60, now=1030.0)
+    assert is_stale(alive, stale_after_s=60, now=1061.0)
