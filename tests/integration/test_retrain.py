@@ -184,3 +184,38 @@ def test_two_retrains_started_together_one_runs_one_refuses(ws):
     assert len(ws.model_versions()) == before + 1
     assert ws.version_names()[-1] == "v0004"
     assert not (ws.versions / ".retrain.lock").exists()
+
+
+def test_text_versions_keep_the_vocabulary_and_the_old_splits(spark, config, reviews_raw,
+                                                              tmp_path):
+    """The text side of a retrain's ingest: new documents are encoded with the previous
+    version's vocabulary (token ids keep their meaning for the champion)."""
+    from pipeline.ingest.text_job import ingest_text
+    from pipeline.retrain import inputs
+
+    raw = tmp_path / "raw"
+    documents = sorted(reviews_raw.rglob("*.txt"))
+    for path in documents[:300]:
+        (raw / path.parent.name).mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, raw / path.parent.name / path.name)
+    output = tmp_path / "versions"
+    first = ingest_text(spark, config, str(raw), str(output), mode="new-version",
+                        attachments={"inputs.json": inputs.to_json("x", {})})
+    vocabulary = (output / "v0001" / "vocab.txt").read_text()
+    for path in documents[-200:]:  # other words, so a rebuilt vocabulary would differ
+        (raw / path.parent.name).mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, raw / path.parent.name / path.name)
+    second = ingest_text(spark, config, str(raw), str(output), mode="new-version",
+                         vocabulary=vocabulary)
+    assert (output / "v0002" / "vocab.txt").read_text() == vocabulary
+    assert (output / "v0001" / "inputs.json").exists()
+    assert first.discovered == 300 and second.discovered == 500
+
+    def splits(version: str) -> dict[str, str]:
+        return {source: split for split in ("train", "val", "test")
+                for source in pq.read_table(output / version / split,
+                                            columns=["source"]).column("source").to_pylist()}
+
+    old, new = splits("v0001"), splits("v0002")
+    assert {source: new[source] for source in old} == old
+    assert len(new) > len(old)
