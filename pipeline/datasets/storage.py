@@ -32,14 +32,17 @@ def join(uri: str, *parts: str) -> str:
 
 def resolve(uri: str) -> tuple[pafs.FileSystem, str]:
     """(pyarrow filesystem, path within it) for a URI or a plain local path."""
-    if urlparse(uri).scheme in ("", "file"):
+    scheme = urlparse(uri).scheme
+    if scheme in ("", "file"):
         return pafs.LocalFileSystem(), urlparse(to_uri(uri)).path
+    if scheme == "s3a":  # Hadoop's name for S3 (what Spark reads); pyarrow calls it s3
+        uri = "s3" + uri[len("s3a"):]
     try:
         return pafs.FileSystem.from_uri(uri)
     except (ArrowException, OSError) as exc:
         raise UnsupportedFilesystemError(
             f"{uri}: datasets are written through pyarrow, which cannot open this filesystem "
-            f"({exc}); use file://, hdfs:// (with libhdfs) or s3:// (not s3a://)") from None
+            f"({exc}); use file://, hdfs:// (with libhdfs) or s3://") from None
 
 
 def exists(uri: str) -> bool:

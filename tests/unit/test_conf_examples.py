@@ -30,3 +30,13 @@ def test_examples_hold_no_credentials():
         text = path.read_text().lower()
         for word in ("access.key:", "secret.key:", "session.token:", "password:"):
             assert word not in text, (path.name, word)
+
+
+@pytest.mark.parametrize("name", ["standalone.yaml", "yarn.yaml", "kubernetes.yaml"])
+def test_cluster_examples_retrain_on_shared_storage_with_a_safe_lock(name):
+    cfg = load_config(CONF / name)
+    assert cfg.retrain.input.startswith(("hdfs://", "s3a://"))
+    assert cfg.retrain.output.startswith(("hdfs://", "s3://"))
+    # the lock needs an atomic create-if-absent: HDFS or a local/NFS path, never S3
+    lock = cfg.retrain.lock_dir or cfg.retrain.output
+    assert not lock.startswith(("s3://", "s3a://"))
