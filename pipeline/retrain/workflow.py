@@ -10,6 +10,8 @@ to do starts neither Spark nor training.
 from __future__ import annotations
 
 import logging
+import socket
+import time
 from dataclasses import dataclass
 from typing import Literal
 
@@ -135,10 +137,15 @@ def _retrain_locked(cfg: Config, source_uri: str, output_uri: str) -> RetrainRes
     log.info("%s since %s", changes.summary(), latest[0] if latest else "the start")
 
     tracking_uri = absolute_tracking_uri(cfg.mlflow.tracking_uri)
+    experiment_id = check_store(cfg.mlflow)
+    # we hold the lock: a retrain run still RUNNING lost its process
+    recovered_by = f"retrain of {time.strftime('%Y-%m-%d %H:%M:%S')} ({socket.gethostname()})"
+    for abandoned in runs.fail_abandoned_retrains(tracking_uri, experiment_id, output_uri,
+                                                  recovered_by):
+        log.warning("retrain run %s had stopped unfinished; marked FAILED", abandoned)
     step: Step | None = "train"
     if latest is not None and not changes.any:
         name = registered_name(cfg, output_uri, choose_model(cfg.train.model, latest[1]))
-        check_store(cfg.mlflow)
         step, _ = _pending(tracking_uri, name, latest[1].fingerprint)
         if step is None:
             summary = f"no new data in {source_uri} since {latest[0]}; nothing to do"
@@ -146,10 +153,7 @@ def _retrain_locked(cfg: Config, source_uri: str, output_uri: str) -> RetrainRes
             return RetrainResult(changes, latest[0], False, None, None, None, None, summary)
         log.info("no new data, but %s was left unfinished: %s it now", latest[0], step)
 
-    experiment_id = check_store(cfg.mlflow)
     parent = runs.create_retrain_run(tracking_uri, experiment_id, cfg.to_dict(), output_uri)
-    for abandoned in runs.fail_abandoned_retrains(tracking_uri, experiment_id, output_uri, parent):
-        log.warning("retrain run %s had stopped unfinished; marked FAILED", abandoned)
     runs.set_tag(tracking_uri, parent, "retrain.changes", changes.summary())
     ok = False
     try:

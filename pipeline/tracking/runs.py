@@ -306,8 +306,6 @@ def fail_abandoned_retrains(tracking_uri: str, experiment_id: str, output_uri: s
                          f"'{output_uri}' and attributes.status = 'RUNNING'")
     ids = []
     for parent in abandoned:
-        if parent.info.run_id == recovered_by:
-            continue
         children = client.search_runs([experiment_id], f"tags.`{PARENT_TAG}` = "
                                                        f"'{parent.info.run_id}' and "
                                                        "attributes.status = 'RUNNING'")
