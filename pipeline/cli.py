@@ -47,6 +47,29 @@ def _model_uri_option(parser: argparse.ArgumentParser) -> None:
                              "models:/<name>@<alias>")
 
 
+class _SubmitArguments(argparse.Action):
+    """What follows ``pipeline submit JOB``: ours, spark-submit's, and (after ``--``) the job's."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from pipeline.submit import SubmitError, parse_arguments
+
+        tokens = list(values)
+        head = tokens[:tokens.index("--")] if "--" in tokens else tokens
+        if "-h" in head or "--help" in head:
+            parser.print_help()
+            parser.exit()
+        try:
+            parsed = parse_arguments(tokens)
+        except SubmitError as exc:
+            parser.error(str(exc))
+        if not parsed.master:
+            parser.error("--master URL is required (spark://host:7077, yarn, "
+                         "k8s://https://host:6443, local[*])")
+        setattr(namespace, self.dest, parsed)
+        # the configuration is loaded (and validated) here before anything is submitted
+        namespace.config, namespace.overrides = parsed.config, parsed.overrides
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = _config_options()
     parser = argparse.ArgumentParser(
@@ -183,6 +206,32 @@ def build_parser() -> argparse.ArgumentParser:
                                     "Rotten Tomatoes snippets as .txt files, ingest both with "
                                     "Spark, train the image CNN with 2 Horovod workers, log "
                                     "to MLflow.")
+    submit = commands.add_parser(
+        "submit", help="run a jobs/ entry point on a cluster with spark-submit",
+        usage="pipeline submit JOB --master URL [spark-submit options] [--config FILE] "
+              "[key=value ...] [--build-dir DIR] [--dry-run] [-- job arguments]",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Package the pipeline library as a zip (build/submit/pipeline.zip), ship it "
+                    "and the configuration with the job,\nand run the installed pyspark's "
+                    "spark-submit. Exits with spark-submit's status.",
+        epilog="options before '--':\n"
+               "  --master URL       spark://host:7077, yarn, k8s://https://host:6443, "
+               "local[*] (required)\n"
+               "  --config FILE      YAML merged over conf/default.yaml; shipped with --files "
+               "(cluster deploy mode too)\n"
+               "  key=value          configuration overrides, validated here and passed to "
+               "the job\n"
+               "  --build-dir DIR    where the zip is built (default: build/submit)\n"
+               "  --dry-run          print the command and the archive, run nothing\n"
+               "  anything else      spark-submit's options, passed through in order "
+               "(--deploy-mode, --conf k=v, ...)\n"
+               "after '--': the job's own arguments, e.g. --data PATH train.epochs=3\n\n"
+               "example: pipeline submit train --master spark://host:7077 "
+               "--executor-memory 6g -- --data hdfs:///datasets/digits")
+    submit.add_argument("job", metavar="JOB", help="an entry point in jobs/ (e.g. train)")
+    submit.add_argument("submission", nargs=argparse.REMAINDER, action=_SubmitArguments,
+                        metavar="...", help=argparse.SUPPRESS)
+    submit.set_defaults(config=None, overrides=[], verbose=False)
     return parser
 
 
@@ -373,9 +422,28 @@ def _demo(cfg: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def _submit(cfg: Config, args: argparse.Namespace) -> int:
+    from pipeline.spark import check_java
+    from pipeline.submit import UnknownJobError, prepare, run
+
+    try:
+        submission = prepare(args.job, args.submission, driver_memory=cfg.spark.driver_memory)
+    except UnknownJobError as exc:
+        print(f"pipeline submit: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.submission.dry_run:
+        print(submission.shell_line())
+        print(f"archive {submission.archive}")
+        return 0
+    check_java()
+    log.info("submitting %s with %s (library %s)", args.job, submission.argv[0],
+             submission.archive)
+    return run(submission)
+
+
 HANDLERS = {"doctor": _doctor, "ingest": _ingest, "train": _train, "evaluate": _evaluate,
             "promote": _promote, "predict": _predict, "retrain": _retrain, "runs": _runs, "ui": _ui,
-            "demo": _demo}
+            "demo": _demo, "submit": _submit}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

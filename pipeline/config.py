@@ -8,6 +8,8 @@ from __future__ import annotations
 import codecs
 import re
 from collections.abc import Iterable, Mapping
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -23,7 +25,8 @@ from pydantic import (
 
 from pipeline.errors import PipelineError
 
-DEFAULT_CONFIG = Path(__file__).resolve().parent / "resources" / "default.yaml"
+# read through importlib.resources: the package may be a zip (spark-submit --py-files)
+DEFAULT_CONFIG = resources.files("pipeline") / "resources" / "default.yaml"
 
 
 class ConfigError(PipelineError, ValueError):
@@ -274,7 +277,7 @@ class Config(_Section):
         return self.model_dump(mode="json")
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def _read_yaml(path: Path | Traversable) -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shutil
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from importlib import resources
 from pathlib import Path
 
 from pipeline.config import SparkConfig
@@ -16,7 +19,18 @@ from pipeline.errors import PipelineError
 
 log = logging.getLogger(__name__)
 
-LOG4J2_CONFIG = Path(__file__).resolve().parent / "resources" / "log4j2.properties"
+
+
+@functools.cache
+def log4j2_config() -> Path:
+    """Our log4j2 settings as a file the JVM can read (extracted when the package is a zip,
+    as under spark-submit --py-files)."""
+    packaged = resources.files("pipeline") / "resources" / "log4j2.properties"
+    if isinstance(packaged, Path):
+        return packaged
+    extracted = Path(tempfile.mkdtemp(prefix="pipeline-log4j2-")) / "log4j2.properties"
+    extracted.write_bytes(packaged.read_bytes())
+    return extracted
 
 
 class JavaMissingError(PipelineError, RuntimeError):
@@ -43,7 +57,7 @@ def get_spark(cfg: SparkConfig, app_name: str | None = None):
 
     # Executors must run the same interpreter as the driver (the project's venv).
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    java_opts = f"-Dlog4j2.configurationFile={LOG4J2_CONFIG.as_uri()}"
+    java_opts = f"-Dlog4j2.configurationFile={log4j2_config().as_uri()}"
     builder = (
         SparkSession.builder.appName(app_name or cfg.app_name)
         .config("spark.executor.extraJavaOptions", java_opts)

@@ -21,11 +21,16 @@ def run_pipeline(args: list[str], cwd: Path, timeout: float = 900,
 class Background:
     """``pipeline ARGS`` in its own process group, its stderr in a file we can watch."""
 
-    def __init__(self, args: list[str], cwd: Path) -> None:
+    def __init__(self, args: list[str], cwd: Path, merge_output: bool = False) -> None:
+        # merge_output: stdout goes to the watched file too (spark-submit prints the driver's
+        # stderr on its stdout); finish() then returns "" as stdout
         self.log = cwd / f"pipeline-{os.getpid()}-{time.monotonic_ns()}.log"
         self._log_file = self.log.open("wb")
-        self.process = subprocess.Popen([PIPELINE, *args], cwd=cwd, stdout=subprocess.PIPE,
-                                        stderr=self._log_file, start_new_session=True)
+        self.process = subprocess.Popen(
+            [PIPELINE, *args], cwd=cwd,
+            stdout=self._log_file if merge_output else subprocess.PIPE,
+            stderr=subprocess.STDOUT if merge_output else self._log_file,
+            start_new_session=True)
 
     def wait_for(self, text: str, timeout_s: float = 300) -> None:
         deadline = time.monotonic() + timeout_s
@@ -46,4 +51,5 @@ class Background:
     def finish(self, timeout_s: float = 900) -> tuple[int, str, str]:
         out, _ = self.process.communicate(timeout=timeout_s)
         self._log_file.close()
-        return self.process.returncode, out.decode(), self.log.read_text(errors="replace")
+        return (self.process.returncode, (out or b"").decode(),
+                self.log.read_text(errors="replace"))

@@ -7,6 +7,7 @@ exactly one output row (checked)."""
 from __future__ import annotations
 
 import logging
+import shutil
 import tempfile
 from dataclasses import dataclass
 from functools import partial
@@ -68,7 +69,7 @@ class PredictionSummary:
 class _Model:
     """What every partition needs to prepare inputs and predict (small, picklable)."""
 
-    folder: str  # the model's name in SparkFiles
+    archive: str  # the zipped model's name in SparkFiles (unpacked there by addArchive)
     kind: str
     preprocessing: dict
     vocab: str | None
@@ -111,7 +112,7 @@ def _predict_partition(batches, model: _Model, wanted=None, field: str | None = 
     import pandas as pd
     from pyspark import SparkFiles
 
-    predict = quiet_predict(mlflow.pyfunc.load_model(SparkFiles.get(model.folder)))
+    predict = quiet_predict(mlflow.pyfunc.load_model(SparkFiles.get(model.archive)))
     prepare = model.prepare() if field is None else model.prepare_stored()
     for batch in batches:
         if field is None:
@@ -131,8 +132,8 @@ def predict_files(spark: SparkSession, cfg: Config, model_uri: str, input_path: 
     output_uri = storage.to_uri(output_path)
     check_output(output_uri, mode)
     tracking_uri = absolute_tracking_uri(cfg.mlflow.tracking_uri)
-    # not removed afterwards: Spark checks files added with addFile again whenever a task of
-    # this session starts, and fails every later job if the source is gone
+    # not removed afterwards: Spark checks files added with addArchive again whenever a task
+    # of this session starts, and fails every later job if the source is gone
     scratch = tempfile.mkdtemp(prefix="pipeline-model-")
     return _predict_with(spark, tracking_uri, model_uri, input_path, output_uri, mode, scratch)
 
@@ -141,13 +142,15 @@ def _predict_with(spark: SparkSession, tracking_uri: str, model_uri: str, input_
                   output_uri: str, mode: WriteMode, scratch: str) -> PredictionSummary:
     folder, run_id = registry.fetch_model(tracking_uri, model_uri, scratch)
     manifest, vocab = training_inputs(tracking_uri, run_id)
-    model = _Model(Path(folder).name, manifest.kind, manifest.config[manifest.kind], vocab,
+    # a zip, not the folder: Spark ships local folders to local-mode executors only
+    archive = shutil.make_archive(str(Path(scratch) / f"model-{run_id}"), "zip", folder)
+    model = _Model(Path(archive).name, manifest.kind, manifest.config[manifest.kind], vocab,
                    manifest.labels)
     model.prepare()  # a bad preprocessing setting fails here, named, not in every task
     registry.load_predictor(tracking_uri, model_uri)  # likewise an unloadable model
 
     input_uri = storage.to_uri(input_path)
-    spark.sparkContext.addFile(folder, recursive=True)
+    spark.sparkContext.addArchive(archive)
     if any(storage.exists(storage.join(input_uri, name)) for name in (MANIFEST_NAME, LATEST_NAME)):
         return _predict_version(spark, tracking_uri, model_uri, model, input_uri, output_uri,
                                 mode)

@@ -1,11 +1,8 @@
-"""``pipeline demo`` end to end in a fresh folder, with fewer epochs."""
+"""``pipeline demo`` end to end in a fresh folder, with fewer epochs (run by conftest.py)."""
 
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +10,7 @@ import pytest
 pytestmark = pytest.mark.e2e
 
 
-def test_demo_runs_the_whole_pipeline(tmp_path):
+def test_demo_runs_the_whole_pipeline(demo):
     import mlflow
     from mlflow.tracking import MlflowClient
 
@@ -21,9 +18,8 @@ def test_demo_runs_the_whole_pipeline(tmp_path):
     from pipeline.datasets.reader import read_batches
     from pipeline.datasets.storage import to_uri
 
-    pipeline = str(Path(sys.executable).with_name("pipeline"))
-    out = subprocess.run([pipeline, "demo", "train.epochs=2"], cwd=tmp_path,
-                         capture_output=True, text=True, timeout=900)
+    # the demo runs once per session (tests/e2e/conftest.py), shared with test_notebooks.py
+    tmp_path, out = demo.path, demo.out
     assert out.returncode == 0, out.stderr[-3000:]
     run_id = re.search(r"MLflow run id (\w+)", out.stdout).group(1)
     accuracy = float(re.search(r"validation accuracy ([\d.]+)", out.stdout).group(1))

@@ -1,19 +1,19 @@
 """The same training through each launcher: local processes, hosts (two host names for this
-machine), and Spark tasks on a standalone cluster started by the test (spark-submit)."""
+machine), and Spark tasks on a standalone cluster started by the test (``pipeline submit``)."""
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
+import shutil
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 from pipeline.train.job import train
 from tests.cluster import StandaloneCluster
-from tests.conftest import REPO, make_config
+from tests.conftest import make_config
+from tests.procs import run_pipeline
 
 pytestmark = pytest.mark.integration
 SETTINGS = ("train.epochs=1", "train.reader_workers=1")
@@ -36,25 +36,46 @@ def test_hosts_launcher_places_one_rank_per_host(digits_dataset, local_result, t
     assert result.val_accuracy == pytest.approx(local_result.val_accuracy, abs=TOLERANCE)
 
 
-def test_spark_launcher_on_a_standalone_cluster_matches_local(digits_dataset, local_result,
-                                                              tmp_path):
+def _copy_few(raw: Path, target: Path, labels: int = 3, per_label: int = 2) -> int:
+    for folder in sorted(p for p in raw.iterdir() if p.is_dir())[:labels]:
+        (target / folder.name).mkdir(parents=True)
+        for image in sorted(folder.iterdir())[:per_label]:
+            shutil.copy(image, target / folder.name / image.name)
+    return labels * per_label
+
+
+def test_spark_launcher_on_a_standalone_cluster_matches_local(digits_dataset, digits_raw,
+                                                              local_result, tmp_path):
+    """Trains with ``pipeline submit train``, then predicts with that run's model through
+    ``pipeline submit predict`` on the same cluster."""
+    stores = [f"mlflow.tracking_uri=sqlite:///{tmp_path / 'mlruns.db'}",
+              f"mlflow.artifact_root={tmp_path / 'mlartifacts'}"]
+    raw = tmp_path / "raw"
+    inputs = _copy_few(digits_raw, raw)
     cluster = StandaloneCluster(tmp_path / "cluster")
     try:
-        submit = Path(sys.executable).with_name("spark-submit")
-        env = {**os.environ, "PYSPARK_PYTHON": sys.executable,
-               "PYSPARK_DRIVER_PYTHON": sys.executable}
-        out = subprocess.run(
-            [str(submit), "--master", cluster.url, "--driver-memory", "1g",
-             "--conf", "spark.executor.memory=1g", str(REPO / "jobs" / "train.py"),
-             "--data", digits_dataset[0], *SETTINGS,
-             f"mlflow.tracking_uri=sqlite:///{tmp_path / 'mlruns.db'}",
-             f"mlflow.artifact_root={tmp_path / 'mlartifacts'}",
-             f"train.checkpoint_dir={tmp_path / 'checkpoints'}"],
-            capture_output=True, text=True, env=env, timeout=900, cwd=tmp_path)
+        submit = ["submit", "--master", cluster.url, "--executor-memory", "1g",
+                  "spark.driver_memory=1g"]
+        out = run_pipeline(
+            [submit[0], "train", *submit[1:], "--",
+             "--data", digits_dataset[0], *SETTINGS, *stores,
+             f"train.checkpoint_dir={tmp_path / 'checkpoints'}"], cwd=tmp_path)
+        # spark-submit merges the driver's stderr into its stdout
+        assert out.returncode == 0, (out.stdout + out.stderr)[-4000:]
+        assert "launching 2 Horovod workers as Spark tasks" in out.stdout
+        assert (tmp_path / "build" / "submit" / "pipeline.zip").is_file()
+        accuracy = float(re.search(r"validation accuracy (\S+)", out.stdout).group(1))
+        assert accuracy == pytest.approx(local_result.val_accuracy, abs=TOLERANCE)
+        run_id = re.search(r"^run id (\w+)$", out.stdout, re.M).group(1)
+        predicted = run_pipeline(
+            [submit[0], "predict", *submit[1:], "--", "--model", f"runs:/{run_id}/model",
+             "--input", str(raw), "--output", str(tmp_path / "predictions"), *stores],
+            cwd=tmp_path, timeout=600)
     finally:
         cluster.stop()
-    assert out.returncode == 0, (out.stdout + out.stderr)[-4000:]
-    # spark-submit merges the driver's stderr into its stdout
-    assert "launching 2 Horovod workers as Spark tasks" in out.stdout
-    accuracy = float(re.search(r"validation accuracy (\S+)", out.stdout).group(1))
-    assert accuracy == pytest.approx(local_result.val_accuracy, abs=TOLERANCE)
+    assert predicted.returncode == 0, (predicted.stdout + predicted.stderr)[-4000:]
+    assert f"{inputs} inputs: {inputs} predicted, 0 set aside" in predicted.stdout
+    rows = pq.read_table(tmp_path / "predictions").to_pylist()
+    assert len(rows) == inputs
+    assert {r["true_label"] for r in rows} == {p.name for p in raw.iterdir()}
+    assert all(r["predicted_label"] is not None and 0 < r["score"] <= 1 for r in rows)
