@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -446,6 +447,10 @@ HANDLERS = {"doctor": _doctor, "ingest": _ingest, "train": _train, "evaluate": _
             "demo": _demo, "submit": _submit}
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(verbose=args.verbose)
@@ -454,8 +459,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"pipeline: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    # schedulers stop jobs with SIGTERM: unwind like Ctrl-C, so runs are closed and locks freed
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         return HANDLERS[args.command](cfg, args)
+    except ConfigError as exc:  # found late, e.g. settings a dataset version was not built with
+        print(f"pipeline {args.command}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except PipelineError as exc:
         print(f"pipeline {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_FAILURE

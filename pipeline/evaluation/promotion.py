@@ -9,11 +9,14 @@ from datetime import UTC, datetime
 
 from pipeline.config import Config
 from pipeline.evaluation.job import Evaluation, evaluate
+from pipeline.evaluation.scoring import ModelMismatchError
 from pipeline.tracking import registry
 from pipeline.tracking.registry import CHALLENGER, CHAMPION, ModelRef
 from pipeline.tracking.store import absolute_tracking_uri
 
 log = logging.getLogger(__name__)
+
+DECISION_TAG = "promotion.decision"  # promoted | rejected, on a judged model version
 
 
 @dataclass(frozen=True)
@@ -44,14 +47,15 @@ class Promotion:
 
 
 def promote(cfg: Config, name: str, data: str | None = None, split: str = "test",
-            parent_run_id: str | None = None) -> Promotion:
+            parent_run_id: str | None = None, challenger: ModelRef | None = None) -> Promotion:
     """Evaluate challenger and champion on one split and move the ``champion`` alias or not.
 
     ``data``: the dataset version to compare on; default: the challenger's training data.
     ``parent_run_id``: nest the evaluation runs under this run (a retrain's).
+    ``challenger``: the version to judge; default: the one with the ``challenger`` alias.
     """
     tracking_uri = absolute_tracking_uri(cfg.mlflow.tracking_uri)
-    challenger = registry.by_alias(tracking_uri, name, CHALLENGER)
+    challenger = challenger or registry.by_alias(tracking_uri, name, CHALLENGER)
     if challenger is None:
         raise registry.RegistryError(f"registered model '{name}' has no '{CHALLENGER}' version; "
                                      "train one first (pipeline train registers it)")
@@ -62,18 +66,22 @@ def promote(cfg: Config, name: str, data: str | None = None, split: str = "test"
             raise registry.RegistryError(f"{challenger} has no dataset.url tag (not registered "
                                          "by pipeline train); pass --data")
     evaluations = {CHALLENGER: evaluate(cfg, challenger.uri, data, split, parent_run_id)}
-    if champion is not None and champion != challenger:
-        evaluations[CHAMPION] = evaluate(cfg, champion.uri, data, split, parent_run_id)
     metric, margin = cfg.registry.metric, cfg.registry.margin
-    decision = decide(metric, evaluations[CHALLENGER].scores.metric(metric),
-                      evaluations[CHAMPION].scores.metric(metric)
-                      if CHAMPION in evaluations else None, margin)
-    _record(tracking_uri, challenger, champion, decision, evaluations, metric, margin, split)
-    if decision.promote:
+    try:
+        if champion is not None and champion != challenger:
+            evaluations[CHAMPION] = evaluate(cfg, champion.uri, data, split, parent_run_id)
+        decision = decide(metric, evaluations[CHALLENGER].scores.metric(metric),
+                          evaluations[CHAMPION].scores.metric(metric)
+                          if CHAMPION in evaluations else None, margin)
+    except ModelMismatchError as exc:  # new labels or vocabulary: a person decides
+        decision = Decision(False, f"the champion {champion} cannot score this data ({exc}); "
+                                   "if the new labels are intended, move the alias by hand")
+    if decision.promote:  # the alias first: a decision is recorded only once it holds
         registry.set_alias(tracking_uri, challenger, CHAMPION)
-        # a training that finished meanwhile owns the alias now: leave it to the next promote
-        if registry.by_alias(tracking_uri, name, CHALLENGER) == challenger:
-            registry.delete_alias(tracking_uri, name, CHALLENGER)
+    _record(tracking_uri, challenger, champion, decision, evaluations, metric, margin, split)
+    # a training that finished meanwhile owns the challenger alias: leave it to the next promote
+    if decision.promote and registry.by_alias(tracking_uri, name, CHALLENGER) == challenger:
+        registry.delete_alias(tracking_uri, name, CHALLENGER)
     log.info("%s: %s (%s)", challenger, "promoted to champion" if decision.promote
              else "stays challenger", decision.reason)
     return Promotion(challenger, champion, decision, evaluations)
@@ -86,7 +94,7 @@ def _record(tracking_uri: str, challenger: ModelRef, champion: ModelRef | None,
     numbers = {alias: ev.scores.metric(metric) for alias, ev in evaluations.items()}
     when = f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
     registry.tag(tracking_uri, challenger, {
-        "promotion.decision": verdict, "promotion.reason": decision.reason,
+        "promotion.reason": decision.reason,
         "promotion.metric": metric, "promotion.margin": str(margin),
         "promotion.split": split,
         "promotion.dataset_fingerprint": evaluations[CHALLENGER].dataset_fingerprint,
@@ -94,7 +102,8 @@ def _record(tracking_uri: str, challenger: ModelRef, champion: ModelRef | None,
         "promotion.champion": str(champion) if champion else "none",
         "promotion.champion_value": (f"{numbers[CHAMPION]:.6f}" if CHAMPION in numbers
                                      else "none"),
-        "promotion.at": when})
+        "promotion.at": when,
+        DECISION_TAG: verdict})  # last: its presence means the version was judged
     registry.describe(tracking_uri, challenger, (
         f"{when}: {verdict} against {champion or 'no champion'} on the {split} split "
         f"({evaluations[CHALLENGER].scores.rows} rows, dataset "

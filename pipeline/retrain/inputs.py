@@ -73,12 +73,12 @@ def take_snapshot(source_uri: str, previous: Snapshot | None = None) -> Snapshot
         relative = info.path[len(root.rstrip("/")) + 1:]
         size, mtime_ns = int(info.size), int(info.mtime_ns or 0)
         known = previous.get(relative)
-        if known is not None and (known.size, known.mtime_ns) == (size, mtime_ns):
+        if known is not None and known.sha256 and (known.size, known.mtime_ns) == (size, mtime_ns):
             snapshot[relative] = known
             continue
         try:
             sha256 = _sha256(filesystem, info.path)
-        except OSError:  # unreadable now: ingest quarantines it; count it as changed
+        except OSError:  # unreadable now: ingest quarantines it; read again next time
             sha256 = ""
         snapshot[relative] = FileState(size, mtime_ns, sha256)
     return dict(sorted(snapshot.items()))
@@ -88,8 +88,8 @@ def compare(previous: Snapshot | None, current: Snapshot) -> Changes:
     """Files added, changed in content, or gone since ``previous`` (None: all are new)."""
     previous = previous or {}
     new = [p for p in current if p not in previous]
-    changed = [p for p, state in current.items() if p in previous
-               and (state.sha256 != previous[p].sha256 or not state.sha256)]
+    changed = [p for p, state in current.items()
+               if p in previous and state.sha256 != previous[p].sha256]
     removed = [p for p in previous if p not in current]
     return Changes(new, changed, removed)
 
@@ -100,15 +100,22 @@ def to_json(source_uri: str, snapshot: Snapshot) -> str:
 
 
 def from_json(text: str) -> tuple[str, Snapshot]:
-    """(source URI, snapshot) from ``to_json``'s text."""
-    data = json.loads(text)
-    return data["source"], {path: FileState(int(size), int(mtime), sha)
-                            for path, (size, mtime, sha) in data["files"].items()}
+    """(source URI, snapshot) from ``to_json``'s text; ``ValueError`` when it is not one."""
+    try:
+        data = json.loads(text)
+        return data["source"], {path: FileState(int(size), int(mtime), sha)
+                                for path, (size, mtime, sha) in data["files"].items()}
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"not an input snapshot ({exc})") from None
 
 
 def read_snapshot(version_uri: str) -> tuple[str, Snapshot] | None:
     """The snapshot a dataset version was built from; None for versions built without one."""
+    uri = storage.join(version_uri, SNAPSHOT_NAME)
     try:
-        return from_json(storage.read_text(storage.join(version_uri, SNAPSHOT_NAME)))
+        return from_json(storage.read_text(uri))
     except FileNotFoundError:
         return None
+    except ValueError as exc:
+        raise InputError(f"{uri} is damaged: {exc}; delete it to treat every file as new") \
+            from None

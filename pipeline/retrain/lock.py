@@ -1,9 +1,12 @@
-"""One retrain at a time per dataset folder: a lock file on local, NFS or HDFS storage.
+"""One retrain at a time per dataset folder: a lock file on a local or NFS path.
 
-Taking the lock is one atomic step that fails when the file exists: a hard link locally (also on
-NFS), a rename on HDFS (which refuses to replace a file). The holder rewrites a heartbeat while it
-works, so a lock left by a crash is taken over without manual clean-up: at once when its process
-is gone from this host, otherwise once the heartbeat is older than ``stale_after_s``.
+Taking the lock is one atomic step that fails when the file exists: a hard link (atomic on local
+filesystems and NFS). Object stores and HDFS through pyarrow have no such step (a move replaces
+the target), so the lock refuses them: put ``retrain.lock_dir`` on a path every host that runs
+retrains sees. The holder rewrites a heartbeat while it works, so a lock left by a crash is
+taken over without manual clean-up: at once when its process is gone from this host, otherwise
+once the heartbeat is older than ``stale_after_s``. A holder that loses its lock stops before
+its next side effect (``check``).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import uuid
 from dataclasses import asdict, dataclass
 from urllib.parse import urlparse
 
+from pipeline.config import ConfigError
 from pipeline.datasets import storage
 from pipeline.errors import PipelineError
 
@@ -29,6 +33,10 @@ LOCK_NAME = ".retrain.lock"
 
 class LockHeldError(PipelineError, RuntimeError):
     """Another retrain holds the lock; this one did nothing."""
+
+
+class LockLostError(PipelineError, RuntimeError):
+    """Another retrain took our lock over (we looked stale): we stop before the next step."""
 
 
 @dataclass(frozen=True)
@@ -45,24 +53,20 @@ class Holder:
                 f"last heartbeat {time.time() - self.heartbeat_at:.0f} s ago")
 
 
-def _local_path(uri: str) -> str | None:
-    return urlparse(storage.to_uri(uri)).path if urlparse(uri).scheme in ("", "file") else None
+def _local_path(uri: str) -> str:
+    """The path of a ``file://`` URI or plain path; other schemes cannot hold the lock."""
+    if urlparse(uri).scheme not in ("", "file"):
+        raise ConfigError(f"config key 'retrain.lock_dir': {uri} cannot hold the retrain lock "
+                          "(no atomic create-if-absent on this storage); set it to a local or "
+                          "NFS path every host that runs retrains sees")
+    return urlparse(storage.to_uri(uri)).path
 
 
 def _create_exclusive(temp_uri: str, lock_uri: str) -> bool:
     """Put the file at ``temp_uri`` in place as ``lock_uri`` unless that exists (atomically)."""
-    local = _local_path(lock_uri)
-    if local is not None:
-        try:
-            os.link(_local_path(temp_uri), local)
-        except FileExistsError:
-            return False
-        return True
-    if storage.exists(lock_uri):
-        return False
     try:
-        storage.rename(temp_uri, lock_uri)  # HDFS: fails when the target exists
-    except OSError:
+        os.link(_local_path(temp_uri), _local_path(lock_uri))
+    except FileExistsError:
         return False
     return True
 
@@ -98,12 +102,13 @@ class RetrainLock:
     """``with RetrainLock(folder, stale_after_s):`` holds the lock or raises ``LockHeldError``."""
 
     def __init__(self, folder_uri: str, stale_after_s: float, heartbeat_s: float = 30.0) -> None:
+        _local_path(folder_uri)  # refuse storage that cannot hold a lock, before any work
         self.uri = storage.join(storage.to_uri(folder_uri), LOCK_NAME)
         self.folder_uri = storage.to_uri(folder_uri)
         self.stale_after_s, self.heartbeat_s = stale_after_s, heartbeat_s
         self.holder = Holder(uuid.uuid4().hex, socket.gethostname(), os.getpid(), time.time(),
                              time.time())
-        self._stop = threading.Event()
+        self._stop, self._lost = threading.Event(), threading.Event()
         self._beat: threading.Thread | None = None
 
     def _write_temp(self, holder: Holder) -> str:
@@ -136,15 +141,16 @@ class RetrainLock:
             temp = self._write_temp(self.holder)
             try:
                 if _create_exclusive(temp, self.uri):
-                    self._beat = threading.Thread(target=self._heartbeat, daemon=True,
-                                                  name="retrain-lock-heartbeat")
-                    self._beat.start()
+                    self._start_heartbeat()
                     return
             finally:
                 self._delete(temp)
             current = _read(self.uri)
             if current is None:
                 continue  # released meanwhile
+            if current.token == self.holder.token:  # NFS may say EEXIST after linking
+                self._start_heartbeat()
+                return
             if not is_stale(current, self.stale_after_s):
                 raise LockHeldError(
                     f"another retrain is running on {self.folder_uri} ({current.describe()}); "
@@ -152,17 +158,34 @@ class RetrainLock:
             self._take_over(current)
         raise LockHeldError(f"could not take the lock {self.uri}: other retrains keep taking it")
 
+    def _start_heartbeat(self) -> None:
+        self._beat = threading.Thread(target=self._heartbeat, daemon=True,
+                                      name="retrain-lock-heartbeat")
+        self._beat.start()
+
     def _heartbeat(self) -> None:
         while not self._stop.wait(self.heartbeat_s):
+            current = _read(self.uri)
+            if current is None:  # moved aside for a moment by a retrain checking it: not lost
+                continue
+            if current.token != self.holder.token:
+                log.error("the retrain lock %s was taken over by %s", self.uri,
+                          current.describe())
+                self._lost.set()
+                return
             beat = Holder(**{**asdict(self.holder), "heartbeat_at": time.time()})
+            temp = self._write_temp(beat)
             try:
-                current = _read(self.uri)
-                if current is None or current.token != self.holder.token:
-                    log.error("the retrain lock %s was taken from us", self.uri)
-                    return
-                storage.replace_file(self._write_temp(beat), self.uri)
+                storage.replace_file(temp, self.uri)  # a rename: the lock never disappears
             except OSError as exc:  # a storage hiccup: the next beat tries again
                 log.warning("could not refresh the retrain lock: %s", exc)
+                self._delete(temp)
+
+    def check(self) -> None:
+        """Raise ``LockLostError`` when another retrain took the lock over."""
+        if self._lost.is_set():
+            raise LockLostError(f"another retrain took over {self.uri} (this one looked "
+                                "stale); stopping before the next step")
 
     def release(self) -> None:
         self._stop.set()

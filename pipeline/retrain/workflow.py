@@ -10,6 +10,7 @@ to do starts neither Spark nor training.
 from __future__ import annotations
 
 import logging
+import re
 import socket
 import time
 from dataclasses import dataclass
@@ -17,13 +18,13 @@ from typing import Literal
 
 from pipeline.config import Config, ConfigError
 from pipeline.datasets import storage
-from pipeline.datasets.manifest import Manifest, NotADatasetError, open_version
+from pipeline.datasets.manifest import MANIFEST_NAME, Manifest, open_version
 from pipeline.errors import PipelineError
-from pipeline.evaluation.promotion import Promotion, promote
+from pipeline.evaluation.promotion import DECISION_TAG, Promotion, promote
 from pipeline.retrain import inputs
 from pipeline.retrain.lock import RetrainLock
 from pipeline.tracking import registry, runs
-from pipeline.tracking.registry import CHALLENGER, CHAMPION, ModelRef
+from pipeline.tracking.registry import CHAMPION, ModelRef
 from pipeline.tracking.retry import MODEL_WRITE
 from pipeline.tracking.store import absolute_tracking_uri, check_store
 from pipeline.train.features import choose_model
@@ -31,7 +32,6 @@ from pipeline.train.job import TrainResult, register_challenger, registered_name
 
 log = logging.getLogger(__name__)
 
-DECIDED_TAG = "promotion.decision"  # written on a version once promote has judged it
 # ingest settings that decide which split an input lands in and what its row holds
 SAME_RULES = ("split", "dataset")
 
@@ -51,10 +51,13 @@ class RetrainResult:
 
 
 def _latest(output_uri: str) -> tuple[str, Manifest] | None:
-    try:
-        return open_version(output_uri)
-    except NotADatasetError:
+    """The newest committed ``vNNNN`` (by number, not the LATEST pointer, which a crash right
+    after a commit may have left behind)."""
+    committed = [name for name in storage.list_names(output_uri) if re.fullmatch(r"v\d+", name)
+                 and storage.exists(storage.join(output_uri, name, MANIFEST_NAME))]
+    if not committed:
         return None
+    return open_version(storage.join(output_uri, max(committed, key=lambda n: int(n[1:]))))
 
 
 def _check_same_rules(cfg: Config, manifest: Manifest, version_uri: str) -> None:
@@ -69,6 +72,12 @@ def _check_same_rules(cfg: Config, manifest: Manifest, version_uri: str) -> None
         after = runs.flatten(now[section], f"{section}.")
         differing += [key for key in sorted(before.keys() | after.keys())
                       if before.get(key) != after.get(key)]
+    if manifest.kind == "text":
+        columns = {"text": cfg.retrain.text_col, "label": cfg.retrain.label_col}
+        if manifest.config.get("columns", columns) != columns:
+            differing.append("retrain.text_col/label_col")
+        if cfg.retrain.text_format not in ("auto", manifest.config.get("format")):
+            differing.append("retrain.text_format")
     if differing:
         raise ConfigError(
             f"config key '{differing[0]}' differs from the settings {version_uri} was built with "
@@ -82,7 +91,7 @@ def _pending(tracking_uri: str, name: str, fingerprint: str) -> tuple[Step | Non
     if not trained:
         return "train", None
     ref, tags = trained[-1]
-    return (None if DECIDED_TAG in tags else "promote"), ref
+    return (None if DECISION_TAG in tags else "promote"), ref
 
 
 def _build_version(cfg: Config, source_uri: str, output_uri: str, snapshot: inputs.Snapshot,
@@ -116,11 +125,12 @@ def retrain(cfg: Config) -> RetrainResult:
     """One retrain of ``retrain.output`` from ``retrain.input``, under the folder's lock."""
     rc = cfg.retrain
     source_uri, output_uri = storage.to_uri(rc.input), storage.to_uri(rc.output)
-    with RetrainLock(rc.lock_dir or output_uri, rc.lock_stale_after_s):
-        return _retrain_locked(cfg, source_uri, output_uri)
+    with RetrainLock(rc.lock_dir or output_uri, rc.lock_stale_after_s) as lock:
+        return _retrain_locked(cfg, source_uri, output_uri, lock)
 
 
-def _retrain_locked(cfg: Config, source_uri: str, output_uri: str) -> RetrainResult:
+def _retrain_locked(cfg: Config, source_uri: str, output_uri: str,
+                    lock: RetrainLock) -> RetrainResult:
     latest = _latest(output_uri)
     previous = None
     if latest is not None:
@@ -143,14 +153,20 @@ def _retrain_locked(cfg: Config, source_uri: str, output_uri: str) -> RetrainRes
     for abandoned in runs.fail_abandoned_retrains(tracking_uri, experiment_id, output_uri,
                                                   recovered_by):
         log.warning("retrain run %s had stopped unfinished; marked FAILED", abandoned)
-    step: Step | None = "train"
+    if latest is None and not changes.any:
+        summary = f"no files in {source_uri} yet; nothing to do"
+        log.info(summary)
+        return RetrainResult(changes=changes, dataset_url=None, built=False, run_id=None,
+                             training=None, model_version=None, promotion=None, summary=summary)
     if latest is not None and not changes.any:
         name = registered_name(cfg, output_uri, choose_model(cfg.train.model, latest[1]))
         step, _ = _pending(tracking_uri, name, latest[1].fingerprint)
         if step is None:
             summary = f"no new data in {source_uri} since {latest[0]}; nothing to do"
             log.info(summary)
-            return RetrainResult(changes, latest[0], False, None, None, None, None, summary)
+            return RetrainResult(changes=changes, dataset_url=latest[0], built=False,
+                                 run_id=None, training=None, model_version=None,
+                                 promotion=None, summary=summary)
         log.info("no new data, but %s was left unfinished: %s it now", latest[0], step)
 
     parent = runs.create_retrain_run(tracking_uri, experiment_id, cfg.to_dict(), output_uri)
@@ -158,7 +174,7 @@ def _retrain_locked(cfg: Config, source_uri: str, output_uri: str) -> RetrainRes
     ok = False
     try:
         result = _run_steps(cfg, tracking_uri, experiment_id, parent, source_uri, output_uri,
-                            snapshot, changes, latest)
+                            snapshot, changes, latest, lock)
         ok = True
     finally:
         runs.end_run(tracking_uri, parent, ok)
@@ -167,9 +183,10 @@ def _retrain_locked(cfg: Config, source_uri: str, output_uri: str) -> RetrainRes
 
 def _run_steps(cfg: Config, tracking_uri: str, experiment_id: str, parent: str, source_uri: str,
                output_uri: str, snapshot: inputs.Snapshot, changes: inputs.Changes,
-               latest: tuple[str, Manifest] | None) -> RetrainResult:
+               latest: tuple[str, Manifest] | None, lock: RetrainLock) -> RetrainResult:
     built = changes.any or latest is None
     if built:
+        lock.check()
         log.info("step 2/5: building the next dataset version in %s", output_uri)
         dataset_url, manifest = _build_version(cfg, source_uri, output_uri, snapshot, latest)
         runs.log_ingest_run(tracking_uri, experiment_id, parent, manifest, dataset_url, {
@@ -185,27 +202,31 @@ def _run_steps(cfg: Config, tracking_uri: str, experiment_id: str, parent: str, 
 
     training = None
     if step == "train":
-        champion = registry.by_alias(tracking_uri, name, CHAMPION)
-        warm_start = champion.uri if cfg.retrain.warm_start and champion else None
+        warm_start = (_warm_start_from(tracking_uri, name, manifest, dataset_url)
+                      if cfg.retrain.warm_start else None)
         log.info("step 3/5: training a challenger on %s%s", dataset_url,
-                 f" from {champion}'s weights" if warm_start else "")
+                 f" from {warm_start}'s weights" if warm_start else "")
         training = train(cfg, dataset_url, parent_run_id=parent, warm_start=warm_start)
         if any(f.startswith(MODEL_WRITE) for f in training.mlflow_failures):
             raise PipelineError(f"training run {training.run_id} could not log its model; "
                                 "nothing to promote (the next retrain trains again)")
+        lock.check()
         version = register_challenger(cfg, output_uri, training, {"retrain.run_id": parent})
     elif step == "promote":
         log.info("step 3/5: %s was trained on this content already; judging it", version)
-        registry.set_alias(tracking_uri, version, CHALLENGER)
     if step is None:
         summary = (f"{dataset_url} holds the same content as the data {version} was trained on "
                    "and judged by; nothing to train")
         log.info(summary)
         runs.describe_run(tracking_uri, parent, f"{changes.summary()} raw files. {summary}.")
-        return RetrainResult(changes, dataset_url, built, parent, None, version, None, summary)
+        return RetrainResult(changes=changes, dataset_url=dataset_url, built=built,
+                             run_id=parent, training=None, model_version=version,
+                             promotion=None, summary=summary)
 
     log.info("step 4/5: evaluating challenger %s and the champion on the test split", version)
-    promotion = promote(cfg, name, dataset_url, "test", parent_run_id=parent)
+    lock.check()
+    promotion = promote(cfg, name, dataset_url, "test", parent_run_id=parent,
+                        challenger=version)
     log.info("step 5/5: %s", promotion.decision.reason)
     verdict = "promoted to champion" if promotion.decision.promote else "not promoted"
     summary = f"{version} {verdict}: {promotion.decision.reason}"
@@ -216,5 +237,24 @@ def _run_steps(cfg: Config, tracking_uri: str, experiment_id: str, parent: str, 
         f"{changes.summary()} raw files -> {dataset_url.rsplit('/', 1)[-1]} "
         f"({sum(s.rows for s in manifest.splits.values())} rows) -> {version} {verdict} "
         f"against {promotion.champion or 'no champion'}: {promotion.decision.reason}."))
-    return RetrainResult(changes, dataset_url, built, parent, training, version, promotion,
-                         summary)
+    return RetrainResult(changes=changes, dataset_url=dataset_url, built=built, run_id=parent,
+                         training=training, model_version=version, promotion=promotion,
+                         summary=summary)
+
+
+def _warm_start_from(tracking_uri: str, name: str, manifest: Manifest,
+                     dataset_url: str) -> str | None:
+    """The champion's model URI when its layers fit this data (same labels and vocabulary);
+    otherwise None (a cold start, said in the log)."""
+    from pipeline.evaluation.job import check_fits
+    from pipeline.evaluation.scoring import ModelMismatchError
+
+    champion = registry.by_alias(tracking_uri, name, CHAMPION)
+    if champion is None:
+        return None
+    try:
+        check_fits(tracking_uri, champion.uri, manifest, dataset_url)
+    except ModelMismatchError as exc:
+        log.warning("not warm-starting from %s: %s", champion, exc)
+        return None
+    return champion.uri

@@ -56,12 +56,19 @@ def register(tracking_uri: str, run_id: str, name: str, tags: Mapping[str, str])
 
 
 def by_alias(tracking_uri: str, name: str, alias: str) -> ModelRef | None:
+    """The version holding ``alias``; None when the model or the alias does not exist. Any
+    other failure (an unreachable server) raises: "no champion" must never be a guess."""
     from mlflow.exceptions import MlflowException
 
     try:
         version = _client(tracking_uri).get_model_version_by_alias(name, alias)
-    except MlflowException:
-        return None
+    except MlflowException as exc:
+        missing = exc.error_code == "RESOURCE_DOES_NOT_EXIST" or (
+            exc.error_code == "INVALID_PARAMETER_VALUE" and "not found" in str(exc))
+        if missing:
+            return None
+        raise RegistryError(f"cannot read alias '{alias}' of '{name}': {first_line(exc)}") \
+            from None
     return ModelRef(name, str(version.version))
 
 

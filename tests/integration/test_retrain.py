@@ -123,6 +123,22 @@ def test_second_retrain_finds_nothing_new_and_spends_nothing(ws):
     assert ws.version_names() == ["v0001"]
     assert len(ws.model_versions()) == 1
     assert len(ws.runs("retrain")) + len(ws.runs("train")) == runs_before
+    # settings that would move old inputs between splits are refused, naming the key
+    moved = ws.retrain("split.train=0.7", "split.val=0.2")
+    assert moved.returncode == 2, moved.stderr[-2000:]
+    assert "config key 'split.train' differs" in moved.stderr
+    assert not (ws.versions / ".retrain.lock").exists()  # released on the way out
+
+
+def test_retrain_of_an_empty_input_folder_does_nothing(tmp_path):
+    (tmp_path / "raw").mkdir()
+    result = run_pipeline(["retrain", f"retrain.input={tmp_path / 'raw'}",
+                           f"retrain.output={tmp_path / 'versions'}",
+                           f"mlflow.tracking_uri=sqlite:///{tmp_path / 'mlruns.db'}"],
+                          cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "nothing to do" in result.stdout
+    assert not list((tmp_path / "versions").glob("v*"))
 
 
 def test_new_files_build_a_version_where_old_inputs_keep_their_split(ws):

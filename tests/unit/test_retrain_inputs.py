@@ -68,3 +68,19 @@ def test_a_single_input_file_is_its_own_snapshot(tmp_path):
     _tree(tmp_path, {"reviews.csv": b"text,label\nfine,pos\n"})
     snapshot = inputs.take_snapshot(str(tmp_path / "reviews.csv"))
     assert list(snapshot) == ["reviews.csv"]
+
+
+def test_unreadable_file_is_read_again_and_not_new_forever(tmp_path):
+    _tree(tmp_path, {"a/1.png": b"one"})
+    unreadable = inputs.take_snapshot(str(tmp_path))
+    unreadable = {"a/1.png": inputs.FileState(unreadable["a/1.png"].size,
+                                              unreadable["a/1.png"].mtime_ns, "")}
+    readable_now = inputs.take_snapshot(str(tmp_path), unreadable)
+    assert readable_now["a/1.png"].sha256  # hashed again, not the recorded ""
+    assert inputs.compare(unreadable, unreadable) == inputs.Changes([], [], [])
+
+
+def test_damaged_snapshot_names_the_file(tmp_path):
+    (tmp_path / "inputs.json").write_text('{"files": 3}')
+    with pytest.raises(InputError, match=r"inputs.json is damaged"):
+        inputs.read_snapshot(str(tmp_path))

@@ -10,7 +10,15 @@ import time
 
 import pytest
 
-from pipeline.retrain.lock import LOCK_NAME, Holder, LockHeldError, RetrainLock, is_stale
+from pipeline.config import ConfigError
+from pipeline.retrain.lock import (
+    LOCK_NAME,
+    Holder,
+    LockHeldError,
+    LockLostError,
+    RetrainLock,
+    is_stale,
+)
 
 
 def _plant(folder, holder: Holder) -> None:
@@ -68,3 +76,21 @@ def test_is_stale_by_heartbeat_age():
     alive = Holder("t", "elsewhere", 1, 0.0, 1000.0)
     assert not is_stale(alive, stale_after_s=60, now=1030.0)
     assert is_stale(alive, stale_after_s=60, now=1061.0)
+
+
+def test_a_holder_whose_lock_was_taken_over_stops_at_the_next_check(tmp_path):
+    with RetrainLock(str(tmp_path), stale_after_s=600, heartbeat_s=0.1) as lock:
+        lock.check()  # still ours
+        now = time.time()
+        _plant(tmp_path, Holder("usurper", "other-node", 7, now, now))
+        time.sleep(0.5)
+        with pytest.raises(LockLostError, match="took over"):
+            lock.check()
+    assert json.loads((tmp_path / LOCK_NAME).read_text())["token"] == "usurper"  # not ours
+
+
+@pytest.mark.parametrize("where", ["hdfs://namenode/pipeline/versions", "s3://bucket/versions",
+                                   "s3a://bucket/versions"])
+def test_storage_without_atomic_create_is_refused_naming_the_key(where):
+    with pytest.raises(ConfigError, match=r"retrain\.lock_dir"):
+        RetrainLock(where, stale_after_s=600)

@@ -70,3 +70,19 @@ def test_figures_draw_what_they_are_given():
     assert [len(axis.lines) for axis in curves.axes] == [2, 1]
     matrix = confusion_figure(np.array([[3, 1], [0, 4]]), ["a", "b"], "val")
     assert sorted(t.get_text() for t in matrix.axes[0].texts) == ["0", "1", "3", "4"]
+
+
+def test_by_alias_is_none_only_when_the_alias_or_model_does_not_exist(tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    from pipeline.tracking import registry
+
+    store = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    assert registry.by_alias(store, "no-such-model", "champion") is None
+    MlflowClient(tracking_uri=store, registry_uri=store).create_registered_model("m")
+    assert registry.by_alias(store, "m", "champion") is None
+    # an unreachable server is an error, not "no champion" (which would promote blindly)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    with pytest.raises(registry.RegistryError, match="cannot read alias 'champion' of 'm'"):
+        registry.by_alias("http://127.0.0.1:9", "m", "champion")
