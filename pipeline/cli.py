@@ -212,8 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
         usage="pipeline submit JOB --master URL [spark-submit options] [--config FILE] "
               "[key=value ...] [--build-dir DIR] [--dry-run] [-- job arguments]",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Package the pipeline library as a zip (build/submit/pipeline.zip), ship it "
-                    "and the configuration with the job,\nand run the installed pyspark's "
+        description="Package the pipeline library as a zip (build/submit/pipeline-<hash>.zip), "
+                    "ship it and the configuration with the job,\nand run the installed pyspark's "
                     "spark-submit. Exits with spark-submit's status.",
         epilog="options before '--':\n"
                "  --master URL       spark://host:7077, yarn, k8s://https://host:6443, "

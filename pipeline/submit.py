@@ -11,6 +11,7 @@ Parsing and command building are pure functions; only :func:`run` starts a proce
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import io
 import os
@@ -24,7 +25,7 @@ from pathlib import Path, PurePosixPath
 
 from pipeline.errors import PipelineError
 
-ARCHIVE_NAME = "pipeline.zip"
+ARCHIVE_PREFIX = "pipeline-"  # + the first 12 hex digits of the zip's SHA-256 + ".zip"
 DEFAULT_BUILD_DIR = Path("build") / "submit"
 PACKAGE_DIR = Path(__file__).resolve().parent
 # spark-submit's options that take no value (SparkSubmitOptionParser's switches); every other
@@ -113,13 +114,15 @@ def archive_bytes(package_dir: Path = PACKAGE_DIR) -> bytes:
 
 
 def build_archive(build_dir: Path, package_dir: Path = PACKAGE_DIR) -> Path:
-    """Write ``build_dir/pipeline.zip`` (atomically; untouched when the bytes are the same)."""
+    """Write ``build_dir/pipeline-<hash>.zip`` (atomically; kept when it exists). Named by
+    content: a running job keeps importing lazily from its own zip when the code changes and
+    another job is submitted."""
     build_dir.mkdir(parents=True, exist_ok=True)
-    target = build_dir / ARCHIVE_NAME
     data = archive_bytes(package_dir)
+    target = build_dir / f"{ARCHIVE_PREFIX}{hashlib.sha256(data).hexdigest()[:12]}.zip"
     if target.is_file() and target.read_bytes() == data:
         return target.resolve()
-    staging = build_dir / f".{ARCHIVE_NAME}.{os.getpid()}.tmp"
+    staging = build_dir / f".{target.name}.{os.getpid()}.tmp"
     staging.write_bytes(data)
     os.replace(staging, target)
     return target.resolve()

@@ -69,10 +69,10 @@ def test_executors_import_the_shipped_zip_not_the_checkout(cluster, tmp_path):
     assert len(executors) == 2
     for path in executors:
         # each executor's copy of the zip, relative to its working directory
-        assert path.endswith("pipeline.zip/pipeline/errors.py"), path
+        assert re.search(r"pipeline-[0-9a-f]{12}\.zip/pipeline/errors\.py$", path), path
     # --py-files puts the zip first on the driver's path too
     driver = re.search(r"^driver (\S+)$", out.stdout, re.M).group(1)
-    assert driver.endswith("/pipeline.zip/pipeline/__init__.py"), driver
+    assert re.search(r"/pipeline-[0-9a-f]{12}\.zip/pipeline/__init__\.py$", driver), driver
     assert re.search(r"^epochs \d+$", out.stdout, re.M)
 
 
@@ -84,7 +84,7 @@ def test_same_fingerprint_as_local_even_when_a_worker_dies(cluster, digits_raw, 
     code, _, out = healthy.finish()
     assert code == 0, out[-3000:]
     assert f"fingerprint {local.fingerprint}" in out
-    assert (tmp_path / "build" / "submit" / "pipeline.zip").is_file()
+    assert list((tmp_path / "build" / "submit").glob("pipeline-*.zip"))
 
     job = Background(_submit_args(cluster, digits_raw, tmp_path / "degraded"), tmp_path,
                      merge_output=True)

@@ -63,7 +63,7 @@ def test_spark_launcher_on_a_standalone_cluster_matches_local(digits_dataset, di
         # spark-submit merges the driver's stderr into its stdout
         assert out.returncode == 0, (out.stdout + out.stderr)[-4000:]
         assert "launching 2 Horovod workers as Spark tasks" in out.stdout
-        assert (tmp_path / "build" / "submit" / "pipeline.zip").is_file()
+        assert list((tmp_path / "build" / "submit").glob("pipeline-*.zip"))
         accuracy = float(re.search(r"validation accuracy (\S+)", out.stdout).group(1))
         assert accuracy == pytest.approx(local_result.val_accuracy, abs=TOLERANCE)
         run_id = re.search(r"^run id (\w+)$", out.stdout, re.M).group(1)

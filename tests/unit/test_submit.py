@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import shlex
 import shutil
 import zipfile
@@ -183,7 +184,7 @@ def test_dry_run_prints_one_copy_pasteable_line_and_runs_nothing(tmp_path, capsy
     assert Path(words[1]).name == "spark-submit" and Path(words[1]).is_file()
     assert "spark.x=a b" in words and str(config) in words
     assert words[-4:] == ["--config", str(config), "--data", "/d"]
-    archive = tmp_path / "build" / "submit" / "pipeline.zip"
+    (archive,) = (tmp_path / "build" / "submit").glob("pipeline-*.zip")
     assert archive_line == f"archive {archive}" and archive.is_file()
 
 
@@ -253,4 +254,14 @@ def test_archive_is_reproducible(tmp_path):
         os.utime(path, (1_900_000_000, 1_900_000_000))  # other times change nothing
     assert build_archive(tmp_path / "two", copy).read_bytes() == first
     assert build_archive(tmp_path / "one").read_bytes() == first
-    assert [p.name for p in (tmp_path / "one").iterdir()] == ["pipeline.zip"]  # no staging left
+    names = [p.name for p in (tmp_path / "one").iterdir()]
+    assert len(names) == 1 and re.fullmatch(r"pipeline-[0-9a-f]{12}\.zip", names[0])  # no staging
+
+
+def test_changed_code_gets_a_new_archive_and_the_old_one_stays(tmp_path):
+    copy = tmp_path / "copy" / "pipeline"
+    shutil.copytree(submit.PACKAGE_DIR, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    before = build_archive(tmp_path / "build", copy)
+    (copy / "errors.py").write_text((copy / "errors.py").read_text() + "\n# changed\n")
+    after = build_archive(tmp_path / "build", copy)
+    assert after != before and before.is_file()  # a running job still reads its own zip
