@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: venv demo test test-unit lint format ui bench clean
+.PHONY: venv demo test test-unit test-fast lint format ui bench clean
 
 venv:
 	@deploy/setup_env.sh
@@ -19,11 +19,19 @@ test: venv
 	  || ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# plain Python only: seconds, no Spark
 test-unit: venv
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 
+# unit, deploy recipes and the integration tests not marked slow: no standalone clusters,
+# no Airflow, no retrain scenarios, no demo or notebooks
+test-fast: venv
+	$(BIN)/python -m pytest tests/unit tests/deploy tests/integration -m "not slow" $(PYTEST_ARGS)
+
+# ruff (style, and which package may import mlflow, petastorm, horovod), then the layer table
 lint: venv
 	$(BIN)/ruff check .
+	$(BIN)/python dev/check_layers.py
 
 format: venv
 	$(BIN)/ruff format pipeline jobs tests
@@ -39,4 +47,4 @@ ui: venv
 	$(BIN)/pipeline ui
 
 clean:
-	rm -rf data mlruns.db mlartifacts .pytest_cache
+	rm -rf data mlruns.db mlartifacts checkpoints .pytest_cache

@@ -84,9 +84,9 @@ def _batches(dataset_url: str, reader: str, reader_workers: int = 2):
     """
     import tensorflow as tf
 
+    from pipeline.datasets.features import feature_of
     from pipeline.datasets.manifest import open_version
     from pipeline.datasets.reader import tf_dataset, training_stream
-    from pipeline.train.features import tf_model_input
     from pipeline.train.inputs import training_examples
 
     _, manifest = open_version(dataset_url)
@@ -97,8 +97,10 @@ def _batches(dataset_url: str, reader: str, reader_workers: int = 2):
         stream = training_stream(dataset_url, "train", ("image", "label"), shard=0,
                                  shard_count=1, seed=1, reader_workers=reader_workers)
     with stream as source:
+        shape = feature_of(manifest).shape
         examples = source if reader == "pipeline" else tf_dataset(source).map(
-            lambda row: (tf_model_input(tf, manifest, row.image), tf.one_hot(row.label, 10)))
+            lambda row: (tf.reshape(tf.cast(row.image, tf.float32), shape),
+                         tf.one_hot(row.label, 10)))
         yield manifest, examples.shuffle(1024, seed=1).batch(BATCH).prefetch(tf.data.AUTOTUNE)
 
 
@@ -160,7 +162,7 @@ def step_horovod(dataset_url: str, workers: int) -> dict:
 
     work = Path(tempfile.mkdtemp(prefix="bench-hvd-"))
     cfg = load_config(overrides=[
-        f"train.workers={workers}", "train.threads_per_worker=1", "train.epochs=2",
+        f"train.workers={workers}", "launch.threads_per_worker=1", "train.epochs=2",
         "train.schedule.warmup_epochs=0", f"mlflow.tracking_uri=sqlite:///{work / 'm.db'}",
         f"mlflow.artifact_root={work / 'art'}", f"train.checkpoint_dir={work / 'ckpt'}"])
     result = train(cfg, dataset_url)

@@ -1,28 +1,61 @@
-"""The ``pipeline`` command. Parses arguments, loads the configuration once, calls the library."""
+"""The ``pipeline`` command. Parses arguments, loads the configuration once, calls the library.
+
+Exit statuses belong to the error classes (``exit_code``; README.md, "Exit codes"). With
+``--json`` a command prints one JSON object on stdout, built from the result the library
+returned (``outcome_json``), or ``{"error": ...}`` (``error_json``); logs stay on stderr.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
+import json
 import logging
+import math
+import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, NoReturn
 
 from pipeline import __version__
-from pipeline.config import Config, ConfigError, load_config
-from pipeline.errors import PipelineError
+from pipeline.config import Config, load_config
+from pipeline.errors import PipelineError, QuarantineGateError, UsageError, first_line
 from pipeline.logs import setup_logging
 
 log = logging.getLogger("pipeline")
 
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
-EXIT_TOO_MANY_BAD = 3
-EXIT_LOCKED = 75  # EX_TEMPFAIL: another retrain holds the lock; schedulers treat it as a skip
+EXIT_FAILURE = PipelineError.exit_code
+EXIT_USAGE = 2  # argparse's status for a wrong command line; UsageError and ConfigError share it
+EXIT_LOCKED = 75  # LockHeldError.exit_code, EX_TEMPFAIL: schedulers treat it as a skip
+EXIT_INTERRUPTED = 130  # 128 + SIGINT: Ctrl-C, or SIGTERM from a scheduler
+
+JSON_HELP = "print the outcome as one JSON object on stdout (logs stay on stderr)"
+
+
+# --- the parser ------------------------------------------------------------------------------
+
+class _UsageExit(SystemExit):
+    """argparse's exit on a wrong command line, keeping the message for ``--json``."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(EXIT_USAGE)
+        self.message = message
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser; a usage error prints the same, and says what it was to ``main``."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print usage and message as argparse does, then exit 2 keeping the message."""
+        self.print_usage(sys.stderr)
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        raise _UsageExit(f"{self.prog}: {message}")
 
 
 def _config_options() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("--config", metavar="FILE",
                         help="YAML file merged over conf/default.yaml")
     common.add_argument("overrides", nargs="*", metavar="key=value",
@@ -48,6 +81,10 @@ def _model_uri_option(parser: argparse.ArgumentParser) -> None:
                              "models:/<name>@<alias>")
 
 
+def _json_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help=JSON_HELP)
+
+
 class _SubmitArguments(argparse.Action):
     """What follows ``pipeline submit JOB``: ours, spark-submit's, and (after ``--``) the job's."""
 
@@ -71,19 +108,13 @@ class _SubmitArguments(argparse.Action):
         namespace.config, namespace.overrides = parsed.config, parsed.overrides
 
 
-def build_parser() -> argparse.ArgumentParser:
-    common = _config_options()
-    parser = argparse.ArgumentParser(
-        prog="pipeline",
-        description="Raw images -> Spark ingest -> Petastorm dataset -> Horovod training -> "
-                    "MLflow.")
-    parser.add_argument("--version", action="version", version=f"pipeline {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
+def _add_doctor(commands, common: argparse.ArgumentParser) -> None:
     commands.add_parser("doctor", parents=[common], help="check Java, Spark, Horovod and MLflow",
                         description="Check that every stage can run here; exits 1 naming what "
                                     "is wrong.")
 
+
+def _add_ingest(commands, common: argparse.ArgumentParser) -> None:
     ingest = commands.add_parser("ingest", help="raw files -> a dataset version",
                                  description="Turn raw files into a Petastorm dataset version.")
     kinds = ingest.add_subparsers(dest="kind", required=True, metavar="KIND")
@@ -98,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--manifest", metavar="FILE",
                         help="CSV or JSONL listing with path,label (paths relative to it)")
     _output_options(images)
+    _json_option(images)
 
     text = kinds.add_parser(
         "text", parents=[common], help="label folders of .txt files, CSV, JSONL or Parquet",
@@ -114,7 +146,10 @@ def build_parser() -> argparse.ArgumentParser:
     text.add_argument("--label-col", default="label", metavar="C",
                       help="the label column or key (default: label)")
     _output_options(text)
+    _json_option(text)
 
+
+def _add_train(commands, common: argparse.ArgumentParser) -> None:
     train = commands.add_parser("train", parents=[common], help="train on a dataset version",
                                 description="Train a model with Horovod on a dataset version "
                                             "(or the latest in a folder of versions) and "
@@ -127,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="Horovod processes (default: train.workers)")
     train.add_argument("--launcher", choices=("local", "spark", "hosts"),
                        help="local: processes here; spark: Spark tasks on the executors; "
-                            "hosts: over ssh on --hosts (default: train.launcher)")
+                            "hosts: over ssh on --hosts (default: launch.launcher)")
     train.add_argument("--hosts", metavar="H:N,...",
                        help="for --launcher hosts: host:slots list, e.g. node1:2,node2:2")
     train.add_argument("--epochs", type=int, metavar="E", help="default: train.epochs")
@@ -139,9 +174,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--run-id", metavar="ID",
                        help="with --resume: the run to continue")
     train.add_argument("--sweep", metavar="FILE",
-                       help="a grid or random search (YAML, see pipeline/train/sweep.py): one "
+                       help="a grid or random search (YAML, see pipeline/sweep.py): one "
                             "parent run, one nested run per trial, the best one registered")
+    _json_option(train)
 
+
+def _add_evaluate(commands, common: argparse.ArgumentParser) -> None:
     evaluate = commands.add_parser(
         "evaluate", parents=[common], help="score a model on a dataset split",
         description="Read every row of a split once through a logged or registered model; "
@@ -150,7 +188,10 @@ def build_parser() -> argparse.ArgumentParser:
     _model_uri_option(evaluate)
     evaluate.add_argument("--data", required=True, metavar="PATH", help="a dataset version")
     evaluate.add_argument("--split", default="test", help="default: test")
+    _json_option(evaluate)
 
+
+def _add_promote(commands, common: argparse.ArgumentParser) -> None:
     promote = commands.add_parser(
         "promote", parents=[common], help="challenger becomes champion if it is better",
         description="Evaluate the 'challenger' and 'champion' versions of a registered model on "
@@ -162,7 +203,10 @@ def build_parser() -> argparse.ArgumentParser:
     promote.add_argument("--data", metavar="PATH",
                          help="dataset version to compare on (default: the challenger's)")
     promote.add_argument("--split", default="test", help="default: test")
+    _json_option(promote)
 
+
+def _add_predict(commands, common: argparse.ArgumentParser) -> None:
     predict = commands.add_parser(
         "predict", parents=[common], help="batch predictions for raw files with Spark",
         description="Apply a logged model to raw image or text files (label folders optional) "
@@ -175,8 +219,11 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--output", required=True, metavar="URI", help="Parquet output")
     predict.add_argument("--mode", choices=("error", "overwrite"), default="error",
                          help="when the output exists: fail (default) or replace it")
+    _json_option(predict)
 
-    commands.add_parser(
+
+def _add_retrain(commands, common: argparse.ArgumentParser) -> None:
+    retrain = commands.add_parser(
         "retrain", parents=[common], help="new raw files -> new version -> challenger -> promote",
         description="Find raw files new since the last dataset version in retrain.output, build "
                     "the next version by the same rules (old inputs keep their split), train a "
@@ -184,7 +231,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "registry.metric/margin; one MLflow run with a nested run per step. Exits 0 "
                     "when there is nothing new, 75 when another retrain holds the lock. Safe to "
                     "rerun after a crash: it finishes what was left.")
+    _json_option(retrain)
 
+
+def _add_runs(commands, common: argparse.ArgumentParser) -> None:
     runs = commands.add_parser("runs", help="look at training runs",
                                description="Look at the training runs in the MLflow store.")
     actions = runs.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -197,16 +247,38 @@ def build_parser() -> argparse.ArgumentParser:
                          help="rank by this metric (default: val_accuracy; *loss: lower wins)")
     compare.add_argument("--top", type=int, default=5, metavar="N", help="default: 5")
 
+
+def _add_ui(commands, common: argparse.ArgumentParser) -> None:
     commands.add_parser("ui", parents=[common], help="serve the MLflow UI on the store",
                         description="Run 'mlflow server' on mlflow.tracking_uri, bound to "
                                     "mlflow.ui_host:mlflow.ui_port (127.0.0.1:5000 by default; "
                                     "mlflow.ui_host=0.0.0.0 exposes it to the network).")
 
+
+def _add_demo(commands, common: argparse.ArgumentParser) -> None:
     commands.add_parser("demo", parents=[common], help="the whole pipeline on bundled digits",
                         description="Write the bundled MNIST digits as PNG files and the "
                                     "Rotten Tomatoes snippets as .txt files, ingest both with "
                                     "Spark, train the image CNN with 2 Horovod workers, log "
                                     "to MLflow.")
+
+
+SUBMIT_EPILOG = (
+    "options before '--':\n"
+    "  --master URL       spark://host:7077, yarn, k8s://https://host:6443, local[*] (required)\n"
+    "  --config FILE      YAML merged over conf/default.yaml; shipped with --files "
+    "(cluster deploy mode too)\n"
+    "  key=value          configuration overrides, validated here and passed to the job\n"
+    "  --build-dir DIR    where the zip is built (default: build/submit)\n"
+    "  --dry-run          print the command and the archive, run nothing\n"
+    "  anything else      spark-submit's options, passed through in order "
+    "(--deploy-mode, --conf k=v, ...)\n"
+    "after '--': the job's own arguments, e.g. --data PATH train.epochs=3\n\n"
+    "example: pipeline submit train --master spark://host:7077 "
+    "--executor-memory 6g -- --data hdfs:///datasets/digits")
+
+
+def _add_submit(commands, common: argparse.ArgumentParser) -> None:
     submit = commands.add_parser(
         "submit", help="run a jobs/ entry point on a cluster with spark-submit",
         usage="pipeline submit JOB --master URL [spark-submit options] [--config FILE] "
@@ -215,32 +287,146 @@ def build_parser() -> argparse.ArgumentParser:
         description="Package the pipeline library as a zip (build/submit/pipeline-<hash>.zip), "
                     "ship it and the configuration with the job,\nand run the installed pyspark's "
                     "spark-submit. Exits with spark-submit's status.",
-        epilog="options before '--':\n"
-               "  --master URL       spark://host:7077, yarn, k8s://https://host:6443, "
-               "local[*] (required)\n"
-               "  --config FILE      YAML merged over conf/default.yaml; shipped with --files "
-               "(cluster deploy mode too)\n"
-               "  key=value          configuration overrides, validated here and passed to "
-               "the job\n"
-               "  --build-dir DIR    where the zip is built (default: build/submit)\n"
-               "  --dry-run          print the command and the archive, run nothing\n"
-               "  anything else      spark-submit's options, passed through in order "
-               "(--deploy-mode, --conf k=v, ...)\n"
-               "after '--': the job's own arguments, e.g. --data PATH train.epochs=3\n\n"
-               "example: pipeline submit train --master spark://host:7077 "
-               "--executor-memory 6g -- --data hdfs:///datasets/digits")
+        epilog=SUBMIT_EPILOG)
     submit.add_argument("job", metavar="JOB", help="an entry point in jobs/ (e.g. train)")
     submit.add_argument("submission", nargs=argparse.REMAINDER, action=_SubmitArguments,
                         metavar="...", help=argparse.SUPPRESS)
     submit.set_defaults(config=None, overrides=[], verbose=False)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``pipeline`` parser: one ``_add_<command>`` per subcommand, in the order of --help."""
+    common = _config_options()
+    parser = _Parser(
+        prog="pipeline",
+        description="Raw images -> Spark ingest -> Petastorm dataset -> Horovod training -> "
+                    "MLflow.")
+    parser.add_argument("--version", action="version", version=f"pipeline {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_add_doctor, _add_ingest, _add_train, _add_evaluate, _add_promote, _add_predict,
+                _add_retrain, _add_runs, _add_ui, _add_demo, _add_submit):
+        add(commands, common)
     return parser
 
+
+# --- JSON outcomes ---------------------------------------------------------------------------
+
+def _fields(obj: Any) -> dict[str, Any]:
+    return {f.name: jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+
+
+def _manifest_json(manifest: Any) -> dict[str, Any]:
+    """An ingested version: where it is and what happened to every input, not the schema."""
+    from pipeline.ingest.report import bad_fraction
+
+    return {"version_uri": manifest.extra.get("version_uri"), "kind": manifest.kind,
+            "source": manifest.source, "discovered": manifest.discovered,
+            "accepted": {name: info.rows for name, info in manifest.splits.items()},
+            "quarantined": dict(manifest.quarantine), "bad_fraction": bad_fraction(manifest),
+            "fingerprint": manifest.fingerprint}
+
+
+def _model_ref_json(ref: Any) -> dict[str, Any]:
+    return {"name": ref.name, "version": ref.version, "uri": ref.uri}
+
+
+def _changes_json(changes: Any) -> dict[str, int]:
+    """Counts, as the human summary gives them (the file lists can be long)."""
+    return {"new": len(changes.new), "changed": len(changes.changed),
+            "removed": len(changes.removed)}
+
+
+def _evaluation_json(evaluation: Any) -> dict[str, Any]:
+    """The evaluation's fields with its scores (rows, loss, accuracy, confusion) inline."""
+    fields = _fields(evaluation)
+    scores = fields.pop("scores")
+    return {**fields, **scores}
+
+
+def _sweep_json(sweep: Any) -> dict[str, Any]:
+    return {"sweep_run_id": sweep.parent_run_id,
+            "trials": [{"values": jsonable(values), **jsonable(trial)}
+                       for values, trial in sweep.trials],
+            "best_run_id": sweep.best.run_id, "model_version": jsonable(sweep.model_version)}
+
+
+# result classes that need more than their fields, by class name (no import of heavy modules)
+_CONVERTERS: dict[str, Callable[[Any], Any]] = {
+    "Manifest": _manifest_json, "ModelRef": _model_ref_json, "Changes": _changes_json,
+    "Evaluation": _evaluation_json, "SweepResult": _sweep_json}
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` in JSON types (dataclasses by field or converter, numpy as lists, NaN as null)."""
+    convert = _CONVERTERS.get(type(value).__name__)
+    if convert is not None:
+        return convert(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _fields(value)
+    if isinstance(value, Mapping):
+        return {str(key): jsonable(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [jsonable(item) for item in value]
+    if hasattr(value, "tolist"):  # numpy
+        return jsonable(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if value is None or isinstance(value, (str, int, float)):
+        return value
+    return str(value)
+
+
+def outcome_json(result: Any) -> dict[str, Any]:
+    """The object ``--json`` prints for the result dataclass a library function returned."""
+    outcome = jsonable(result)
+    if not isinstance(outcome, dict):
+        raise TypeError(f"a command's result must be an object, not {type(result).__name__}")
+    return outcome
+
+
+def error_json(exc: BaseException, exit_code: int) -> dict[str, Any]:
+    """The ``error`` member of a ``--json`` outcome: what failed and the exit status."""
+    message = "interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc)
+    return {"type": type(exc).__name__, "message": message, "exit_code": exit_code}
+
+
+def _report(args: argparse.Namespace, result: Any, *lines: str) -> None:
+    """Print ``lines`` for people, or keep ``result``'s object for ``main`` to print (--json)."""
+    if getattr(args, "json", False):
+        args.outcome = outcome_json(result)
+    else:
+        print(*lines, sep="\n")
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr(active: bool) -> Iterator[None]:
+    """Send stdout (also fd 1, which the JVM and Horovod's workers inherit) to stderr (--json)."""
+    if not active:
+        yield
+        return
+    sys.stdout.flush()
+    try:
+        saved = os.dup(1)
+        os.dup2(2, 1)
+    except OSError:  # no descriptor 1 or 2: nothing else can write there either
+        saved = None
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        sys.stderr.flush()
+        if saved is not None:
+            os.dup2(saved, 1)
+            os.close(saved)
+
+
+# --- the commands ----------------------------------------------------------------------------
 
 def _load(args: argparse.Namespace) -> Config:
     """The configuration: file, ``key=value`` arguments, then flags that stand for keys."""
     overrides = list(args.overrides)
-    flags = {"workers": "train.workers", "model": "train.model", "launcher": "train.launcher",
-             "hosts": "train.hosts", "epochs": "train.epochs", "batch_size": "train.batch_size"}
+    flags = {"workers": "train.workers", "model": "train.model", "launcher": "launch.launcher",
+             "hosts": "launch.hosts", "epochs": "train.epochs", "batch_size": "train.batch_size"}
     for flag, key in flags.items():
         if getattr(args, flag, None) is not None:
             overrides.append(f"{key}={getattr(args, flag)}")
@@ -264,8 +450,7 @@ def _ingest(cfg: Config, args: argparse.Namespace) -> int:
     from pipeline.spark import get_spark
 
     if not 0.0 <= args.max_bad_fraction <= 1.0:
-        print("pipeline: --max-bad-fraction must be between 0 and 1", file=sys.stderr)
-        return EXIT_USAGE
+        raise UsageError("--max-bad-fraction must be between 0 and 1")
     spark = get_spark(cfg.spark, app_name=f"pipeline-ingest-{args.kind}")
     try:
         if args.kind == "images":
@@ -281,46 +466,50 @@ def _ingest(cfg: Config, args: argparse.Namespace) -> int:
                                    label_col=args.label_col)
     finally:
         spark.stop()
-    print(summary_table(manifest))
-    print(f"dataset version {manifest.extra['version_uri']}")
-    print(f"fingerprint {manifest.fingerprint}")
+    _report(args, manifest, summary_table(manifest),
+            f"dataset version {manifest.extra['version_uri']}",
+            f"fingerprint {manifest.fingerprint}")
     share = bad_fraction(manifest)
-    if share > args.max_bad_fraction:
-        print(f"pipeline ingest: {share:.1%} of the inputs were quarantined, more than "
-              f"--max-bad-fraction {args.max_bad_fraction:.1%}; see the quarantine table",
-              file=sys.stderr)
-        return EXIT_TOO_MANY_BAD
+    if share > args.max_bad_fraction:  # the version is committed: its quarantine can be read
+        raise QuarantineGateError(
+            f"{share:.1%} of the inputs were quarantined, more than --max-bad-fraction "
+            f"{args.max_bad_fraction:.1%}; see the quarantine table")
+    return 0
+
+
+def _sweep(cfg: Config, args: argparse.Namespace) -> int:
+    from pipeline.sweep import run_sweep
+
+    if args.resume:
+        raise UsageError("--sweep and --resume do not go together")
+    swept = run_sweep(cfg, args.data, args.sweep)
+    lines = [f"{trial.run_id}  {values}  val_accuracy {trial.val_accuracy:.4f}  "
+             f"val_loss {trial.val_loss:.4f}{'  <- best' if trial is swept.best else ''}"
+             for values, trial in swept.trials]
+    lines.append(f"sweep run id {swept.parent_run_id}")
+    if swept.model_version is not None:
+        lines.append(f"registered {swept.model_version} as challenger")
+    _report(args, swept, *lines)
     return 0
 
 
 def _train(cfg: Config, args: argparse.Namespace) -> int:
+    if args.run_id and not args.resume:
+        raise UsageError("--run-id is only used with --resume")
+    if args.sweep:
+        return _sweep(cfg, args)
     from pipeline.train.job import train
 
-    if args.run_id and not args.resume:
-        print("pipeline train: --run-id is only used with --resume", file=sys.stderr)
-        return EXIT_USAGE
-    if args.sweep:
-        if args.resume:
-            print("pipeline train: --sweep and --resume do not go together", file=sys.stderr)
-            return EXIT_USAGE
-        from pipeline.train.sweep import run_sweep
-
-        swept = run_sweep(cfg, args.data, args.sweep)
-        for values, trial in swept.trials:
-            mark = "  <- best" if trial is swept.best else ""
-            print(f"{trial.run_id}  {values}  val_accuracy {trial.val_accuracy:.4f}  "
-                  f"val_loss {trial.val_loss:.4f}{mark}")
-        print(f"sweep run id {swept.parent_run_id}")
-        if swept.model_version is not None:
-            print(f"registered {swept.model_version} as challenger")
-        return 0
-    result = train(cfg, args.data, resume=(args.run_id or "latest") if args.resume else None)
-    print(f"run id {result.run_id}")
-    print(f"epochs {result.initial_epoch + 1}-{result.initial_epoch + result.epochs_run} "
-          f"of {cfg.train.epochs}, {result.steps_per_rank[0]} steps per worker")
-    print(f"validation accuracy {result.val_accuracy:.4f}")
+    result = train(cfg, args.data, resume=(args.run_id or "latest") if args.resume else None,
+                   register=cfg.registry.register_trained)
+    lines = [f"run id {result.run_id}",
+             f"epochs {result.initial_epoch + 1}-{result.initial_epoch + result.epochs_run} "
+             f"of {cfg.train.epochs}, {result.steps_per_rank[0]} steps per worker",
+             f"validation accuracy {result.val_accuracy:.4f}"]
     if result.model_version is not None:
-        print(f"registered {result.model_version} ({result.model_version.uri}) as challenger")
+        lines.append(f"registered {result.model_version} ({result.model_version.uri}) "
+                     f"as challenger")
+    _report(args, result, *lines)
     return 0
 
 
@@ -328,9 +517,10 @@ def _evaluate(cfg: Config, args: argparse.Namespace) -> int:
     from pipeline.evaluation.job import evaluate
 
     result = evaluate(cfg, args.model_uri, args.data, args.split)
-    print(f"{result.model or result.model_uri} on {args.split} ({result.scores.rows} rows): "
-          f"accuracy {result.scores.accuracy:.4f}, loss {result.scores.loss:.4f}")
-    print(f"evaluation run id {result.run_id}")
+    _report(args, result,
+            f"{result.model or result.model_uri} on {args.split} ({result.scores.rows} rows): "
+            f"accuracy {result.scores.accuracy:.4f}, loss {result.scores.loss:.4f}",
+            f"evaluation run id {result.run_id}")
     return 0
 
 
@@ -339,7 +529,7 @@ def _promote(cfg: Config, args: argparse.Namespace) -> int:
 
     result = promote(cfg, args.model_name, args.data, args.split)
     verdict = "promoted to champion" if result.decision.promote else "not promoted"
-    print(f"{result.challenger}: {verdict} ({result.decision.reason})")
+    _report(args, result, f"{result.challenger}: {verdict} ({result.decision.reason})")
     return 0
 
 
@@ -352,41 +542,39 @@ def _predict(cfg: Config, args: argparse.Namespace) -> int:
         summary = predict_files(spark, cfg, args.model_uri, args.input, args.output, args.mode)
     finally:
         spark.stop()
-    print(f"{summary.inputs} inputs: {summary.predicted} predicted, "
-          f"{sum(summary.quarantined.values())} set aside"
-          + "".join(f"\n  {reason}: {n}" for reason, n in summary.quarantined.items()))
-    print(f"predictions {summary.output_uri}")
+    _report(args, summary,
+            f"{summary.inputs} inputs: {summary.predicted} predicted, "
+            f"{sum(summary.quarantined.values())} set aside"
+            + "".join(f"\n  {reason}: {n}" for reason, n in summary.quarantined.items()),
+            f"predictions {summary.output_uri}")
     return 0
 
 
 def _retrain(cfg: Config, args: argparse.Namespace) -> int:
-    from pipeline.retrain.lock import LockHeldError
     from pipeline.retrain.workflow import retrain
 
-    try:
-        result = retrain(cfg)
-    except LockHeldError as exc:
-        print(f"pipeline retrain: {exc}", file=sys.stderr)
-        return EXIT_LOCKED
-    print(f"raw files: {result.changes.summary()}")
+    result = retrain(cfg)  # LockHeldError: exit 75, a skip for schedulers
+    lines = [f"raw files: {result.changes.summary()}"]
     if result.dataset_url:
-        print(f"dataset version {result.dataset_url}{' (new)' if result.built else ''}")
+        lines.append(f"dataset version {result.dataset_url}{' (new)' if result.built else ''}")
     if result.training is not None:
-        print(f"training run id {result.training.run_id}, validation accuracy "
-              f"{result.training.val_accuracy:.4f}")
+        lines.append(f"training run id {result.training.run_id}, validation accuracy "
+                     f"{result.training.val_accuracy:.4f}")
     if result.run_id:
-        print(f"retrain run id {result.run_id}")
-    print(result.summary)
+        lines.append(f"retrain run id {result.run_id}")
+    lines.append(result.summary)
+    _report(args, result, *lines)
     return 0
 
 
 def _runs(cfg: Config, args: argparse.Namespace) -> int:
     from pipeline.tracking.compare import best_runs, compare_url, format_table
+    from pipeline.tracking.tracker import Tracker
 
     if args.top < 1:
-        print("pipeline runs compare: --top must be at least 1", file=sys.stderr)
-        return EXIT_USAGE
-    experiment_id, rows = best_runs(cfg.mlflow, args.metric, args.top, args.experiment)
+        raise UsageError("--top must be at least 1")
+    experiment_id, rows = best_runs(Tracker.from_config(cfg.mlflow), args.metric, args.top,
+                                     args.experiment)
     print(format_table(rows, args.metric))
     print(f"compare in the MLflow UI: "
           f"{compare_url(cfg.mlflow.ui_url, experiment_id, [r.run_id for r in rows])}")
@@ -397,8 +585,10 @@ def _ui(cfg: Config, args: argparse.Namespace) -> int:
     import subprocess
 
     from pipeline.tracking.compare import ui_command
+    from pipeline.tracking.tracker import Tracker
 
-    command = ui_command(cfg.mlflow)
+    command = ui_command(Tracker.from_config(cfg.mlflow), cfg.mlflow.ui_host,
+                         cfg.mlflow.ui_port)
     print(f"MLflow UI on {cfg.mlflow.ui_url} (Ctrl-C stops it): {' '.join(command)}", flush=True)
     return subprocess.call(command)
 
@@ -425,13 +615,10 @@ def _demo(cfg: Config, args: argparse.Namespace) -> int:
 
 def _submit(cfg: Config, args: argparse.Namespace) -> int:
     from pipeline.spark import check_java
-    from pipeline.submit import UnknownJobError, prepare, run
+    from pipeline.submit import prepare, run
 
-    try:
-        submission = prepare(args.job, args.submission, driver_memory=cfg.spark.driver_memory)
-    except UnknownJobError as exc:
-        print(f"pipeline submit: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    # UnknownJobError: exit 2, like a wrong command line
+    submission = prepare(args.job, args.submission, driver_memory=cfg.spark.driver_memory)
     if args.submission.dry_run:
         print(submission.shell_line())
         print(f"archive {submission.archive}")
@@ -447,28 +634,60 @@ HANDLERS = {"doctor": _doctor, "ingest": _ingest, "train": _train, "evaluate": _
             "demo": _demo, "submit": _submit}
 
 
+# --- main ------------------------------------------------------------------------------------
+
 def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    setup_logging(verbose=args.verbose)
+def _print_json(obj: Mapping[str, Any]) -> None:
+    print(json.dumps(obj, default=str), flush=True)
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    """Parsed arguments; a wrong command line exits 2 (with ``--json``, an error object too)."""
     try:
-        cfg = _load(args)
-    except ConfigError as exc:
-        print(f"pipeline: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return build_parser().parse_args(argv)
+    except _UsageExit as exc:
+        if "--json" in (argv[:argv.index("--")] if "--" in argv else argv):
+            _print_json({"error": {"type": "UsageError", "message": exc.message,
+                                   "exit_code": EXIT_USAGE}})
+        raise
+
+
+def _error_line(args: argparse.Namespace, exc: BaseException) -> str:
+    """``pipeline COMMAND: [error: ]message``; ``error:`` only for plain failures (status 1)."""
+    if isinstance(exc, KeyboardInterrupt):
+        return "pipeline: interrupted"
+    words = [args.command, getattr(args, "kind", None), getattr(args, "action", None)]
+    command = " ".join(word for word in words if word)
+    tag = "error: " if getattr(exc, "exit_code", EXIT_FAILURE) == EXIT_FAILURE else ""
+    return f"pipeline {command}: {tag}{exc}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; its exit status is 0 or the ``exit_code`` of the error that ended it."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = _parse(argv)
+    setup_logging(verbose=args.verbose)
+    as_json = getattr(args, "json", False)
     # schedulers stop jobs with SIGTERM: unwind like Ctrl-C, so runs are closed and locks freed
     signal.signal(signal.SIGTERM, _interrupt)
+    error: BaseException | None = None
     try:
-        return HANDLERS[args.command](cfg, args)
-    except ConfigError as exc:  # found late, e.g. settings a dataset version was not built with
-        print(f"pipeline {args.command}: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except PipelineError as exc:
-        print(f"pipeline {args.command}: error: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
-    except KeyboardInterrupt:
-        print("pipeline: interrupted", file=sys.stderr)
-        return 130
+        with _stdout_to_stderr(as_json):
+            code = HANDLERS[args.command](_load(args), args)
+    except PipelineError as exc:  # ConfigError too, also when found late
+        error, code = exc, exc.exit_code
+    except KeyboardInterrupt as exc:
+        error, code = exc, EXIT_INTERRUPTED
+    except Exception as exc:  # a bug: the traceback is the report; with --json, an object too
+        if as_json:
+            _print_json({"error": error_json(exc, EXIT_FAILURE) | {"message": first_line(exc)}})
+        raise
+    if error is not None:
+        print(_error_line(args, error), file=sys.stderr)
+    if as_json:
+        outcome = getattr(args, "outcome", None) or {}
+        _print_json(outcome | ({"error": error_json(error, code)} if error else {}))
+    return code

@@ -6,6 +6,7 @@ Validated once, here, at the edge; errors name the offending key.
 from __future__ import annotations
 
 import codecs
+import logging
 import re
 from collections.abc import Iterable, Mapping
 from importlib import resources
@@ -27,10 +28,13 @@ from pipeline.errors import PipelineError
 
 # read through importlib.resources: the package may be a zip (spark-submit --py-files)
 DEFAULT_CONFIG = resources.files("pipeline") / "resources" / "default.yaml"
+log = logging.getLogger(__name__)
 
 
 class ConfigError(PipelineError, ValueError):
     """A configuration file, key or value is wrong; the message says which."""
+
+    exit_code = 2
 
 
 class _Section(BaseModel):
@@ -165,9 +169,9 @@ class EarlyStoppingConfig(_Section):
 
 
 class TrainConfig(_Section):
+    """What a model learns: changing any of these makes another run (``--resume`` refuses)."""
+
     model: Literal["auto", "image_cnn", "text_cnn", "text_rnn"]
-    launcher: Literal["local", "spark", "hosts"]
-    hosts: str
     workers: int = Field(ge=1)
     epochs: int = Field(ge=1)
     batch_size: int = Field(ge=1)
@@ -186,9 +190,29 @@ class TrainConfig(_Section):
     text_cnn: TextCnnConfig
     text_rnn: TextRnnConfig
     checkpoint_dir: str = Field(min_length=1)
+    shuffle_buffer: int = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainConfig:
+        if self.optimizer != "momentum" and self.momentum is not None:
+            raise ValueError(f"train.momentum is only used by optimizer 'momentum', not "
+                             f"'{self.optimizer}'")
+        if self.schedule.warmup_epochs > self.epochs:
+            raise ValueError(f"train.schedule.warmup_epochs ({self.schedule.warmup_epochs:g}) "
+                             f"exceeds train.epochs ({self.epochs})")
+        if self.model in ("text_cnn", "text_rnn") and self.augment.enabled:
+            raise ValueError(f"train.augment (flip, shift, rotation) applies to images; "
+                             f"turn it off for {self.model}")
+        return self
+
+
+class LaunchConfig(_Section):
+    """Where and how training runs, not what it learns: a resumed run may change these."""
+
+    launcher: Literal["local", "spark", "hosts"]
+    hosts: str
     threads_per_worker: int = Field(ge=1)
     reader_workers: int = Field(ge=1)
-    shuffle_buffer: int = Field(ge=0)
     start_timeout_s: int = Field(gt=0)
     stall_timeout_s: int = Field(gt=0)
 
@@ -206,24 +230,12 @@ class TrainConfig(_Section):
         return sum(int(item.rpartition(":")[2]) for item in filter(None, self.hosts.split(",")))
 
     @model_validator(mode="after")
-    def _check(self) -> TrainConfig:
+    def _check(self) -> LaunchConfig:
         if self.launcher == "hosts" and not self.hosts:
-            raise ValueError("launcher 'hosts' needs train.hosts, e.g. node1:2,node2:2")
+            raise ValueError("launcher 'hosts' needs launch.hosts, e.g. node1:2,node2:2")
         if self.launcher != "hosts" and self.hosts:
-            raise ValueError(f"train.hosts is only used by launcher 'hosts', not "
+            raise ValueError(f"launch.hosts is only used by launcher 'hosts', not "
                              f"'{self.launcher}'")
-        if self.launcher == "hosts" and self.workers > self.host_slots:
-            raise ValueError(f"{self.workers} workers need more than the {self.host_slots} "
-                             f"slots in train.hosts")
-        if self.optimizer != "momentum" and self.momentum is not None:
-            raise ValueError(f"train.momentum is only used by optimizer 'momentum', not "
-                             f"'{self.optimizer}'")
-        if self.schedule.warmup_epochs > self.epochs:
-            raise ValueError(f"train.schedule.warmup_epochs ({self.schedule.warmup_epochs:g}) "
-                             f"exceeds train.epochs ({self.epochs})")
-        if self.model in ("text_cnn", "text_rnn") and self.augment.enabled:
-            raise ValueError(f"train.augment (flip, shift, rotation) applies to images; "
-                             f"turn it off for {self.model}")
         return self
 
 
@@ -269,12 +281,37 @@ class Config(_Section):
     split: SplitConfig
     dataset: DatasetConfig
     train: TrainConfig
+    launch: LaunchConfig
     mlflow: MlflowConfig
     registry: RegistryConfig
     retrain: RetrainConfig
 
+    @model_validator(mode="after")
+    def _workers_fit_hosts(self) -> Config:
+        slots = self.launch.host_slots
+        if self.launch.launcher == "hosts" and self.train.workers > slots:
+            raise ValueError(f"{self.train.workers} workers (train.workers) need more than the "
+                             f"{slots} slots in launch.hosts")
+        return self
+
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
+
+
+# keys that moved in a release: (old section, key) -> new section. Files and overrides that
+# use the old place keep working, with a warning that names the new one.
+MOVED_KEYS = {("train", key): "launch" for key in (
+    "launcher", "hosts", "threads_per_worker", "reader_workers", "start_timeout_s",
+    "stall_timeout_s")}
+
+
+def _migrate_moved_keys(data: dict[str, Any]) -> None:
+    for (section, key), target in MOVED_KEYS.items():
+        values = data.get(section)
+        if isinstance(values, dict) and key in values:
+            log.warning("config key '%s.%s' is now '%s.%s'; please update the file or override",
+                        section, key, target, key)
+            data.setdefault(target, {})[key] = values.pop(key)
 
 
 def _read_yaml(path: Path | Traversable) -> dict[str, Any]:
@@ -369,9 +406,22 @@ def _validated(data: dict[str, Any], overrides: Iterable[str]) -> Config:
     for text in overrides:
         parts, value = parse_override(text)
         _apply_override(data, _split_spark_conf_override(parts), value)
+    _migrate_moved_keys(data)
     if isinstance(data.get("spark", {}).get("conf"), dict):
         data["spark"]["conf"] = {k: str(v) for k, v in data["spark"]["conf"].items()}
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_format_validation_error(exc)) from None
+
+
+def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested settings -> ``{"train.epochs": "8", ...}``: dotted keys, string values."""
+    flat: dict[str, str] = {}
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = str(value)
+    return flat

@@ -16,6 +16,7 @@ from pipeline.samples.digits import write_digits
 from pipeline.samples.reviews import write_reviews
 from pipeline.spark import get_spark
 from pipeline.tracking import compare
+from pipeline.tracking.tracker import Tracker
 from pipeline.train.job import TrainResult, train
 
 log = logging.getLogger(__name__)
@@ -52,8 +53,9 @@ def run_demo(cfg: Config) -> DemoResult:
         spark.stop()
 
     log.info("step 3/4: training with %d Horovod workers", cfg.train.workers)
-    result = train(cfg, str(dataset_dir))
-    text_result = train(cfg, str(text_dataset_dir))
+    register = cfg.registry.register_trained
+    result = train(cfg, str(dataset_dir), register=register)
+    text_result = train(cfg, str(text_dataset_dir), register=register)
 
     log.info("step 4/4: challenger against champion on the test split")
     promotions = [promote(cfg, trained.model_version.name)
@@ -64,4 +66,5 @@ def run_demo(cfg: Config) -> DemoResult:
 
 
 def ui_command(cfg: Config) -> str:
-    return " ".join(compare.ui_command(cfg.mlflow))
+    tracker = Tracker.from_config(cfg.mlflow)
+    return " ".join(compare.ui_command(tracker, cfg.mlflow.ui_host, cfg.mlflow.ui_port))

@@ -8,7 +8,6 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from pipeline.config import Config
 
@@ -52,38 +51,25 @@ def _spark(cfg: Config) -> Callable[[], str]:
     return check
 
 
-def horovod_build_report() -> tuple[bool, bool, str]:
-    """(TensorFlow built, Gloo built, raw report) from ``horovodrun --check-build``."""
-    horovodrun = Path(sys.executable).with_name("horovodrun")
-    if not horovodrun.exists():
-        raise RuntimeError("horovodrun not found: Horovod is not installed; run 'make venv'")
-    out = subprocess.run([str(horovodrun), "--check-build"], capture_output=True, text=True,
-                         timeout=120)
-    report = out.stdout
-    tensorflow = bool(re.search(r"\[X\] TensorFlow", report))
-    gloo = bool(re.search(r"Available Controllers:.*?\[X\] Gloo", report, re.S))
-    return tensorflow, gloo, report
-
-
 def _horovod() -> str:
+    from pipeline.train.launcher import horovod_build_report, horovod_version
+
     tensorflow, gloo, _ = horovod_build_report()
     missing = [name for name, built in (("TensorFlow", tensorflow), ("Gloo", gloo)) if not built]
     if missing:
         raise RuntimeError(f"Horovod was built without {' and '.join(missing)}; rebuild with "
                            "'make venv' (HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITH_GLOO=1)")
-    import horovod
-
-    return f"Horovod {horovod.__version__}: TensorFlow and Gloo built"
+    return f"Horovod {horovod_version()}: TensorFlow and Gloo built"
 
 
 def _mlflow(cfg: Config) -> Callable[[], str]:
     def check() -> str:
-        import mlflow
+        from pipeline.tracking.params import library_versions
+        from pipeline.tracking.tracker import Tracker
 
-        from pipeline.tracking.store import absolute_tracking_uri, check_store
-
-        check_store(cfg.mlflow)
-        return f"MLflow {mlflow.__version__} at {absolute_tracking_uri(cfg.mlflow.tracking_uri)}"
+        tracker = Tracker.from_config(cfg.mlflow)
+        tracker.experiment_id  # noqa: B018 - raises when the store is unusable
+        return f"MLflow {library_versions()['mlflow']} at {tracker.uri}"
     return check
 
 

@@ -44,6 +44,8 @@ class SubmitError(PipelineError):
 class UnknownJobError(SubmitError):
     """JOB is not one of the entry points in ``jobs/``."""
 
+    exit_code = 2
+
 
 class SparkSubmitMissingError(SubmitError):
     """No ``spark-submit`` in the installed pyspark."""

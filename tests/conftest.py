@@ -10,7 +10,23 @@ from pipeline.config import Config, load_config
 from pipeline.logs import setup_logging
 
 REPO = Path(__file__).resolve().parents[1]
+TESTS = REPO / "tests"
+# the folder a test lives in is its kind: `pytest -m unit`, `-m "not e2e"`, ...
+FOLDER_MARKERS = {"unit": pytest.mark.unit, "integration": pytest.mark.integration,
+                  "e2e": pytest.mark.e2e, "deploy": pytest.mark.deploy}
 setup_logging()
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test with the kind its folder stands for (tests/unit -> ``unit``, ...)."""
+    for item in items:
+        try:
+            folder = item.path.relative_to(TESTS).parts[0]
+        except ValueError:  # a test outside tests/ (e.g. pytester's): no kind
+            continue
+        if folder in FOLDER_MARKERS:
+            item.add_marker(FOLDER_MARKERS[folder])
 
 
 def make_config(tmp: Path, *overrides: str) -> Config:
@@ -57,8 +73,8 @@ def digits_raw(session_dir) -> Path:
 @pytest.fixture(scope="session")
 def digits_dataset(spark, config, digits_raw, session_dir):
     """(dataset url, manifest) of the digits ingested once for the whole session."""
-    from pipeline.datasets.storage import to_uri
     from pipeline.ingest.image_job import ingest_images
+    from pipeline.storage import to_uri
 
     output = session_dir / "datasets" / "digits"
     manifest = ingest_images(spark, config, str(digits_raw), str(output))
@@ -78,8 +94,8 @@ def reviews_raw(session_dir) -> Path:
 @pytest.fixture(scope="session")
 def reviews_dataset(spark, config, reviews_raw, session_dir):
     """(dataset url, manifest) of the reviews ingested once for the whole session."""
-    from pipeline.datasets.storage import to_uri
     from pipeline.ingest.text_job import ingest_text
+    from pipeline.storage import to_uri
 
     output = session_dir / "datasets" / "reviews"
     manifest = ingest_text(spark, config, str(reviews_raw), str(output))

@@ -4,26 +4,29 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal
 
-from pipeline.datasets import storage
+from pipeline import storage
 from pipeline.errors import PipelineError
 
 MANIFEST_NAME = "manifest.json"
 LATEST_NAME = "LATEST"  # in a folder of versions: the name of the newest one
+VOCAB_NAME = "vocab.txt"  # in a text version: one token per line, line i holds id i
 FORMAT_VERSION = 1
 
 
-@dataclass
+@dataclass(frozen=True)
 class SplitInfo:
     rows: int
     row_groups: int
     per_label: dict[str, int]
 
 
-@dataclass
+@dataclass(frozen=True)
 class Manifest:
-    kind: str
+    """What a dataset version holds; written once by the ingest job, read by every stage."""
+
+    kind: Literal["images", "text"]
     source: str
     created_at: str
     config: dict[str, Any]
@@ -57,10 +60,25 @@ class Manifest:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> Manifest:
-        data = json.loads(text)
-        data["splits"] = {name: SplitInfo(**info) for name, info in data["splits"].items()}
-        return cls(**data)
+    def from_json(cls, text: str, where: str = "manifest.json") -> Manifest:
+        """Parse and check a manifest; ``where`` names it in errors."""
+        try:
+            data = json.loads(text)
+            found = int(data.get("format_version", 1))
+            if found > FORMAT_VERSION:
+                raise ManifestError(f"{where} has format_version {found}; this release reads "
+                                    f"up to {FORMAT_VERSION}: upgrade the pipeline to read it")
+            data["splits"] = {name: SplitInfo(**info) for name, info in data["splits"].items()}
+            return cls(**data)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            if isinstance(exc, ManifestError):
+                raise
+            raise ManifestError(f"{where} is not a valid dataset manifest "
+                                f"({type(exc).__name__}: {exc})") from None
+
+
+class ManifestError(PipelineError, ValueError):
+    """A manifest is damaged, or was written by a newer release."""
 
 
 class NotADatasetError(PipelineError, FileNotFoundError):
@@ -84,7 +102,8 @@ def open_version(dataset_url: str) -> tuple[str, Manifest]:
     """(resolved URI, manifest) of a committed dataset version."""
     url = resolve_version(dataset_url)
     try:
-        return url, Manifest.from_json(storage.read_text(storage.join(url, MANIFEST_NAME)))
+        where = storage.join(url, MANIFEST_NAME)
+        return url, Manifest.from_json(storage.read_text(where), where)
     except FileNotFoundError:
         raise NotADatasetError(f"{url} is not a dataset version (no {MANIFEST_NAME})") from None
 

@@ -1,7 +1,7 @@
 """Reading dataset versions with Petastorm: sharded endless streams for training, exact
 one-pass reads for evaluation. The only module that opens Petastorm readers.
 
-STACK.md: thread-pool readers with a finite ``num_epochs`` can silently yield nothing, so
+docs/STACK.md: thread-pool readers with a finite ``num_epochs`` can silently yield nothing, so
 training reads endlessly (``num_epochs=None``) and exact reads use the dummy pool and
 check their row count against the manifest.
 """
@@ -15,7 +15,9 @@ from contextlib import contextmanager, redirect_stdout
 
 import numpy as np
 
-from pipeline.datasets import storage
+from pipeline import storage
+from pipeline.datasets.features import feature_of
+from pipeline.datasets.manifest import Manifest
 from pipeline.errors import PipelineError
 
 warnings.filterwarnings("ignore", category=FutureWarning, module=r"petastorm(\..*)?$")
@@ -108,3 +110,13 @@ def read_batches(dataset_url: str, split: str, fields: Sequence[str], batch_size
                 columns = {name: [] for name in fields}
         if columns[fields[0]]:
             yield {name: np.stack(values) for name, values in columns.items()}
+
+
+def model_batches(dataset_url: str, manifest: Manifest, split: str, batch_size: int,
+                  shard: int | None = None, shard_count: int | None = None
+                  ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(model inputs, int64 labels) of every row of ``split`` (or of one shard) exactly once."""
+    feature = feature_of(manifest)
+    for batch in read_batches(dataset_url, split, (feature.field, "label"), batch_size, shard,
+                              shard_count):
+        yield feature.model_input(batch[feature.field]), batch["label"].astype(np.int64)

@@ -8,7 +8,7 @@ from petastorm.unischema import Unischema, UnischemaField
 from pyspark.sql.types import IntegerType, StringType
 
 from pipeline.config import ImagesConfig
-from pipeline.ingest.images import image_shape
+from pipeline.datasets.features import image_shape
 
 
 def image_schema(images: ImagesConfig) -> Unischema:
@@ -35,12 +35,6 @@ def text_schema(max_len: int) -> Unischema:
         UnischemaField("line", np.int32, (), ScalarCodec(IntegerType()), True),
         UnischemaField("content_hash", np.str_, (), ScalarCodec(StringType()), False),
     ])
-
-
-def encode_token_ids(schema: Unischema, ids: np.ndarray) -> bytes:
-    """The stored form of a token-id array (Petastorm's NdarrayCodec)."""
-    field = schema.fields["token_ids"]
-    return bytes(field.codec.encode(field, ids))
 
 
 def describe(schema: Unischema) -> list[dict[str, object]]:

@@ -8,10 +8,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
 import pyarrow.parquet as pq
 from petastorm.etl.dataset_metadata import materialize_dataset
@@ -20,24 +19,21 @@ from pyarrow import fs as pafs
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from pipeline.datasets import storage
-from pipeline.datasets.manifest import LATEST_NAME, MANIFEST_NAME, Manifest, SplitInfo
+from pipeline import storage
+from pipeline.datasets.commit import WriteMode, check_output, commit, staging_uri
+from pipeline.datasets.features import SPLITS
+from pipeline.datasets.manifest import MANIFEST_NAME, Manifest, SplitInfo
 from pipeline.datasets.schema import describe
 from pipeline.errors import PipelineError
-from pipeline.ingest.split import SPLITS
 
 log = logging.getLogger(__name__)
 
-WriteMode = Literal["error", "overwrite", "new-version"]
 QUARANTINE_DIR = "quarantine"
 
 
-class OutputExistsError(PipelineError, FileExistsError):
-    """The output already holds a dataset version and the mode says not to replace it."""
-
-
 class AccountingError(PipelineError, RuntimeError):
-    """Inputs went missing or were counted twice: nothing is committed."""
+    """Inputs went missing or were counted twice: an output (a dataset version, nothing of it
+    committed; or predictions) does not hold exactly one row per input found."""
 
 
 @dataclass(frozen=True)
@@ -56,18 +52,6 @@ class VersionSpec:
     files: dict[str, str] = field(default_factory=dict)  # e.g. vocab.txt: part of the version
     # stored with the version but not fingerprinted, e.g. the raw-input snapshot (file times)
     attachments: dict[str, str] = field(default_factory=dict)
-
-
-def check_output(output_uri: str, mode: WriteMode) -> None:
-    """Fail before any work when the output exists and may not be replaced."""
-    if mode == "error" and storage.exists(output_uri):
-        raise OutputExistsError(
-            f"{output_uri} already exists; pass --mode overwrite to replace it, or "
-            "--mode new-version to add a version beside the existing ones")
-    if mode == "new-version" and storage.exists(storage.join(output_uri, MANIFEST_NAME)):
-        raise OutputExistsError(
-            f"{output_uri} is a dataset version itself; --mode new-version needs a folder of "
-            "versions")
 
 
 def _count_row_groups(split_uri: str) -> int:
@@ -114,12 +98,7 @@ def write_version(spark: SparkSession, records: DataFrame, discovered: int,
     ``extra["version_uri"]`` says where (not in manifest.json: a version may be moved).
     """
     check_output(output_uri, mode)
-    token = uuid.uuid4().hex[:8]
-    if mode == "new-version":
-        staging = storage.join(output_uri, f".staging-{token}")
-    else:
-        parent, _, name = output_uri.rstrip("/").rpartition("/")
-        staging = storage.join(parent, f".{name}.staging-{token}")
+    staging = staging_uri(output_uri, mode)
     accepted = records.filter(F.col("reason").isNull())
     rejected = records.filter(F.col("reason").isNotNull())
 
@@ -157,12 +136,12 @@ def write_version(spark: SparkSession, records: DataFrame, discovered: int,
         for name, text in {**spec.files, **spec.attachments}.items():
             storage.write_text(storage.join(staging, name), text)
         storage.write_text(storage.join(staging, MANIFEST_NAME), manifest.to_json())
-        version_uri = _commit(staging, output_uri, mode)
+        version_uri = commit(staging, output_uri, mode)
     except BaseException:
         storage.delete_dir(staging)
         raise
-    manifest.extra["version_uri"] = version_uri
-    return manifest
+    # not in manifest.json: a version may be moved
+    return replace(manifest, extra={**manifest.extra, "version_uri": version_uri})
 
 
 def _check_accounting(records: DataFrame, discovered: int, manifest: Manifest) -> None:
@@ -177,56 +156,3 @@ def _check_accounting(records: DataFrame, discovered: int, manifest: Manifest) -
         raise AccountingError(
             f"{discovered} inputs discovered but {distinct} distinct paths in the output; "
             "nothing committed")
-
-
-def _next_version_name(collection_uri: str) -> str:
-    numbers = [int(n[1:]) for n in storage.list_names(collection_uri)
-               if n.startswith("v") and n[1:].isdigit()]
-    return f"v{max(numbers, default=0) + 1:04d}"
-
-
-def _claim_next_version(staging: str, collection_uri: str, attempts: int = 20) -> str:
-    """Rename ``staging`` to the next free ``vNNNN``; a concurrent job that took the number
-    first makes us try the next one."""
-    for _ in range(attempts):
-        target = storage.join(collection_uri, _next_version_name(collection_uri))
-        if storage.exists(target):
-            continue
-        try:
-            storage.rename(staging, target)
-        except OSError:
-            if storage.exists(storage.join(staging, MANIFEST_NAME)):
-                continue  # someone else took the name between our check and our rename
-            raise
-        return target
-    raise OSError(f"no free version name in {collection_uri} after {attempts} attempts")
-
-
-def _commit(staging: str, output_uri: str, mode: WriteMode) -> str:
-    """Move the finished version into place; a reader sees a whole version or none.
-
-    Returns the URI of the committed version.
-    """
-    if mode == "new-version":
-        target = _claim_next_version(staging, output_uri)
-        pointer = storage.join(output_uri, f".{LATEST_NAME}.{uuid.uuid4().hex[:8]}")
-        storage.write_text(pointer, target.rsplit("/", 1)[1] + "\n")
-        storage.rename(pointer, storage.join(output_uri, LATEST_NAME))
-    elif storage.exists(output_uri):
-        check_output(output_uri, mode)
-        parent, _, name = output_uri.rpartition("/")
-        # not a ".staging-" name: the previous version must not look safe to delete
-        previous = storage.join(parent, f".{name}.previous-{uuid.uuid4().hex[:8]}")
-        storage.rename(output_uri, previous)
-        try:
-            storage.rename(staging, output_uri)
-        except BaseException:
-            storage.rename(previous, output_uri)  # put the old version back
-            raise
-        storage.delete_dir(previous)
-        target = output_uri
-    else:
-        storage.rename(staging, output_uri)
-        target = output_uri
-    log.info("committed dataset version %s", target)
-    return target

@@ -1,1 +1,4 @@
-"""Model evaluation on a dataset split, and promotion of a challenger over the champion."""
+"""Model evaluation on a dataset split, and promotion of a challenger over the champion.
+
+Public: ``job.evaluate``, ``promotion.promote``. Internal: ``scoring`` (numpy over a split).
+"""

@@ -9,14 +9,12 @@ from datetime import UTC, datetime
 
 from pipeline.config import Config
 from pipeline.evaluation.job import Evaluation, evaluate
-from pipeline.evaluation.scoring import ModelMismatchError
-from pipeline.tracking import registry
+from pipeline.tracking import keys, registry
+from pipeline.tracking.models import ModelMismatchError
 from pipeline.tracking.registry import CHALLENGER, CHAMPION, ModelRef
-from pipeline.tracking.store import absolute_tracking_uri
+from pipeline.tracking.tracker import Tracker
 
 log = logging.getLogger(__name__)
-
-DECISION_TAG = "promotion.decision"  # promoted | rejected, on a judged model version
 
 
 @dataclass(frozen=True)
@@ -54,14 +52,14 @@ def promote(cfg: Config, name: str, data: str | None = None, split: str = "test"
     ``parent_run_id``: nest the evaluation runs under this run (a retrain's).
     ``challenger``: the version to judge; default: the one with the ``challenger`` alias.
     """
-    tracking_uri = absolute_tracking_uri(cfg.mlflow.tracking_uri)
-    challenger = challenger or registry.by_alias(tracking_uri, name, CHALLENGER)
+    tracker = Tracker.from_config(cfg.mlflow)
+    challenger = challenger or registry.by_alias(tracker, name, CHALLENGER)
     if challenger is None:
         raise registry.RegistryError(f"registered model '{name}' has no '{CHALLENGER}' version; "
                                      "train one first (pipeline train registers it)")
-    champion = registry.by_alias(tracking_uri, name, CHAMPION)
+    champion = registry.by_alias(tracker, name, CHAMPION)
     if data is None:
-        data = registry.version_tags(tracking_uri, challenger).get("dataset.url")
+        data = registry.version_tags(tracker, challenger).get(keys.DATASET_URL)
         if data is None:
             raise registry.RegistryError(f"{challenger} has no dataset.url tag (not registered "
                                          "by pipeline train); pass --data")
@@ -77,37 +75,36 @@ def promote(cfg: Config, name: str, data: str | None = None, split: str = "test"
         decision = Decision(False, f"the champion {champion} cannot score this data ({exc}); "
                                    "if the new labels are intended, move the alias by hand")
     if decision.promote:  # the alias first: a decision is recorded only once it holds
-        registry.set_alias(tracking_uri, challenger, CHAMPION)
-    _record(tracking_uri, challenger, champion, decision, evaluations, metric, margin, split)
+        registry.set_alias(tracker, challenger, CHAMPION)
+    _record(tracker, challenger, champion, decision, evaluations, metric, margin, split)
     # a training that finished meanwhile owns the challenger alias: leave it to the next promote
-    if decision.promote and registry.by_alias(tracking_uri, name, CHALLENGER) == challenger:
-        registry.delete_alias(tracking_uri, name, CHALLENGER)
+    if decision.promote and registry.by_alias(tracker, name, CHALLENGER) == challenger:
+        registry.delete_alias(tracker, name, CHALLENGER)
     log.info("%s: %s (%s)", challenger, "promoted to champion" if decision.promote
              else "stays challenger", decision.reason)
     return Promotion(challenger, champion, decision, evaluations)
 
 
-def _record(tracking_uri: str, challenger: ModelRef, champion: ModelRef | None,
+def _record(tracker: Tracker, challenger: ModelRef, champion: ModelRef | None,
             decision: Decision, evaluations: dict[str, Evaluation], metric: str, margin: float,
             split: str) -> None:
     verdict = "promoted" if decision.promote else "rejected"
     numbers = {alias: ev.scores.metric(metric) for alias, ev in evaluations.items()}
     when = f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
-    registry.tag(tracking_uri, challenger, {
-        "promotion.reason": decision.reason,
-        "promotion.metric": metric, "promotion.margin": str(margin),
-        "promotion.split": split,
-        "promotion.dataset_fingerprint": evaluations[CHALLENGER].dataset_fingerprint,
-        "promotion.challenger_value": f"{numbers[CHALLENGER]:.6f}",
-        "promotion.champion": str(champion) if champion else "none",
-        "promotion.champion_value": (f"{numbers[CHAMPION]:.6f}" if CHAMPION in numbers
-                                     else "none"),
-        "promotion.at": when,
-        DECISION_TAG: verdict})  # last: its presence means the version was judged
-    registry.describe(tracking_uri, challenger, (
+    p = keys.PROMOTION
+    registry.tag(tracker, challenger, {
+        f"{p}reason": decision.reason, f"{p}metric": metric, f"{p}margin": str(margin),
+        f"{p}split": split,
+        f"{p}dataset_fingerprint": evaluations[CHALLENGER].dataset_fingerprint,
+        f"{p}challenger_value": f"{numbers[CHALLENGER]:.6f}",
+        f"{p}champion": str(champion) if champion else "none",
+        f"{p}champion_value": (f"{numbers[CHAMPION]:.6f}" if CHAMPION in numbers else "none"),
+        f"{p}at": when,
+        keys.DECISION: verdict})  # last: its presence means the version was judged
+    registry.describe(tracker, challenger, (
         f"{when}: {verdict} against {champion or 'no champion'} on the {split} split "
         f"({evaluations[CHALLENGER].scores.rows} rows, dataset "
         f"{evaluations[CHALLENGER].dataset_fingerprint[:12]}): {decision.reason}."))
     if decision.promote and champion is not None and champion != challenger:
-        registry.tag(tracking_uri, champion, {"promotion.replaced_by": str(challenger),
-                                              "promotion.replaced_at": when})
+        registry.tag(tracker, champion, {keys.REPLACED_BY: str(challenger),
+                                         keys.REPLACED_AT: when})

@@ -1,1 +1,4 @@
-"""Batch inference: raw files -> ingest's own preprocessing -> a model -> Parquet predictions."""
+"""Batch inference: raw files -> ingest's own preprocessing -> a model -> Parquet predictions.
+
+Public: ``job.predict_files``. Internal: ``records`` (plain Python, per input).
+"""

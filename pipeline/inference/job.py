@@ -9,34 +9,36 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 
 from pyspark.sql import SparkSession
 from pyspark.sql import types as T
 
+from pipeline import storage
 from pipeline.config import Config, ImagesConfig, TextConfig
-from pipeline.datasets import storage
+from pipeline.datasets.commit import WriteMode, check_output
+from pipeline.datasets.features import Feature, feature_of
 from pipeline.datasets.manifest import LATEST_NAME, MANIFEST_NAME, open_version
-from pipeline.datasets.writer import WriteMode, check_output
-from pipeline.errors import PipelineError
+from pipeline.datasets.reasons import Reason
+from pipeline.datasets.writer import AccountingError
 from pipeline.inference.records import (
     Prediction,
     image_input,
     predict_inputs,
-    stored_image_input,
-    stored_text_input,
     text_input,
 )
-from pipeline.ingest import listing
 from pipeline.ingest.discover import is_hidden
-from pipeline.spark import SparkProgress, packed_file_partitions
-from pipeline.tracking import registry
-from pipeline.tracking.registry import quiet_predict
-from pipeline.tracking.runs import training_inputs
-from pipeline.tracking.store import absolute_tracking_uri
-from pipeline.train.features import feature_field
+from pipeline.spark import SparkProgress, listing, read_files
+from pipeline.tracking.models import (
+    check_fits,
+    fetch_model,
+    load_local_predictor,
+    load_predictor,
+    training_inputs,
+)
+from pipeline.tracking.tracker import Tracker
 
 log = logging.getLogger(__name__)
 
@@ -50,11 +52,7 @@ PREDICTION_SCHEMA = T.StructType([
     T.StructField("detail", T.StringType(), True),
 ])
 assert tuple(PREDICTION_SCHEMA.names) == Prediction._fields
-FILES_PER_PARTITION = 2000
-
-
-class AccountingError(PipelineError, RuntimeError):
-    """The output does not hold exactly one row per input found."""
+NOT_RETURNED = "found but not returned by Spark's binaryFile reader"
 
 
 @dataclass(frozen=True)
@@ -74,6 +72,7 @@ class _Model:
     preprocessing: dict
     vocab: str | None
     labels: list[str]
+    feature: Feature
 
     def prepare(self):
         if self.kind == "images":
@@ -86,39 +85,38 @@ class _Model:
 
     def prepare_stored(self):
         """For a dataset version's rows: its stored bytes, decoded as training decodes them."""
-        if self.kind == "images":
-            return partial(stored_image_input, color_mode=self.preprocessing["color_mode"])
-        return stored_text_input
+        return self.feature.decode
 
 
-def _classify(path: str, size: int, root: str) -> tuple[str | None, str | None, str | None]:
+def _classify(path: str, size: int, root: str
+              ) -> tuple[str | None, Reason | None, str | None]:
     """(true label or None, rejection reason, detail) for a file found under ``root``."""
     if is_hidden(path, root):
-        return None, "hidden_file", "names starting with '.' or '_' are hidden; not read"
+        return None, Reason.HIDDEN_FILE, "names starting with '.' or '_' are hidden; not read"
     if listing.escapes_root(path, root):
-        return None, "symlink_outside_root", "a symbolic link that resolves outside the root"
+        return (None, Reason.SYMLINK_OUTSIDE_ROOT,
+                "a symbolic link that resolves outside the root")
     parts = path[len(root.rstrip("/")) + 1:].split("/")
     label = parts[0] if len(parts) > 1 else None
     if size == 0:
-        return label, "empty_file", "the file has no bytes"
+        return label, Reason.EMPTY_FILE, "the file has no bytes"
     return label, None, None
 
 
 def _predict_partition(batches, model: _Model, wanted=None, field: str | None = None):
     """Arrow batches -> prediction rows; the model loads once per task. Raw files: batches of
-    (path, content), ``wanted`` maps path -> label folder. A dataset version: batches of
+    (path, content) of wanted files only, ``wanted`` maps path -> label folder. A dataset
+    version: batches of
     (source, label_name, ``field``) as stored."""
-    import mlflow
     import pandas as pd
     from pyspark import SparkFiles
 
-    predict = quiet_predict(mlflow.pyfunc.load_model(SparkFiles.get(model.archive)))
+    predict = load_local_predictor(SparkFiles.get(model.archive))
     prepare = model.prepare() if field is None else model.prepare_stored()
     for batch in batches:
         if field is None:
             items = [(path, wanted.value[path], bytes(content))
-                     for path, content in zip(batch["path"], batch["content"], strict=True)
-                     if path in wanted.value]
+                     for path, content in zip(batch["path"], batch["content"], strict=True)]
         else:
             items = [(source, label, bytes(stored)) for source, label, stored in
                      zip(batch["source"], batch["label_name"], batch[field], strict=True)]
@@ -131,28 +129,28 @@ def predict_files(spark: SparkSession, cfg: Config, model_uri: str, input_path: 
     """Predict every file under ``input_path`` (label folders optional) into Parquet."""
     output_uri = storage.to_uri(output_path)
     check_output(output_uri, mode)
-    tracking_uri = absolute_tracking_uri(cfg.mlflow.tracking_uri)
+    tracker = Tracker.from_config(cfg.mlflow)
     # not removed afterwards: Spark checks files added with addArchive again whenever a task
     # of this session starts, and fails every later job if the source is gone
     scratch = tempfile.mkdtemp(prefix="pipeline-model-")
-    return _predict_with(spark, tracking_uri, model_uri, input_path, output_uri, mode, scratch)
+    return _predict_with(spark, tracker, model_uri, input_path, output_uri, mode, scratch)
 
 
-def _predict_with(spark: SparkSession, tracking_uri: str, model_uri: str, input_path: str,
+def _predict_with(spark: SparkSession, tracker: Tracker, model_uri: str, input_path: str,
                   output_uri: str, mode: WriteMode, scratch: str) -> PredictionSummary:
-    folder, run_id = registry.fetch_model(tracking_uri, model_uri, scratch)
-    manifest, vocab = training_inputs(tracking_uri, run_id)
+    folder, run_id = fetch_model(tracker, model_uri, scratch)
+    manifest, vocab = training_inputs(tracker, run_id)
     # a zip, not the folder: Spark ships local folders to local-mode executors only
     archive = shutil.make_archive(str(Path(scratch) / f"model-{run_id}"), "zip", folder)
     model = _Model(Path(archive).name, manifest.kind, manifest.config[manifest.kind], vocab,
-                   manifest.labels)
+                   manifest.labels, feature_of(manifest))
     model.prepare()  # a bad preprocessing setting fails here, named, not in every task
-    registry.load_predictor(tracking_uri, model_uri)  # likewise an unloadable model
+    load_predictor(tracker, model_uri)  # likewise an unloadable model
 
     input_uri = storage.to_uri(input_path)
     spark.sparkContext.addArchive(archive)
     if any(storage.exists(storage.join(input_uri, name)) for name in (MANIFEST_NAME, LATEST_NAME)):
-        return _predict_version(spark, tracking_uri, model_uri, model, input_uri, output_uri,
+        return _predict_version(spark, tracker, model_uri, model, input_uri, output_uri,
                                 mode)
     return _predict_files(spark, model_uri, model, input_uri, output_uri, mode)
 
@@ -161,14 +159,13 @@ def _write(rows, output_uri: str, mode: WriteMode) -> None:
     rows.write.mode("overwrite" if mode == "overwrite" else "error").parquet(output_uri)
 
 
-def _predict_version(spark: SparkSession, tracking_uri: str, model_uri: str, model: _Model,
+def _predict_version(spark: SparkSession, tracker: Tracker, model_uri: str, model: _Model,
                      input_uri: str, output_uri: str, mode: WriteMode) -> PredictionSummary:
     """Every row of every split of a dataset version, from its stored features."""
-    from pipeline.evaluation.job import check_fits
-
     version_uri, version = open_version(input_uri)
-    check_fits(tracking_uri, model_uri, version, version_uri)
-    field = feature_field(version)
+    check_fits(tracker, model_uri, version, version_uri)
+    model = replace(model, feature=feature_of(version))  # decode the version's own rows
+    field = model.feature.field
     splits = [name for name, info in version.splits.items() if info.rows]
     log.info("predicting the %d rows of %s with %s", sum(version.splits[n].rows for n in splits),
              version_uri, model_uri)
@@ -184,51 +181,43 @@ def _predict_version(spark: SparkSession, tracking_uri: str, model_uri: str, mod
     with SparkProgress(spark, "predict"):
         _write(rows, output_uri, mode)
     expected = sum(version.splits[name].rows for name in splits)
-    return _summary(spark, output_uri, expected, version_uri, wanted={})
+    return _summary(spark, output_uri, expected, version_uri)
 
 
 def _predict_files(spark: SparkSession, model_uri: str, model: _Model, input_uri: str,
                    output_uri: str, mode: WriteMode) -> PredictionSummary:
     """Every file under ``input_uri``, prepared from its raw bytes as ingest prepares them."""
     root, files = listing.list_tree(spark, input_uri, allow_file=True)
-    rejected, wanted, sizes = [], {}, []
+    rejected, wanted, sizes = [], {}, {}
     for path, size in files:
         label, reason, detail = _classify(path, size, root)
         if reason is None:
-            wanted[path] = label
-            sizes.append(size)
+            wanted[path], sizes[path] = label, size
         else:
-            rejected.append(Prediction(path, label, None, None, None, reason, detail))
+            rejected.append(Prediction.rejected(path, label, reason, detail))
     log.info("predicting %d %s inputs with %s (%d set aside)", len(wanted), model.kind,
              model_uri, len(rejected))
     rows = spark.createDataFrame(rejected, PREDICTION_SCHEMA)
-    partitions = max(spark.sparkContext.defaultParallelism * 2,
-                     -(-len(wanted) // FILES_PER_PARTITION))
-    # the file scan is planned when the write runs: pack the small files inside the block
-    with packed_file_partitions(spark, sizes, partitions), SparkProgress(spark, "predict"):
+    # the file scan is planned when the write runs: inside the block, which packs the files
+    with read_files(spark, sizes, input_uri) as scan, SparkProgress(spark, "predict"):
         if wanted:
             labels = spark.sparkContext.broadcast(wanted)
-            content = (spark.read.format("binaryFile").option("recursiveFileLookup", "true")
-                       .load(input_uri).select("path", "content"))
-            rows = rows.unionByName(content.mapInPandas(
+            rows = rows.unionByName(scan.rows.mapInPandas(
                 partial(_predict_partition, wanted=labels, model=model), PREDICTION_SCHEMA))
         _write(rows, output_uri, mode)
         if wanted:
             labels.unpersist()
-    return _summary(spark, output_uri, len(files), root, wanted)
-
-
-def _summary(spark: SparkSession, output_uri: str, expected: int, source: str,
-             wanted: dict[str, str | None]) -> PredictionSummary:
-    """Files Spark did not return become 'unreadable' rows; then one row per input, checked."""
-    written = spark.read.parquet(output_uri)
-    returned = {r.source for r in written.select("source").collect()} if wanted else set()
-    lost = [Prediction(path, label, None, None, None, "unreadable",
-                       "found but not returned by Spark's binaryFile reader")
-            for path, label in wanted.items() if path not in returned]
-    if lost:
+    lost = [Prediction.rejected(path, wanted[path], Reason.UNREADABLE, NOT_RETURNED)
+            for path in scan.not_returned(spark.read.parquet(output_uri), "source")]
+    if lost:  # files Spark did not return: a row each, with the reason
         spark.createDataFrame(lost, PREDICTION_SCHEMA).write.mode("append").parquet(output_uri)
-        written = spark.read.parquet(output_uri)
+    return _summary(spark, output_uri, len(files), root)
+
+
+def _summary(spark: SparkSession, output_uri: str, expected: int, source: str
+             ) -> PredictionSummary:
+    """Counts per reason of the written rows, checked: exactly one row per input."""
+    written = spark.read.parquet(output_uri)
     counts = {r["reason"]: r["count"] for r in written.groupBy("reason").count().collect()}
     total = sum(counts.values())
     if total != expected:

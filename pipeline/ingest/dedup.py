@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pipeline.datasets.reasons import Reason
+
 MAX_NAMED = 5
 
 
@@ -19,22 +21,22 @@ def _names(paths: list[str]) -> str:
     return shown + (f" and {len(paths) - MAX_NAMED} more" if len(paths) > MAX_NAMED else "")
 
 
-def duplicate_decisions(groups: list[DuplicateGroup], reason: str = "duplicate"
-                        ) -> dict[str, tuple[str, str]]:
+def duplicate_decisions(groups: list[DuplicateGroup], reason: Reason = Reason.DUPLICATE
+                        ) -> dict[str, tuple[Reason, str]]:
     """path -> (reason, detail) for every input that is not kept.
 
     Same label: the smallest path is kept, the others get ``reason`` (``duplicate`` or
     ``near_duplicate``) naming it. Different labels: nobody can say which is right, so all
     are ``conflicting_labels``.
     """
-    decisions: dict[str, tuple[str, str]] = {}
+    decisions: dict[str, tuple[Reason, str]] = {}
     for group in groups:
         members = sorted(group.members)
         labels = sorted({label for _, label in members})
         if len(labels) > 1:
             for path, _ in members:
                 others = [p for p, _ in members if p != path]
-                decisions[path] = ("conflicting_labels",
+                decisions[path] = (Reason.CONFLICTING_LABELS,
                                    f"same content filed under labels {', '.join(labels)}: "
                                    f"{_names(others)}")
         else:

@@ -1,24 +1,23 @@
 """Which raw inputs exist and what label each carries: folder layouts and listing files.
 
-Pure functions over paths and text; the Spark side (``listing``) supplies the file lists.
+Pure functions over paths and text; the Spark adapter (``pipeline.spark.listing``)
+supplies the file lists, ``rows`` parses listing files.
 Every input comes out as a ``Discovered``: a candidate with a label, or a rejection.
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import posixpath
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Literal
 from urllib.parse import urlparse
 
+from pipeline.datasets.reasons import Reason
 from pipeline.ingest.labels import label_from_path
 from pipeline.ingest.rejection import Rejected
+from pipeline.ingest.rows import HeaderError, Row, RowFormat, parse_rows
 
-ListingFormat = Literal["csv", "jsonl"]
-csv.field_size_limit(2**31 - 1)  # an overlong field is a bad row, not a crash
+ListingFormat = RowFormat
 
 
 @dataclass(frozen=True)
@@ -28,7 +27,7 @@ class Discovered:
     path: str
     size: int
     label: str | None = None
-    reason: str | None = None
+    reason: Reason | None = None
     detail: str | None = None
 
 
@@ -42,27 +41,28 @@ def classify_folder_file(path: str, size: int, root: str,
                          escapes_root: bool = False) -> Discovered:
     """A file found under ``root`` in a ``ROOT/<label>/<file>`` layout."""
     if is_hidden(path, root):
-        return Discovered(path, size, reason="hidden_file",
+        return Discovered(path, size, reason=Reason.HIDDEN_FILE,
                           detail="names starting with '.' or '_' are hidden; not read")
     if escapes_root:
-        return Discovered(path, size, reason="symlink_outside_root",
+        return Discovered(path, size, reason=Reason.SYMLINK_OUTSIDE_ROOT,
                           detail="a symbolic link that resolves outside the input root")
     try:
         label = label_from_path(path, root)
     except Rejected as rejected:
         return Discovered(path, size, reason=rejected.reason, detail=rejected.detail)
     if size == 0:
-        return Discovered(path, size, label, reason="empty_file", detail="the file has no bytes")
+        return Discovered(path, size, label, reason=Reason.EMPTY_FILE,
+                          detail="the file has no bytes")
     return Discovered(path, size, label)
 
 
 def classify_data_file(path: str, size: int, root: str) -> Discovered:
     """A file of rows (CSV, JSONL) under ``root``: its rows carry their own labels."""
     if is_hidden(path, root):
-        return Discovered(path, size, reason="hidden_file",
+        return Discovered(path, size, reason=Reason.HIDDEN_FILE,
                           detail="names starting with '.' or '_' are hidden; not read")
     if size == 0:
-        return Discovered(path, size, reason="empty_file", detail="the file has no bytes")
+        return Discovered(path, size, reason=Reason.EMPTY_FILE, detail="the file has no bytes")
     return Discovered(path, size, label="")
 
 
@@ -73,7 +73,7 @@ def listing_format(uri: str) -> ListingFormat:
         return "csv"
     if name.endswith((".jsonl", ".ndjson", ".json")):
         return "jsonl"
-    raise Rejected("bad_listing", f"{uri}: a listing must be .csv or .jsonl")
+    raise Rejected(Reason.BAD_LISTING, f"{uri}: a listing must be .csv or .jsonl")
 
 
 def resolve_path(entry: str, base_uri: str) -> str:
@@ -89,43 +89,14 @@ def resolve_path(entry: str, base_uri: str) -> str:
     return prefix + posixpath.normpath(posixpath.join(base_path, entry))
 
 
-def _rows(text: str, fmt: ListingFormat):
-    """(line number, dict or error message) for each data row of the listing."""
-    text = text.removeprefix("\ufeff")  # a byte-order mark, as Excel writes
-    if fmt == "jsonl":
-        # lines end at "\n" only: JSON strings may hold U+2028 and the like
-        for number, line in enumerate(text.split("\n"), start=1):
-            if not line.strip():
-                continue
-            try:
-                value = json.loads(line)
-            except json.JSONDecodeError as exc:
-                yield number, f"invalid JSON: {exc.msg}"
-                continue
-            except (ValueError, RecursionError) as exc:
-                yield number, f"invalid JSON: {type(exc).__name__}"
-                continue
-            yield number, value if isinstance(value, dict) else "a JSON value that is not an object"
-        return
-    reader = csv.DictReader(io.StringIO(text, newline=""))
+def _listing_rows(text: str, fmt: ListingFormat) -> Iterator[Row]:
+    """(path, label) rows of a listing; a short CSV row lacks a label rather than being bad."""
     try:
-        fields = reader.fieldnames or []
-    except csv.Error as exc:
-        raise Rejected("bad_listing", f"unreadable CSV header: {exc}") from None
-    missing = {"path", "label"} - set(fields)
-    if missing:
-        raise Rejected("bad_listing", f"the CSV header lacks {', '.join(sorted(missing))}")
-    start = reader.line_num + 1
-    while True:
-        try:
-            row = next(reader)
-        except StopIteration:
-            return
-        except csv.Error as exc:
-            yield start, f"unparseable CSV: {exc}"
-        else:
-            yield start, "more fields than the header" if None in row else row
-        start = reader.line_num + 1
+        yield from parse_rows(text, fmt, ("path", "label"), pad_short=True)
+    except HeaderError as bad:
+        detail = (f"unreadable CSV header: {bad.cause}" if bad.cause is not None
+                  else f"the CSV header lacks {', '.join(sorted(bad.missing))}")
+        raise Rejected(Reason.BAD_LISTING, detail) from None
 
 
 def parse_listing(text: str, fmt: ListingFormat, listing_uri: str) -> list[Discovered]:
@@ -134,25 +105,25 @@ def parse_listing(text: str, fmt: ListingFormat, listing_uri: str) -> list[Disco
     base = listing_uri.rsplit("/", 1)[0]
     seen: dict[str, int] = {}
     found: list[Discovered] = []
-    for number, row in _rows(text, fmt):
+    for number, values, problem in _listing_rows(text, fmt):
         where = f"{listing_uri}:{number}"
-        if isinstance(row, str):
-            found.append(Discovered(where, 0, reason="bad_listing_row",
-                                    detail=f"line {number}: {row}"))
+        if values is None:
+            found.append(Discovered(where, 0, reason=Reason.BAD_LISTING_ROW,
+                                    detail=f"line {number}: {problem}"))
             continue
-        path, label = row.get("path"), row.get("label")
+        path, label = values
         if not isinstance(path, str) or not path.strip():
-            found.append(Discovered(where, 0, reason="bad_listing_row",
+            found.append(Discovered(where, 0, reason=Reason.BAD_LISTING_ROW,
                                     detail=f"line {number}: no path"))
             continue
         resolved = resolve_path(path.strip(), base)
         if resolved in seen:
-            found.append(Discovered(f"{resolved} ({where})", 0, reason="duplicate_entry",
+            found.append(Discovered(f"{resolved} ({where})", 0, reason=Reason.DUPLICATE_ENTRY,
                                     detail=f"line {number} repeats line {seen[resolved]}"))
             continue
         seen[resolved] = number
         if label is None or not str(label).strip():
-            found.append(Discovered(resolved, 0, reason="no_label",
+            found.append(Discovered(resolved, 0, reason=Reason.NO_LABEL,
                                     detail=f"line {number}: the label is empty"))
             continue
         found.append(Discovered(resolved, -1, str(label).strip()))

@@ -12,19 +12,20 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from pipeline import storage
 from pipeline.config import Config, ImagesConfig
-from pipeline.datasets import storage
+from pipeline.datasets.commit import WriteMode, check_output
 from pipeline.datasets.manifest import Manifest
+from pipeline.datasets.reasons import Reason
 from pipeline.datasets.schema import image_schema
-from pipeline.datasets.writer import VersionSpec, WriteMode, check_output, write_version
+from pipeline.datasets.writer import VersionSpec, write_version
 from pipeline.errors import InputError
-from pipeline.ingest import listing
 from pipeline.ingest.discover import Discovered, classify_folder_file, listing_format, parse_listing
 from pipeline.ingest.image_records import ImageRecord, clean_image_file
 from pipeline.ingest.labels import build_label_map
 from pipeline.ingest.rejection import Rejected
 from pipeline.ingest.spark_dedup import apply_exact_duplicates
-from pipeline.spark import SparkProgress, packed_file_partitions
+from pipeline.spark import SparkProgress, listing, read_files
 
 log = logging.getLogger(__name__)
 
@@ -38,13 +39,13 @@ RECORD_SCHEMA = T.StructType([
     T.StructField("detail", T.StringType(), True),
 ])
 assert tuple(RECORD_SCHEMA.names) == ImageRecord._fields
-
-# binaryFile makes one partition per ~32 small files (STACK.md); we pack them instead
-FILES_PER_PARTITION = 2000
+NOT_RETURNED = "listed but not returned by Spark's binaryFile reader"
 
 
 @dataclass(frozen=True)
 class Inputs:
+    """Every input discovered, before any is read: candidates with labels, and rejections."""
+
     source: str
     found: list[Discovered]
     read_from: list[str]  # what binaryFile loads: the root folder, or the listed files
@@ -52,6 +53,7 @@ class Inputs:
 
 
 def discover_folder(spark: SparkSession, input_uri: str) -> Inputs:
+    """The files of a ``ROOT/<label>/<image>`` folder, each classified by where it lies."""
     root, files = listing.list_tree(spark, input_uri)
     found = [classify_folder_file(path, size, root, listing.escapes_root(path, root))
              for path, size in files]
@@ -59,6 +61,8 @@ def discover_folder(spark: SparkSession, input_uri: str) -> Inputs:
 
 
 def discover_listing(spark: SparkSession, listing_uri: str) -> Inputs:
+    """The rows of a CSV/JSONL listing, each found (with its size) or rejected; a listing
+    that cannot be read at all is an ``InputError``."""
     try:
         entries = parse_listing(listing.read_text(spark, listing_uri),
                                 listing_format(listing_uri), listing_uri)
@@ -70,12 +74,13 @@ def discover_listing(spark: SparkSession, listing_uri: str) -> Inputs:
         if entry.reason is not None:
             found.append(entry)
         elif entry.path not in located:
-            found.append(Discovered(entry.path, 0, entry.label, "missing_file",
+            found.append(Discovered(entry.path, 0, entry.label, Reason.MISSING_FILE,
                                     "listed but no such file"))
         else:
             path, size = located[entry.path]
             found.append(Discovered(path, size, entry.label) if size else
-                         Discovered(path, 0, entry.label, "empty_file", "the file has no bytes"))
+                         Discovered(path, 0, entry.label, Reason.EMPTY_FILE,
+                                    "the file has no bytes"))
     candidates = [d.path for d in found if d.reason is None]
     return Inputs(listing_uri, found, candidates, [])
 
@@ -84,11 +89,10 @@ def _clean_batches(batches, labels, images: ImagesConfig, ratios: dict[str, floa
     """Arrow batches of (path, content) -> batches of ``ImageRecord`` rows (mapInPandas)."""
     import pandas as pd
 
-    wanted = labels.value
+    wanted = labels.value  # read_files returns the candidates only
     for batch in batches:
         records = [clean_image_file(path, content, wanted[path], images, ratios)
-                   for path, content in zip(batch["path"], batch["content"], strict=True)
-                   if path in wanted]  # files rejected at discovery are already accounted for
+                   for path, content in zip(batch["path"], batch["content"], strict=True)]
         yield pd.DataFrame.from_records(records, columns=list(ImageRecord._fields))
 
 
@@ -96,28 +100,23 @@ def _clean(spark: SparkSession, inputs: Inputs, images: ImagesConfig,
            ratios: dict[str, float]) -> DataFrame:
     """Every discovered input as one ``ImageRecord`` row, persisted."""
     candidates = {d.path: d.label for d in inputs.found if d.reason is None}
-    rejected = [ImageRecord(d.path, d.label, None, None, None, d.reason, d.detail)
+    sizes = {d.path: d.size for d in inputs.found if d.reason is None}
+    rejected = [ImageRecord.rejected(d.path, d.label, d.reason, d.detail)
                 for d in inputs.found if d.reason is not None]
     records = spark.createDataFrame(rejected, RECORD_SCHEMA)
-    partitions = max(spark.sparkContext.defaultParallelism * 2,
-                     -(-len(candidates) // FILES_PER_PARTITION))
-    sizes = [d.size for d in inputs.found if d.reason is None]
-    # the scan is planned when the cache is built: pack the small files on purpose
-    with SparkProgress(spark, "decode"), packed_file_partitions(spark, sizes, partitions):
+    # the scan is planned when the cache is built: inside the block, which packs the files
+    with SparkProgress(spark, "decode"), read_files(spark, sizes, inputs.read_from) as scan:
         if candidates:
             log.info("decoding %d candidate images in about %d partitions", len(candidates),
-                     partitions)
+                     scan.partitions)
             labels = spark.sparkContext.broadcast(candidates)
-            files = (spark.read.format("binaryFile").option("recursiveFileLookup", "true")
-                     .load(inputs.read_from).select("path", "content"))
-            cleaned = files.mapInPandas(partial(_clean_batches, labels=labels, images=images,
-                                                ratios=ratios), RECORD_SCHEMA)
+            cleaned = scan.rows.mapInPandas(partial(_clean_batches, labels=labels, images=images,
+                                                    ratios=ratios), RECORD_SCHEMA)
             records = records.unionByName(cleaned)
         records = records.persist(StorageLevel.MEMORY_AND_DISK)
-        returned = {r.path for r in records.select("path").collect()}
-    lost = [ImageRecord(path, label, None, None, None, "unreadable",
-                        "listed but not returned by Spark's binaryFile reader")
-            for path, label in candidates.items() if path not in returned]
+        not_returned = scan.not_returned(records)  # builds the cache
+    lost = [ImageRecord.rejected(path, candidates[path], Reason.UNREADABLE, NOT_RETURNED)
+            for path in not_returned]
     if lost:
         records = records.unionByName(spark.createDataFrame(lost, RECORD_SCHEMA))
     return records

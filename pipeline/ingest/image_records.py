@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from pipeline.config import ImagesConfig
+from pipeline.datasets.reasons import Reason
 from pipeline.ingest.images import prepare_image
 from pipeline.ingest.rejection import Rejected
 from pipeline.ingest.split import assign_split
@@ -21,6 +22,13 @@ class ImageRecord(NamedTuple):
     reason: str | None
     detail: str | None
 
+    @classmethod
+    def rejected(cls, path: str, label: str | None, reason: Reason, detail: str | None
+                 ) -> ImageRecord:
+        """A quarantined input; ``reason`` stored as a plain str (Spark's JVM unpickler, which
+        reads rows made in Python, knows no enum)."""
+        return cls(path, label, None, None, None, str(reason), detail)
+
 
 def clean_image_file(path: str, content: bytes, label: str, images: ImagesConfig,
                      ratios: dict[str, float]) -> ImageRecord:
@@ -30,7 +38,7 @@ def clean_image_file(path: str, content: bytes, label: str, images: ImagesConfig
         split = assign_split(prepared.content_hash, ratios)
         return ImageRecord(path, label, split, prepared.encoded, prepared.content_hash, None, None)
     except Rejected as rejected:
-        return ImageRecord(path, label, None, None, None, rejected.reason, rejected.detail)
+        return ImageRecord.rejected(path, label, rejected.reason, rejected.detail)
     except Exception as exc:  # a decoder bug must quarantine one file, not kill the job
-        return ImageRecord(path, label, None, None, None, "unexpected_error",
-                           f"{type(exc).__name__}: {exc}")
+        return ImageRecord.rejected(path, label, Reason.UNEXPECTED_ERROR,
+                                    f"{type(exc).__name__}: {exc}")

@@ -17,6 +17,8 @@ import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from pipeline.config import ImagesConfig
+from pipeline.datasets.features import encode_image
+from pipeline.datasets.reasons import Reason
 from pipeline.ingest.rejection import Rejected
 
 # We enforce our own pixel limit from the header (ImagesConfig.max_pixels) before decoding,
@@ -36,6 +38,8 @@ _ANIMATED_FORMATS = ("GIF", "PNG", "WEBP")
 
 @dataclass(frozen=True)
 class PreparedImage:
+    """What ingest stores of an image: its encoding (PNG/JPEG) and its pixels' hash."""
+
     encoded: bytes
     content_hash: str
 
@@ -43,15 +47,17 @@ class PreparedImage:
 def _open(data: bytes) -> Image.Image:
     """Parse only the header (Pillow is lazy): no pixel is decoded here."""
     if not data:
-        raise Rejected("empty_file", "the file has no bytes")
+        raise Rejected(Reason.EMPTY_FILE, "the file has no bytes")
     try:
         return Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
         if data.startswith(_SIGNATURES) or data[8:12] == b"WEBP":
-            raise Rejected("corrupt_image", "image signature but unreadable header") from None
-        raise Rejected("not_an_image", "no image format recognised in the file header") from None
+            raise Rejected(Reason.CORRUPT_IMAGE,
+                           "image signature but unreadable header") from None
+        raise Rejected(Reason.NOT_AN_IMAGE,
+                       "no image format recognised in the file header") from None
     except _DECODE_ERRORS as exc:
-        raise Rejected("corrupt_image", f"header unreadable: {exc}") from None
+        raise Rejected(Reason.CORRUPT_IMAGE, f"header unreadable: {exc}") from None
 
 
 def decode_pixels(data: bytes, cfg: ImagesConfig) -> np.ndarray:
@@ -63,22 +69,22 @@ def decode_pixels(data: bytes, cfg: ImagesConfig) -> np.ndarray:
     image = _open(data)
     width, height = image.size
     if width * height > cfg.max_pixels:
-        raise Rejected("too_many_pixels",
+        raise Rejected(Reason.TOO_MANY_PIXELS,
                        f"header claims {width}x{height} = {width * height} pixels "
                        f"> max_pixels {cfg.max_pixels}")
     kind = image.format or "image"
     try:
         if (cfg.animation == "reject" and kind in _ANIMATED_FORMATS
                 and getattr(image, "is_animated", False)):
-            raise Rejected("animated", f"{kind} has more than one frame")
+            raise Rejected(Reason.ANIMATED, f"{kind} has more than one frame")
         image.load()  # the current (first) frame only
         image = ImageOps.exif_transpose(image)
         pixels = normalise_mode(image, cfg.color_mode)
     except _DECODE_ERRORS as exc:
-        raise Rejected("corrupt_image", f"{kind} failed to decode: {exc}") from None
+        raise Rejected(Reason.CORRUPT_IMAGE, f"{kind} failed to decode: {exc}") from None
     height, width = pixels.shape[:2]
     if min(height, width) < cfg.min_size:
-        raise Rejected("too_small", f"{width}x{height} is below min_size {cfg.min_size}")
+        raise Rejected(Reason.TOO_SMALL, f"{width}x{height} is below min_size {cfg.min_size}")
     return pixels
 
 
@@ -156,38 +162,10 @@ def resize(pixels: np.ndarray, cfg: ImagesConfig) -> np.ndarray:
     return _scale(pixels, height, width)
 
 
-def encode_stored(pixels: np.ndarray, cfg: ImagesConfig) -> bytes:
-    """Pixels -> stored bytes, as Petastorm's ``CompressedImageCodec(cfg.encoding)`` writes them.
-
-    Like the codec: cv2 encodes, colour goes in BGR order, grayscale as one channel.
-    """
-    image = cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR) if pixels.ndim == 3 else pixels
-    if cfg.encoding == "png":
-        ok, buf = cv2.imencode(".png", image, [cv2.IMWRITE_PNG_COMPRESSION, cfg.png_compression])
-    else:
-        ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, cfg.jpeg_quality])
-    if not ok:  # cv2 fails only on invalid arrays, which decode_pixels never returns
-        raise Rejected("encode_failed", f"{cfg.encoding} encoding failed")
-    return buf.tobytes()
-
-
-def decode_stored(encoded: bytes) -> np.ndarray:
-    """Stored bytes -> RGB (H, W, 3) or grayscale (H, W), as Petastorm's codec decodes them."""
-    image = cv2.imdecode(np.frombuffer(encoded, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
-    if image is None:
-        raise ValueError("stored image bytes do not decode")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB) if image.ndim == 3 else image
-
-
-def image_shape(cfg: ImagesConfig) -> tuple[int, ...]:
-    """Shape of every stored image array: (h, w, 3) for rgb, (h, w) for grayscale."""
-    if cfg.color_mode == "rgb":
-        return (cfg.height, cfg.width, 3)
-    return (cfg.height, cfg.width)
-
-
 def prepare_image(data: bytes, cfg: ImagesConfig) -> PreparedImage:
     """Raw file bytes -> the stored encoding and the content hash; raises ``Rejected``."""
     pixels = decode_pixels(data, cfg)
-    return PreparedImage(encoded=encode_stored(resize(pixels, cfg), cfg),
-                         content_hash=pixel_hash(pixels))
+    encoded = encode_image(resize(pixels, cfg), cfg)
+    if encoded is None:  # cv2 fails only on invalid arrays, which decode_pixels never returns
+        raise Rejected(Reason.ENCODE_FAILED, f"{cfg.encoding} encoding failed")
+    return PreparedImage(encoded=encoded, content_hash=pixel_hash(pixels))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pipeline.datasets.reasons import Reason
 from pipeline.ingest.rejection import Rejected
 
 
@@ -9,11 +10,11 @@ def label_from_path(path: str, root: str) -> str:
     """The label folder of ``path`` under ``root`` (both fully qualified URIs)."""
     root = root.rstrip("/") + "/"
     if not path.startswith(root):
-        raise Rejected("outside_root", f"{path} is not under {root}")
+        raise Rejected(Reason.OUTSIDE_ROOT, f"{path} is not under {root}")
     parts = path[len(root):].split("/")
     if len(parts) != 2 or not parts[0]:
         where = "directly in the input root" if len(parts) == 1 else "nested below a label folder"
-        raise Rejected("no_label", f"file is {where}; expected ROOT/<label>/<file>")
+        raise Rejected(Reason.NO_LABEL, f"file is {where}; expected ROOT/<label>/<file>")
     return parts[0]
 
 

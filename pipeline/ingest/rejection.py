@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pipeline.datasets.reasons import Reason
+
 
 class Rejected(Exception):
-    """An input the pipeline cannot use; ``reason`` is a short code, ``detail`` says why."""
+    """An input the pipeline cannot use; ``reason`` is a ``Reason``, ``detail`` says why."""
 
-    def __init__(self, reason: str, detail: str) -> None:
+    def __init__(self, reason: Reason, detail: str) -> None:
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail

@@ -19,4 +19,5 @@ def summary_table(manifest: Manifest) -> str:
 
 
 def bad_fraction(manifest: Manifest) -> float:
+    """The quarantined share of the inputs: what ``--max-bad-fraction`` gates on."""
     return manifest.quarantined / manifest.discovered if manifest.discovered else 0.0

@@ -11,17 +11,19 @@ import logging
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from pipeline.datasets.reasons import Reason
 from pipeline.ingest.dedup import DuplicateGroup, connected_groups, duplicate_decisions
 
 log = logging.getLogger(__name__)
 
 
 def apply_decisions(spark: SparkSession, records: DataFrame,
-                    decisions: dict[str, tuple[str, str]]) -> DataFrame:
+                    decisions: dict[str, tuple[Reason, str]]) -> DataFrame:
     """Reject the inputs named in ``decisions`` (a small table, broadcast to every task)."""
     if not decisions:
         return records
-    table = spark.createDataFrame([(p, r, d) for p, (r, d) in decisions.items()],
+    # str(): a plain string for Spark's JVM unpickler, which knows no enum
+    table = spark.createDataFrame([(p, str(r), d) for p, (r, d) in decisions.items()],
                                   "path string, _dup_reason string, _dup_detail string")
     joined = records.join(F.broadcast(table), "path", "left")
     rejected = F.col("_dup_reason").isNotNull()
@@ -69,7 +71,7 @@ def apply_near_duplicates(spark: SparkSession, records: DataFrame, shingles: Col
     labels = {row.a: row.la for row in pairs} | {row.b: row.lb for row in pairs}
     groups = [DuplicateGroup([(path, labels[path]) for path in members])
               for members in connected_groups([(row.a, row.b) for row in pairs])]
-    decisions = duplicate_decisions(groups, reason="near_duplicate")
+    decisions = duplicate_decisions(groups, reason=Reason.NEAR_DUPLICATE)
     if decisions:
         log.info("%d inputs are near-duplicates of another", len(decisions))
     return apply_decisions(spark, records, decisions)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-SPLITS = ("train", "val", "test")
+from pipeline.datasets.features import SPLITS
 
 
 def assign_split(content_hash: str, ratios: dict[str, float]) -> str:

@@ -15,6 +15,7 @@ import re
 import unicodedata
 
 from pipeline.config import TextConfig
+from pipeline.datasets.reasons import Reason
 from pipeline.ingest.rejection import Rejected
 
 # A byte order mark declares the encoding: no fallback is tried when its codec fails.
@@ -77,7 +78,7 @@ def decode_text(data: bytes, cfg: TextConfig) -> str:
     text = text.replace("\x00", "")
     if not text.strip():
         detail = "the file has no bytes" if not data else "only whitespace or NUL characters"
-        raise Rejected("empty_text", detail)
+        raise Rejected(Reason.EMPTY_TEXT, detail)
     return text
 
 
@@ -100,7 +101,7 @@ def _decode(data: bytes, cfg: TextConfig) -> str:
         return data.decode("utf-8", errors="replace")
     tried = "text.fallback_encoding is UTF-8 too" if also_utf8 else (
         f"not {fallback} either (text.fallback_encoding)")
-    raise Rejected("undecodable", f"{_describe(utf8_error, 0, 'UTF-8')}; {tried}")
+    raise Rejected(Reason.UNDECODABLE, f"{_describe(utf8_error, 0, 'UTF-8')}; {tried}")
 
 
 def _strict_or_replace(data: bytes, codec: str, offset: int, cfg: TextConfig) -> str:
@@ -109,7 +110,8 @@ def _strict_or_replace(data: bytes, codec: str, offset: int, cfg: TextConfig) ->
     except UnicodeDecodeError as exc:
         if cfg.on_decode_error == "replace":
             return data.decode(codec, errors="replace")
-        raise Rejected("undecodable", f"{_describe(exc, offset, codec)} after its BOM") from None
+        raise Rejected(Reason.UNDECODABLE,
+                       f"{_describe(exc, offset, codec)} after its BOM") from None
 
 
 def _describe(exc: UnicodeDecodeError, offset: int, codec: str) -> str:
@@ -209,19 +211,19 @@ def normalise_label(raw: object, cfg: TextConfig) -> str:
     non-strings (floats, lists, booleans) are ``missing_label``, not guessed at.
     """
     if raw is None:
-        raise Rejected("missing_label", "the document has no label")
+        raise Rejected(Reason.MISSING_LABEL, "the document has no label")
     if isinstance(raw, int) and not isinstance(raw, bool):
         raw = str(raw)
     if not isinstance(raw, str):
-        raise Rejected("missing_label",
+        raise Rejected(Reason.MISSING_LABEL,
                        f"the label is not a string: {type(raw).__name__} {raw!r:.40}")
     label = _canonical(raw)
     if not label:
-        raise Rejected("missing_label", "the label is empty")
+        raise Rejected(Reason.MISSING_LABEL, "the label is empty")
     allowed = {_canonical(name) for name in cfg.labels}
     if allowed and label not in allowed:
-        raise Rejected("unknown_label", f"label {label!r} is not one of text.labels: "
-                                        f"{', '.join(sorted(allowed))}")
+        raise Rejected(Reason.UNKNOWN_LABEL, f"label {label!r} is not one of text.labels: "
+                                             f"{', '.join(sorted(allowed))}")
     return label
 
 
@@ -235,14 +237,14 @@ def check_length(cleaned: str, cfg: TextConfig) -> None:
     Lengths are in characters (code points) of the cleaned text: an emoji family counts 7.
     """
     if not cleaned:
-        raise Rejected("empty_text", "nothing is left after cleaning")
+        raise Rejected(Reason.EMPTY_TEXT, "nothing is left after cleaning")
     length = len(cleaned)
     if length < cfg.min_chars:
-        raise Rejected("too_short", f"{length} characters after cleaning, "
-                                    f"below text.min_chars {cfg.min_chars}")
+        raise Rejected(Reason.TOO_SHORT, f"{length} characters after cleaning, "
+                                         f"below text.min_chars {cfg.min_chars}")
     if length > cfg.max_chars:
-        raise Rejected("too_long", f"{length} characters after cleaning, "
-                                   f"above text.max_chars {cfg.max_chars}")
+        raise Rejected(Reason.TOO_LONG, f"{length} characters after cleaning, "
+                                        f"above text.max_chars {cfg.max_chars}")
 
 
 def text_hash(cleaned: str) -> str:

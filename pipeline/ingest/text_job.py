@@ -1,34 +1,36 @@
 """Spark wiring of the text ingest: read documents and rows in any of the usual shapes, map
 ``clean_text_document``, remove exact and near duplicates, build the vocabulary on the train
 split, and write a dataset version with ``vocab.txt``. Per-record logic: ``text``, ``tokens``,
-``text_records``, ``text_rows``."""
+``text_records``, ``rows``."""
 
 from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from functools import partial
-from typing import Literal
+from typing import Any, Literal
 
-from pyspark import StorageLevel
-from pyspark.sql import DataFrame, SparkSession
+from pyspark import RDD, StorageLevel
+from pyspark.sql import DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from pipeline import storage
 from pipeline.config import Config, TextConfig
-from pipeline.datasets import storage
+from pipeline.datasets.commit import WriteMode, check_output
+from pipeline.datasets.features import encode_token_ids
 from pipeline.datasets.manifest import Manifest
-from pipeline.datasets.schema import encode_token_ids, text_schema
-from pipeline.datasets.writer import VersionSpec, WriteMode, check_output, write_version
+from pipeline.datasets.reasons import Reason
+from pipeline.datasets.schema import text_schema
+from pipeline.datasets.writer import VersionSpec, write_version
 from pipeline.errors import InputError
-from pipeline.ingest import listing
 from pipeline.ingest.discover import classify_data_file, classify_folder_file, is_hidden
 from pipeline.ingest.labels import build_label_map
-from pipeline.ingest.rejection import Rejected
+from pipeline.ingest.rows import RowFormat
 from pipeline.ingest.spark_dedup import apply_exact_duplicates, apply_near_duplicates
-from pipeline.ingest.text import decode_text
-from pipeline.ingest.text_records import TextRecord, clean_text_document
-from pipeline.ingest.text_rows import csv_rows, jsonl_rows
+from pipeline.ingest.text_records import RawDocument, TextRecord, clean_text_document, file_rows
 from pipeline.ingest.tokens import (
     Tokenizer,
     build_vocab,
@@ -37,7 +39,7 @@ from pipeline.ingest.tokens import (
     vocab_text,
     word_shingles,
 )
-from pipeline.spark import SparkProgress, packed_file_partitions
+from pipeline.spark import FileScan, SparkProgress, listing, read_files
 
 log = logging.getLogger(__name__)
 
@@ -57,16 +59,17 @@ RECORD_SCHEMA = T.StructType([
     T.StructField("detail", T.StringType(), True),
 ])
 assert tuple(RECORD_SCHEMA.names) == TextRecord._fields
-BYTES_PER_PARTITION = 16 << 20
+NOT_RETURNED = "listed but not returned by Spark's binaryFile reader"
 
 
-def _partitions(spark: SparkSession, total_bytes: int, at_least: int = 1) -> int:
-    """Enough tasks to keep every core busy, and about 16 MB of raw text per task."""
-    return max(spark.sparkContext.defaultParallelism * 2, -(-total_bytes // BYTES_PER_PARTITION),
-               min(at_least, spark.sparkContext.defaultParallelism * 8))
+def _partitions(spark: SparkSession, at_least: int) -> int:
+    """Tasks for the per-row work: every core busy, a file's rows spread (up to 8 per core)."""
+    parallelism = spark.sparkContext.defaultParallelism
+    return max(parallelism * 2, min(at_least, parallelism * 8))
 
 
 def _extension(path: str) -> str:
+    """The lower-cased extension of a path's file name, with its dot ("" without one)."""
     name = path.rsplit("/", 1)[-1]
     return "." + name.rsplit(".", 1)[-1].lower() if "." in name else ""
 
@@ -82,27 +85,21 @@ def choose_format(root: str, files: list[tuple[str, int]]) -> tuple[str, str]:
                      "pass --format folders|csv|jsonl|parquet")
 
 
-def _rejected(source: str, line: int | None, reason: str, detail: str,
-              label: str | None = None) -> TextRecord:
-    return TextRecord(source, line, label, None, None, None, None, reason, detail)
+@dataclass(frozen=True)
+class _Documents:
+    """What was read: the format, and the items to clean (``TextRecord`` rejections or
+    ``RawDocument`` rows); for label folders, the files that must each come back from Spark's
+    reader as one document (path -> label), and that read."""
+
+    fmt: str
+    items: RDD
+    expected: dict[str, str | None]
+    scan: FileScan | None = None
 
 
-def _parse_file(row, fmt: str, text_col: str, label_col: str, cfg: TextConfig):
-    """A CSV or JSONL file -> (source, line, text, label) rows or rejections."""
-    try:
-        content = decode_text(bytes(row.content), cfg)
-    except Rejected as rejected:
-        yield _rejected(row.path, None, rejected.reason, f"the whole file: {rejected.detail}")
-        return
-    parse = csv_rows if fmt == "csv" else jsonl_rows
-    for raw in parse(content, text_col, label_col):
-        if raw.reason is not None:
-            yield _rejected(row.path, raw.line, raw.reason, raw.detail)
-        else:
-            yield (row.path, raw.line, raw.text, raw.label)
-
-
-def _clean_partition(items, cfg: TextConfig, ratios: dict[str, float]):
+def _clean_partition(items: Iterable[TextRecord | RawDocument], cfg: TextConfig,
+                     ratios: dict[str, float]) -> Iterator[TextRecord]:
+    """Items -> records: rejections pass through, documents are cleaned (mapPartitions)."""
     for item in items:
         if isinstance(item, TextRecord):
             yield item
@@ -111,60 +108,89 @@ def _clean_partition(items, cfg: TextConfig, ratios: dict[str, float]):
             yield clean_text_document(source, line, text, label, cfg, ratios)
 
 
-def _read_documents(spark: SparkSession, input_uri: str, fmt: TextFormat, text_col: str,
-                    label_col: str, cfg: TextConfig, candidates_out: dict[str, str]):
-    """(format chosen, RDD of TextRecord-or-(source, line, text, label) items).
+def _read_parquet(spark: SparkSession, input_uri: str, text_col: str, label_col: str
+                  ) -> _Documents:
+    """Every row of a Parquet input, named by its file and 1-based row index."""
+    frame = spark.read.parquet(input_uri)
+    missing = [c for c in (text_col, label_col) if c not in frame.columns]
+    if missing:
+        raise InputError(f"{input_uri} has no column {', '.join(missing)} "
+                         f"(columns: {', '.join(frame.columns)}); pass --text-col/--label-col")
+    rows = frame.select(F.col("_metadata.file_path").alias("source"),
+                        (F.col("_metadata.row_index") + 1).cast("int").alias("line"),
+                        F.col(text_col).alias("text"), F.col(label_col).alias("label"))
+    return _Documents("parquet", rows.rdd.map(tuple), {})
 
-    For label folders, ``candidates_out`` receives the files that must come back from Spark's
-    reader (one document each), so that a file it skips is quarantined, not lost.
-    """
-    sc = spark.sparkContext
-    if fmt == "parquet":
-        frame = spark.read.parquet(input_uri)
-        missing = [c for c in (text_col, label_col) if c not in frame.columns]
-        if missing:
-            raise InputError(f"{input_uri} has no column {', '.join(missing)} "
-                             f"(columns: {', '.join(frame.columns)}); pass --text-col/--label-col")
-        rows = frame.select(F.col("_metadata.file_path").alias("source"),
-                            (F.col("_metadata.row_index") + 1).cast("int").alias("line"),
-                            F.col(text_col).alias("text"), F.col(label_col).alias("label"))
-        return fmt, rows.rdd.map(tuple)
 
-    root, files = listing.list_tree(spark, input_uri, allow_file=True)
-    if fmt == "auto":
-        fmt, why = choose_format(root, files)
-        log.info("format auto: chose %s (%s)", fmt, why)
-        if fmt == "parquet":
-            return _read_documents(spark, input_uri, "parquet", text_col, label_col, cfg,
-                                   candidates_out)
-    rejected, candidates = [], {}
+def _classify(files: list[tuple[str, int]], root: str, fmt: str
+              ) -> tuple[list[TextRecord], dict[str, str | None], dict[str, int]]:
+    """(rejected at discovery, candidate path -> label, candidate path -> size)."""
+    rejected, labels, sizes = [], {}, {}
     for path, size in files:
         if fmt == "folders":
             found = classify_folder_file(path, size, root, listing.escapes_root(path, root))
         else:
             found = classify_data_file(path, size, root)
         if found.reason is not None:
-            rejected.append(_rejected(path, None, found.reason, found.detail, found.label))
+            rejected.append(TextRecord.rejected(path, None, found.reason, found.detail,
+                                                found.label))
         else:
-            candidates[path] = found.label
+            labels[path], sizes[path] = found.label, size
+    return rejected, labels, sizes
+
+
+def _read_documents(spark: SparkSession, input_uri: str, fmt: TextFormat, text_col: str,
+                    label_col: str, cfg: TextConfig) -> _Documents:
+    """Label folders of documents, CSV or JSONL files of rows, or Parquet, as items to clean."""
+    if fmt == "parquet":
+        return _read_parquet(spark, input_uri, text_col, label_col)
+    root, files = listing.list_tree(spark, input_uri, allow_file=True)
+    if fmt == "auto":
+        fmt, why = choose_format(root, files)
+        log.info("format auto: chose %s (%s)", fmt, why)
+        if fmt == "parquet":
+            return _read_parquet(spark, input_uri, text_col, label_col)
+    sc = spark.sparkContext
+    rejected, labels, sizes = _classify(files, root, fmt)
     items = sc.parallelize(rejected, 1) if rejected else sc.emptyRDD()
-    if candidates:
-        labels = sc.broadcast(candidates)
-        sizes = [size for path, size in files if path in candidates]
-        with packed_file_partitions(spark, sizes, _partitions(spark, sum(sizes))):
-            content = (spark.read.format("binaryFile").option("recursiveFileLookup", "true")
-                       .load(input_uri).select("path", "content").rdd  # planned here
-                       .filter(lambda row: row.path in labels.value))
-        if fmt == "folders":
-            documents = content.map(lambda row: (row.path, None, bytes(row.content),
-                                                 labels.value[row.path]))
-        else:
-            documents = content.flatMap(partial(_parse_file, fmt=fmt, text_col=text_col,
-                                                label_col=label_col, cfg=cfg))
-        items = items.union(documents)
+    if not labels:
+        return _Documents(fmt, items, {})
+    with read_files(spark, sizes, input_uri) as scan:
+        content = scan.rows.rdd  # the file scan is planned here, packed by read_files
     if fmt == "folders":
-        candidates_out.update(candidates)
-    return fmt, items
+        wanted = sc.broadcast(labels)
+        documents = content.map(lambda row: RawDocument(row.path, None, bytes(row.content),
+                                                        wanted.value[row.path]))
+        return _Documents(fmt, items.union(documents), labels, scan)
+    parse = partial(_file_rows, fmt=fmt, text_col=text_col, label_col=label_col, cfg=cfg)
+    return _Documents(fmt, items.union(content.flatMap(parse)), {})
+
+
+def _file_rows(row: Row, fmt: RowFormat, text_col: str, label_col: str, cfg: TextConfig
+               ) -> Iterator[RawDocument | TextRecord]:
+    """A ``(path, content)`` row of a CSV or JSONL file -> its rows (flatMap)."""
+    return file_rows(row.path, bytes(row.content), fmt, text_col, label_col, cfg)
+
+
+def _clean(spark: SparkSession, documents: _Documents, cfg: Config) -> DataFrame:
+    """Every document or row as one ``TextRecord`` row, persisted (the caller unpersists)."""
+    items = documents.items
+    # one CSV file is one task to parse; spread its rows before the per-row work
+    cleaned = items.repartition(_partitions(spark, items.getNumPartitions())).mapPartitions(
+        partial(_clean_partition, cfg=cfg.text, ratios=cfg.split.model_dump()))
+    return spark.createDataFrame(cleaned, RECORD_SCHEMA).persist(StorageLevel.MEMORY_AND_DISK)
+
+
+def _with_lost(spark: SparkSession, records: DataFrame, documents: _Documents) -> DataFrame:
+    """Label-folder files Spark's reader did not return, added as ``unreadable``."""
+    if documents.scan is None:
+        return records
+    lost = [TextRecord.rejected(path, None, Reason.UNREADABLE, NOT_RETURNED,
+                                documents.expected[path])
+            for path in documents.scan.not_returned(records, "source")]
+    if not lost:
+        return records
+    return records.unionByName(spark.createDataFrame(lost, RECORD_SCHEMA))
 
 
 def _with_identity(records: DataFrame) -> DataFrame:
@@ -190,7 +216,7 @@ def _vocabulary(records: DataFrame, cfg: TextConfig, fixed: list[str] | None
 
 def _add_token_ids(spark: SparkSession, records: DataFrame, vocab_text_: str, max_len: int,
                    pattern: str) -> DataFrame:
-    schema = text_schema(max_len)
+    """``records`` with ``token_ids`` (stored encoding) and ``length`` for accepted rows."""
     # the very tokeniser serving uses (built from vocab.txt), so ids match by construction
     tokenizer = spark.sparkContext.broadcast(
         Tokenizer.from_vocab_text(vocab_text_, pattern, max_len))
@@ -199,12 +225,67 @@ def _add_token_ids(spark: SparkSession, records: DataFrame, vocab_text_: str, ma
         for row in rows:
             if row.reason is None:
                 ids, length = tokenizer.value(row.text)
-                yield (row.path, encode_token_ids(schema, ids), length)
+                yield (row.path, encode_token_ids(ids), length)
 
     encoded = spark.createDataFrame(
         records.select("path", "text", "reason").rdd.mapPartitions(encode_partition),
         "path string, token_ids binary, length int")
     return records.join(encoded, "path", "left")
+
+
+def _deduplicate(spark: SparkSession, records: DataFrame, text: TextConfig) -> DataFrame:
+    """Exact duplicates by content hash, then (``text.near_duplicates``) near ones by MinHash."""
+    deduped = apply_exact_duplicates(spark, records)
+    if text.near_duplicates:
+        pattern, k = text.token_pattern, text.shingle_size
+        shingle = F.udf(lambda t: word_shingles(tokenize(t, pattern), k) if t else [],
+                        T.ArrayType(T.StringType()))
+        with SparkProgress(spark, "near-duplicates"):
+            deduped = apply_near_duplicates(spark, deduped, shingle(F.col("text")),
+                                            text.near_duplicate_jaccard)
+    return deduped.persist(StorageLevel.MEMORY_AND_DISK)
+
+
+def _token_counts(records: DataFrame) -> dict[str, Any]:
+    """min, mean, median, p95 and max tokens per accepted document (for the manifest)."""
+    lengths = (records.filter(F.col("reason").isNull())
+               .agg(F.min("n_tokens"), F.avg("n_tokens"),
+                    F.percentile_approx("n_tokens", [0.5, 0.95]), F.max("n_tokens"))
+               .first())
+    quantiles = lengths[2] or [None, None]
+    return {"min": lengths[0], "mean": round(lengths[1] or 0, 3), "median": quantiles[0],
+            "p95": quantiles[1], "max": lengths[3]}
+
+
+def _encoded(spark: SparkSession, deduped: DataFrame, vocabulary: str, text: TextConfig
+             ) -> tuple[DataFrame, dict[str, int]]:
+    """(records with token ids and label index, persisted; the label map)."""
+    labels = {r[0] for r in deduped.filter(F.col("reason").isNull())
+              .select("label_name").distinct().collect()}
+    label_map = build_label_map(labels)
+    label_index = F.create_map(*[F.lit(x) for kv in label_map.items() for x in kv])
+    final = (_add_token_ids(spark, deduped, vocabulary, text.max_len, text.token_pattern)
+             .withColumn("label", label_index[F.col("label_name")].cast("int"))
+             .persist(StorageLevel.MEMORY_AND_DISK))  # the writer reads it several times
+    return final, label_map
+
+
+def _version_spec(cfg: Config, source: str, chosen: str, columns: dict[str, str],
+                  label_map: dict[str, int], vocab: list[str], coverage: float,
+                  tokens: dict[str, Any], attachments: dict[str, str]) -> VersionSpec:
+    """What the writer records besides the rows: configuration, vocabulary, statistics."""
+    text = cfg.text
+    return VersionSpec(
+        kind="text", source=source, schema=text_schema(text.max_len),
+        config={"text": text.model_dump(), "split": cfg.split.model_dump(),
+                "dataset": cfg.dataset.model_dump(), "format": chosen, "columns": columns},
+        label_map=label_map, rows_per_row_group=cfg.dataset.rows_per_row_group,
+        row_group_size_mb=cfg.dataset.row_group_size_mb, order_column="content_hash",
+        files={"vocab.txt": vocab_text(vocab)}, attachments=attachments,
+        extra={"format": chosen, "vocab_size": len(vocab), "vocab_file": "vocab.txt",
+               "train_token_coverage": round(coverage, 6), "max_len": text.max_len,
+               "token_pattern": text.token_pattern, "tokens_per_document": tokens},
+    )
 
 
 def ingest_text(spark: SparkSession, cfg: Config, input_path: str, output_path: str,
@@ -218,67 +299,22 @@ def ingest_text(spark: SparkSession, cfg: Config, input_path: str, output_path: 
     files (name -> text) committed with the version."""
     input_uri, output_uri = storage.to_uri(input_path), storage.to_uri(output_path)
     check_output(output_uri, mode)
-    text, ratios = cfg.text, cfg.split.model_dump()
-    expected: dict[str, str] = {}
-    chosen, items = _read_documents(spark, input_uri, fmt, text_col, label_col, text, expected)
-    # one CSV file is one task to parse; spread its rows before the per-row work
-    cleaned = items.repartition(_partitions(spark, 0, items.getNumPartitions())).mapPartitions(
-        partial(_clean_partition, cfg=text, ratios=ratios))
-    base = spark.createDataFrame(cleaned, RECORD_SCHEMA).persist(StorageLevel.MEMORY_AND_DISK)
-    records = base
-    if expected:
-        returned = {r.source for r in records.select("source").distinct().collect()}
-        lost = [_rejected(path, None, "unreadable",
-                          "listed but not returned by Spark's binaryFile reader", label)
-                for path, label in expected.items() if path not in returned]
-        if lost:
-            records = records.unionByName(spark.createDataFrame(lost, RECORD_SCHEMA))
-    records = _with_identity(records)
+    documents = _read_documents(spark, input_uri, fmt, text_col, label_col, cfg.text)
+    base = _clean(spark, documents, cfg)
     try:
+        records = _with_identity(_with_lost(spark, base, documents))
         with SparkProgress(spark, "clean"):
             discovered = records.count()
         if discovered == 0:
             raise InputError(f"no documents found in {input_uri}")
-        log.info("%d documents or rows read from %s (%s)", discovered, input_uri, chosen)
-        deduped = apply_exact_duplicates(spark, records)
-        if text.near_duplicates:
-            pattern, k = text.token_pattern, text.shingle_size
-            shingle = F.udf(lambda t: word_shingles(tokenize(t, pattern), k) if t else [],
-                            T.ArrayType(T.StringType()))
-            with SparkProgress(spark, "near-duplicates"):
-                deduped = apply_near_duplicates(spark, deduped, shingle(F.col("text")),
-                                                text.near_duplicate_jaccard)
-        deduped = deduped.persist(StorageLevel.MEMORY_AND_DISK)
+        log.info("%d documents or rows read from %s (%s)", discovered, input_uri, documents.fmt)
+        deduped = _deduplicate(spark, records, cfg.text)
         vocab, coverage = _vocabulary(
-            deduped, text, None if vocabulary is None else list(parse_vocab(vocabulary)))
-        vocabulary = vocab_text(vocab)
-        labels = {r[0] for r in deduped.filter(F.col("reason").isNull())
-                  .select("label_name").distinct().collect()}
-        label_map = build_label_map(labels)
-        label_index = F.create_map(*[F.lit(x) for kv in label_map.items() for x in kv])
-        final = (_add_token_ids(spark, deduped, vocabulary, text.max_len, text.token_pattern)
-                 .withColumn("label", label_index[F.col("label_name")].cast("int"))
-                 .persist(StorageLevel.MEMORY_AND_DISK))  # the writer reads it several times
-        lengths = (deduped.filter(F.col("reason").isNull())
-                   .agg(F.min("n_tokens"), F.avg("n_tokens"),
-                        F.percentile_approx("n_tokens", [0.5, 0.95]), F.max("n_tokens"))
-                   .first())
-        version = VersionSpec(
-            kind="text", source=input_uri, schema=text_schema(text.max_len),
-            config={"text": text.model_dump(), "split": ratios,
-                    "dataset": cfg.dataset.model_dump(), "format": chosen,
-                    "columns": {"text": text_col, "label": label_col}},
-            label_map=label_map, rows_per_row_group=cfg.dataset.rows_per_row_group,
-            row_group_size_mb=cfg.dataset.row_group_size_mb, order_column="content_hash",
-            files={"vocab.txt": vocabulary}, attachments=attachments or {},
-            extra={"format": chosen, "vocab_size": len(vocab), "vocab_file": "vocab.txt",
-                   "train_token_coverage": round(coverage, 6), "max_len": text.max_len,
-                   "token_pattern": text.token_pattern,
-                   "tokens_per_document": {
-                       "min": lengths[0], "mean": round(lengths[1] or 0, 3),
-                       "median": (lengths[2] or [None])[0], "p95": (lengths[2] or [None, None])[1],
-                       "max": lengths[3]}},
-        )
+            deduped, cfg.text, None if vocabulary is None else list(parse_vocab(vocabulary)))
+        final, label_map = _encoded(spark, deduped, vocab_text(vocab), cfg.text)
+        version = _version_spec(cfg, input_uri, documents.fmt,
+                                {"text": text_col, "label": label_col}, label_map, vocab,
+                                coverage, _token_counts(deduped), attachments or {})
         with SparkProgress(spark, "write"):
             manifest = write_version(spark, final, discovered, output_uri, mode, version)
         final.unpersist()

@@ -1,16 +1,20 @@
 """One raw document or row -> one record: accepted (split, cleaned text, hash) or rejected.
 
-Also the raw-text-to-ids path for inference, which cleans exactly as ingest did.
+Also the rows of a CSV or JSONL file (parsed by ``rows``), and the raw-text-to-ids path for
+inference, which cleans exactly as ingest did.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import NamedTuple
 
 import numpy as np
 
 from pipeline.config import TextConfig
+from pipeline.datasets.reasons import Reason
 from pipeline.ingest.rejection import Rejected
+from pipeline.ingest.rows import HeaderError, RowFormat, parse_rows
 from pipeline.ingest.split import assign_split
 from pipeline.ingest.text import check_length, clean_text, decode_text, normalise_label, text_hash
 from pipeline.ingest.tokens import Tokenizer, tokenize
@@ -33,6 +37,50 @@ class TextRecord(NamedTuple):
     reason: str | None
     detail: str | None
 
+    @classmethod
+    def rejected(cls, source: str, line: int | None, reason: Reason, detail: str | None,
+                 label: str | None = None) -> TextRecord:
+        """A quarantined input; ``reason`` stored as a plain str (Spark's JVM unpickler, which
+        reads rows made in Python, knows no enum)."""
+        return cls(source, line, label, None, None, None, None, str(reason), detail)
+
+
+class RawDocument(NamedTuple):
+    """A document or row as found, before cleaning: ``text`` is a file's bytes or a parsed
+    value of any type, ``label`` likewise (``clean_text_document`` judges both)."""
+
+    source: str
+    line: int | None
+    text: object
+    label: object
+
+
+def file_rows(source: str, data: bytes, fmt: RowFormat, text_col: str, label_col: str,
+              cfg: TextConfig) -> Iterator[RawDocument | TextRecord]:
+    """A CSV or JSONL file -> its rows to clean, and rejected records for the malformed ones
+    (or one for the whole file, when it does not decode or its header lacks a column)."""
+    try:
+        content = decode_text(data, cfg)
+    except Rejected as rejected:
+        yield TextRecord.rejected(source, None, rejected.reason,
+                                  f"the whole file: {rejected.detail}")
+        return
+    try:
+        for line, values, problem in parse_rows(content, fmt, (text_col, label_col)):
+            if values is None:
+                yield TextRecord.rejected(source, line, Reason.MALFORMED_ROW,
+                                          f"line {line}: {problem}")
+            else:
+                yield RawDocument(source, line, *values)
+    except HeaderError as bad:
+        if bad.cause is not None:
+            yield TextRecord.rejected(source, 1, Reason.MALFORMED_ROW,
+                                      f"line 1: unreadable header: {bad.cause}")
+        else:
+            yield TextRecord.rejected(source, 1, Reason.BAD_HEADER,
+                                      f"the header {bad.header} lacks column "
+                                      f"{', '.join(bad.missing)}")
+
 
 def document_text(raw: object, cfg: TextConfig) -> str:
     """A document as found -> text, before cleaning; raises ``Rejected``.
@@ -40,12 +88,12 @@ def document_text(raw: object, cfg: TextConfig) -> str:
     Bytes (a file) are decoded; a str (a CSV, JSONL or Parquet value) is already text.
     """
     if raw is None:
-        raise Rejected("missing_text", "the text is missing or null")
+        raise Rejected(Reason.MISSING_TEXT, "the text is missing or null")
     if isinstance(raw, bytes | bytearray | memoryview):
         return decode_text(bytes(raw), cfg)
     if isinstance(raw, str):
         return raw
-    raise Rejected("text_not_string",
+    raise Rejected(Reason.TEXT_NOT_STRING,
                    f"the text is not a string: {type(raw).__name__} {raw!r:.40}")
 
 
@@ -64,16 +112,16 @@ def clean_text_document(source: str, line: int | None, raw: bytes | str | None,
         check_length(cleaned, cfg)
         n_tokens = len(tokenize(cleaned, cfg.token_pattern))
         if n_tokens == 0:
-            raise Rejected("no_tokens", f"no token matches text.token_pattern in {cleaned!r:.60}")
+            raise Rejected(Reason.NO_TOKENS,
+                           f"no token matches text.token_pattern in {cleaned!r:.60}")
         content_hash = text_hash(cleaned)
         return TextRecord(source, line, label, assign_split(content_hash, ratios), cleaned,
                           content_hash, n_tokens, None, None)
     except Rejected as rejected:
-        return TextRecord(source, line, label, None, None, None, None, rejected.reason,
-                          rejected.detail)
+        return TextRecord.rejected(source, line, rejected.reason, rejected.detail, label)
     except Exception as exc:  # a cleaning bug must quarantine one document, not kill the job
-        return TextRecord(source, line, label, None, None, None, None, "unexpected_error",
-                          f"{type(exc).__name__}: {exc}")
+        return TextRecord.rejected(source, line, Reason.UNEXPECTED_ERROR,
+                                   f"{type(exc).__name__}: {exc}", label)
 
 
 def encode_document(raw: bytes | str, cfg: TextConfig, tokenizer: Tokenizer
@@ -86,5 +134,5 @@ def encode_document(raw: bytes | str, cfg: TextConfig, tokenizer: Tokenizer
     """
     cleaned = clean_text(document_text(raw, cfg), cfg)
     if not cleaned:
-        raise Rejected("empty_text", "nothing is left after cleaning")
+        raise Rejected(Reason.EMPTY_TEXT, "nothing is left after cleaning")
     return tokenizer(cleaned)

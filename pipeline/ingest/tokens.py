@@ -97,6 +97,7 @@ class Tokenizer:
 
     @classmethod
     def from_vocab_text(cls, text: str, pattern: str, max_len: int) -> Tokenizer:
+        """The tokeniser of a ``vocab.txt``: ingest and serving build it alike, so ids match."""
         return cls(pattern, parse_vocab(text), max_len)
 
     def __call__(self, cleaned: str) -> tuple[np.ndarray, int]:

@@ -1,1 +1,4 @@
-"""Scheduled retraining: input snapshots, the lock, and the workflow that ties the stages."""
+"""Scheduled retraining, a workflow over the stages: input snapshots, the lock, and the steps.
+
+Public: ``workflow.retrain``. Internal: ``inputs`` (what changed), ``lock`` (one at a time).
+"""

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from pyarrow import fs as pafs
 
-from pipeline.datasets import storage
+from pipeline import storage
 from pipeline.errors import InputError
 
 SNAPSHOT_NAME = "inputs.json"

@@ -22,8 +22,8 @@ import uuid
 from dataclasses import asdict, dataclass
 from urllib.parse import urlparse
 
+from pipeline import storage
 from pipeline.config import ConfigError
-from pipeline.datasets import storage
 from pipeline.errors import PipelineError
 
 log = logging.getLogger(__name__)
@@ -33,6 +33,8 @@ LOCK_NAME = ".retrain.lock"
 
 class LockHeldError(PipelineError, RuntimeError):
     """Another retrain holds the lock; this one did nothing."""
+
+    exit_code = 75  # EX_TEMPFAIL: schedulers treat it as a skip
 
 
 class LockLostError(PipelineError, RuntimeError):

@@ -14,21 +14,22 @@ import re
 import socket
 import time
 from dataclasses import dataclass
+from functools import partial
 from typing import Literal
 
-from pipeline.config import Config, ConfigError
-from pipeline.datasets import storage
-from pipeline.datasets.manifest import MANIFEST_NAME, Manifest, open_version
+from pipeline import storage
+from pipeline.config import Config, ConfigError, flatten
+from pipeline.datasets.manifest import MANIFEST_NAME, VOCAB_NAME, Manifest, open_version
 from pipeline.errors import PipelineError
-from pipeline.evaluation.promotion import DECISION_TAG, Promotion, promote
+from pipeline.evaluation.promotion import Promotion, promote
 from pipeline.retrain import inputs
 from pipeline.retrain.lock import RetrainLock
-from pipeline.tracking import registry, runs
+from pipeline.tracking import keys, registry, runs
+from pipeline.tracking.models import ModelMismatchError, check_fits
 from pipeline.tracking.registry import CHAMPION, ModelRef
-from pipeline.tracking.retry import MODEL_WRITE
-from pipeline.tracking.store import absolute_tracking_uri, check_store
-from pipeline.train.features import choose_model
+from pipeline.tracking.tracker import Tracker
 from pipeline.train.job import TrainResult, register_challenger, registered_name, train
+from pipeline.train.model import choose_model
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +69,8 @@ def _check_same_rules(cfg: Config, manifest: Manifest, version_uri: str) -> None
     now = cfg.to_dict()
     differing = []
     for section in (manifest.kind, *SAME_RULES):  # "images" or "text", as in the config
-        before = runs.flatten(manifest.config.get(section, {}), f"{section}.")
-        after = runs.flatten(now[section], f"{section}.")
+        before = flatten(manifest.config.get(section, {}), f"{section}.")
+        after = flatten(now[section], f"{section}.")
         differing += [key for key in sorted(before.keys() | after.keys())
                       if before.get(key) != after.get(key)]
     if manifest.kind == "text":
@@ -85,13 +86,14 @@ def _check_same_rules(cfg: Config, manifest: Manifest, version_uri: str) -> None
             "point retrain.output at a new folder")
 
 
-def _pending(tracking_uri: str, name: str, fingerprint: str) -> tuple[Step | None, ModelRef | None]:
+def _pending(tracker: Tracker, name: str, fingerprint: str
+             ) -> tuple[Step | None, ModelRef | None]:
     """What is left for the content ``fingerprint``: train a model, judge it, or nothing."""
-    trained = registry.versions_tagged(tracking_uri, name, "dataset.fingerprint", fingerprint)
+    trained = registry.versions_tagged(tracker, name, keys.DATASET_FINGERPRINT, fingerprint)
     if not trained:
         return "train", None
     ref, tags = trained[-1]
-    return (None if DECISION_TAG in tags else "promote"), ref
+    return (None if keys.DECISION in tags else "promote"), ref
 
 
 def _build_version(cfg: Config, source_uri: str, output_uri: str, snapshot: inputs.Snapshot,
@@ -110,7 +112,7 @@ def _build_version(cfg: Config, source_uri: str, output_uri: str, snapshot: inpu
             manifest = ingest_images(spark, cfg, source_uri, output_uri, mode="new-version",
                                      attachments=attachments)
         else:
-            vocabulary = (storage.read_text(storage.join(latest[0], "vocab.txt"))
+            vocabulary = (storage.read_text(storage.join(latest[0], VOCAB_NAME))
                           if latest is not None else None)
             manifest = ingest_text(spark, cfg, source_uri, output_uri, mode="new-version",
                                    fmt=rc.text_format, text_col=rc.text_col,
@@ -129,131 +131,171 @@ def retrain(cfg: Config) -> RetrainResult:
         return _retrain_locked(cfg, source_uri, output_uri, lock)
 
 
+def _previous_snapshot(cfg: Config, source_uri: str, latest: tuple[str, Manifest] | None
+                       ) -> inputs.Snapshot | None:
+    """The input snapshot the newest version recorded, after checking it was built by the same
+    rules from the same input."""
+    if latest is None:
+        return None
+    _check_same_rules(cfg, latest[1], latest[0])
+    recorded = inputs.read_snapshot(latest[0])
+    if recorded is not None and recorded[0] != source_uri:
+        raise ConfigError(f"config key 'retrain.input' is {source_uri}, but {latest[0]} was "
+                          f"built from {recorded[0]}; point retrain.output at a new folder "
+                          "for another input")
+    return recorded[1] if recorded is not None else None
+
+
+def _nothing_to_do(cfg: Config, tracker: Tracker, source_uri: str, output_uri: str,
+                   latest: tuple[str, Manifest] | None, changes: inputs.Changes) -> str | None:
+    """Why this retrain has nothing to do (no input yet; no new data and no unfinished step),
+    or None."""
+    if latest is None:
+        return None if changes.any else f"no files in {source_uri} yet; nothing to do"
+    if changes.any:
+        return None
+    name = registered_name(cfg, output_uri, choose_model(cfg.train.model, latest[1]))
+    step, _ = _pending(tracker, name, latest[1].fingerprint)
+    if step is None:
+        return f"no new data in {source_uri} since {latest[0]}; nothing to do"
+    log.info("no new data, but %s was left unfinished: %s it now", latest[0], step)
+    return None
+
+
 def _retrain_locked(cfg: Config, source_uri: str, output_uri: str,
                     lock: RetrainLock) -> RetrainResult:
     latest = _latest(output_uri)
-    previous = None
-    if latest is not None:
-        _check_same_rules(cfg, latest[1], latest[0])
-        recorded = inputs.read_snapshot(latest[0])
-        if recorded is not None and recorded[0] != source_uri:
-            raise ConfigError(f"config key 'retrain.input' is {source_uri}, but {latest[0]} was "
-                              f"built from {recorded[0]}; point retrain.output at a new folder "
-                              "for another input")
-        previous = recorded[1] if recorded is not None else None
+    previous = _previous_snapshot(cfg, source_uri, latest)
     log.info("step 1/5: looking for new raw files in %s", source_uri)
     snapshot = inputs.take_snapshot(source_uri, previous)
     changes = inputs.compare(previous, snapshot)
     log.info("%s since %s", changes.summary(), latest[0] if latest else "the start")
 
-    tracking_uri = absolute_tracking_uri(cfg.mlflow.tracking_uri)
-    experiment_id = check_store(cfg.mlflow)
+    tracker = Tracker.from_config(cfg.mlflow)
     # we hold the lock: a retrain run still RUNNING lost its process
     recovered_by = f"retrain of {time.strftime('%Y-%m-%d %H:%M:%S')} ({socket.gethostname()})"
-    for abandoned in runs.fail_abandoned_retrains(tracking_uri, experiment_id, output_uri,
-                                                  recovered_by):
+    for abandoned in runs.fail_abandoned_retrains(tracker, output_uri, recovered_by):
         log.warning("retrain run %s had stopped unfinished; marked FAILED", abandoned)
-    if latest is None and not changes.any:
-        summary = f"no files in {source_uri} yet; nothing to do"
-        log.info(summary)
-        return RetrainResult(changes=changes, dataset_url=None, built=False, run_id=None,
-                             training=None, model_version=None, promotion=None, summary=summary)
-    if latest is not None and not changes.any:
-        name = registered_name(cfg, output_uri, choose_model(cfg.train.model, latest[1]))
-        step, _ = _pending(tracking_uri, name, latest[1].fingerprint)
-        if step is None:
-            summary = f"no new data in {source_uri} since {latest[0]}; nothing to do"
-            log.info(summary)
-            return RetrainResult(changes=changes, dataset_url=latest[0], built=False,
-                                 run_id=None, training=None, model_version=None,
-                                 promotion=None, summary=summary)
-        log.info("no new data, but %s was left unfinished: %s it now", latest[0], step)
-
-    parent = runs.create_retrain_run(tracking_uri, experiment_id, cfg.to_dict(), output_uri)
-    runs.set_tag(tracking_uri, parent, "retrain.changes", changes.summary())
+    idle = _nothing_to_do(cfg, tracker, source_uri, output_uri, latest, changes)
+    if idle is not None:
+        log.info(idle)
+        return RetrainResult(changes=changes, dataset_url=latest[0] if latest else None,
+                             built=False, run_id=None, training=None, model_version=None,
+                             promotion=None, summary=idle)
+    parent = runs.create_run(tracker, "retrain", f"retrain {time.strftime('%Y-%m-%d %H:%M')}",
+                             {keys.RETRAIN_OUTPUT: output_uri, keys.RETRAIN_CHANGES:
+                              changes.summary()})
+    runs.log_params(tracker, parent, cfg.to_dict())
     ok = False
     try:
-        result = _run_steps(cfg, tracking_uri, experiment_id, parent, source_uri, output_uri,
-                            snapshot, changes, latest, lock)
+        result = _run_steps(cfg, tracker, parent, source_uri, output_uri, snapshot, changes,
+                            latest, lock)
         ok = True
     finally:
-        runs.end_run(tracking_uri, parent, ok)
+        runs.end_run(tracker, parent, ok)
     return result
 
 
-def _run_steps(cfg: Config, tracking_uri: str, experiment_id: str, parent: str, source_uri: str,
-               output_uri: str, snapshot: inputs.Snapshot, changes: inputs.Changes,
-               latest: tuple[str, Manifest] | None, lock: RetrainLock) -> RetrainResult:
-    built = changes.any or latest is None
-    if built:
+@dataclass(frozen=True)
+class _Version:
+    """The dataset version this retrain works on, and whether it built it."""
+
+    url: str
+    manifest: Manifest
+    built: bool
+
+
+def _version_to_train(cfg: Config, tracker: Tracker, parent: str, source_uri: str,
+                      output_uri: str, snapshot: inputs.Snapshot, changes: inputs.Changes,
+                      latest: tuple[str, Manifest] | None, lock: RetrainLock) -> _Version:
+    """Step 2: the next version built from the changed input, or the newest one as it is."""
+    if not changes.any and latest is not None:
+        version = _Version(latest[0], latest[1], built=False)
+    else:
         lock.check()
         log.info("step 2/5: building the next dataset version in %s", output_uri)
-        dataset_url, manifest = _build_version(cfg, source_uri, output_uri, snapshot, latest)
-        runs.log_ingest_run(tracking_uri, experiment_id, parent, manifest, dataset_url, {
+        url, manifest = _build_version(cfg, source_uri, output_uri, snapshot, latest)
+        runs.log_ingest_run(tracker, parent, manifest, url, {
             "new": len(changes.new), "changed": len(changes.changed),
             "removed": len(changes.removed)})
-    else:
-        dataset_url, manifest = latest
-    runs.set_tag(tracking_uri, parent, "dataset.url", dataset_url)
-    runs.set_tag(tracking_uri, parent, "dataset.fingerprint", manifest.fingerprint)
-    model = choose_model(cfg.train.model, manifest)
-    name = registered_name(cfg, output_uri, model)
-    step, version = _pending(tracking_uri, name, manifest.fingerprint)
+        version = _Version(url, manifest, built=True)
+    runs.set_tags(tracker, parent, runs.lineage_tags(version.manifest, version.url))
+    return version
 
+
+def _train_challenger(cfg: Config, tracker: Tracker, parent: str, output_uri: str, name: str,
+                      version: _Version, lock: RetrainLock) -> tuple[TrainResult, ModelRef]:
+    """Step 3: a challenger trained on the version (warm from the champion if configured)."""
+    warm_start = (_warm_start_from(tracker, name, version.manifest, version.url)
+                  if cfg.retrain.warm_start else None)
+    log.info("step 3/5: training a challenger on %s%s", version.url,
+             f" from {warm_start}'s weights" if warm_start else "")
+    training = train(cfg, version.url, parent_run_id=parent, warm_start=warm_start)
+    if not training.model_logged:
+        raise PipelineError(f"training run {training.run_id} could not log its model; "
+                            "nothing to promote (the next retrain trains again)")
+    lock.check()
+    return training, register_challenger(cfg, output_uri, training,
+                                         {keys.RETRAIN_RUN_ID: parent})
+
+
+def _run_steps(cfg: Config, tracker: Tracker, parent: str, source_uri: str, output_uri: str,
+               snapshot: inputs.Snapshot, changes: inputs.Changes,
+               latest: tuple[str, Manifest] | None, lock: RetrainLock) -> RetrainResult:
+    version = _version_to_train(cfg, tracker, parent, source_uri, output_uri, snapshot, changes,
+                                latest, lock)
+    name = registered_name(cfg, output_uri, choose_model(cfg.train.model, version.manifest))
+    step, model_version = _pending(tracker, name, version.manifest.fingerprint)
+    done = partial(RetrainResult, changes=changes, dataset_url=version.url, built=version.built,
+                   run_id=parent)
     training = None
     if step == "train":
-        warm_start = (_warm_start_from(tracking_uri, name, manifest, dataset_url)
-                      if cfg.retrain.warm_start else None)
-        log.info("step 3/5: training a challenger on %s%s", dataset_url,
-                 f" from {warm_start}'s weights" if warm_start else "")
-        training = train(cfg, dataset_url, parent_run_id=parent, warm_start=warm_start)
-        if any(f.startswith(MODEL_WRITE) for f in training.mlflow_failures):
-            raise PipelineError(f"training run {training.run_id} could not log its model; "
-                                "nothing to promote (the next retrain trains again)")
-        lock.check()
-        version = register_challenger(cfg, output_uri, training, {"retrain.run_id": parent})
+        training, model_version = _train_challenger(cfg, tracker, parent, output_uri, name,
+                                                    version, lock)
     elif step == "promote":
-        log.info("step 3/5: %s was trained on this content already; judging it", version)
-    if step is None:
-        summary = (f"{dataset_url} holds the same content as the data {version} was trained on "
-                   "and judged by; nothing to train")
+        log.info("step 3/5: %s was trained on this content already; judging it", model_version)
+    else:
+        summary = (f"{version.url} holds the same content as the data {model_version} was "
+                   "trained on and judged by; nothing to train")
         log.info(summary)
-        runs.describe_run(tracking_uri, parent, f"{changes.summary()} raw files. {summary}.")
-        return RetrainResult(changes=changes, dataset_url=dataset_url, built=built,
-                             run_id=parent, training=None, model_version=version,
-                             promotion=None, summary=summary)
+        runs.describe_run(tracker, parent, f"{changes.summary()} raw files. {summary}.")
+        return done(training=None, model_version=model_version, promotion=None, summary=summary)
+    promotion = _judge(cfg, tracker, parent, name, version, model_version, changes, lock)
+    verdict = "promoted to champion" if promotion.decision.promote else "not promoted"
+    return done(training=training, model_version=model_version, promotion=promotion,
+                summary=f"{model_version} {verdict}: {promotion.decision.reason}")
 
-    log.info("step 4/5: evaluating challenger %s and the champion on the test split", version)
+
+def _judge(cfg: Config, tracker: Tracker, parent: str, name: str, version: _Version,
+           challenger: ModelRef, changes: inputs.Changes, lock: RetrainLock) -> Promotion:
+    """Steps 4 and 5: challenger against champion on the test split; the outcome on the run."""
+    log.info("step 4/5: evaluating challenger %s and the champion on the test split",
+             challenger)
     lock.check()
-    promotion = promote(cfg, name, dataset_url, "test", parent_run_id=parent,
-                        challenger=version)
+    promotion = promote(cfg, name, version.url, "test", parent_run_id=parent,
+                        challenger=challenger)
     log.info("step 5/5: %s", promotion.decision.reason)
     verdict = "promoted to champion" if promotion.decision.promote else "not promoted"
-    summary = f"{version} {verdict}: {promotion.decision.reason}"
-    runs.set_tag(tracking_uri, parent, "retrain.model_version", str(version))
-    runs.set_tag(tracking_uri, parent, "retrain.decision",
-                 "promoted" if promotion.decision.promote else "rejected")
-    runs.describe_run(tracking_uri, parent, (
-        f"{changes.summary()} raw files -> {dataset_url.rsplit('/', 1)[-1]} "
-        f"({sum(s.rows for s in manifest.splits.values())} rows) -> {version} {verdict} "
-        f"against {promotion.champion or 'no champion'}: {promotion.decision.reason}."))
-    return RetrainResult(changes=changes, dataset_url=dataset_url, built=built, run_id=parent,
-                         training=training, model_version=version, promotion=promotion,
-                         summary=summary)
+    runs.set_tags(tracker, parent, {
+        keys.RETRAIN_MODEL_VERSION: str(challenger),
+        keys.RETRAIN_DECISION: "promoted" if promotion.decision.promote else "rejected"})
+    runs.describe_run(tracker, parent, (
+        f"{changes.summary()} raw files -> {version.url.rsplit('/', 1)[-1]} "
+        f"({sum(s.rows for s in version.manifest.splits.values())} rows) -> {challenger} "
+        f"{verdict} against {promotion.champion or 'no champion'}: "
+        f"{promotion.decision.reason}."))
+    return promotion
 
 
-def _warm_start_from(tracking_uri: str, name: str, manifest: Manifest,
+def _warm_start_from(tracker: Tracker, name: str, manifest: Manifest,
                      dataset_url: str) -> str | None:
     """The champion's model URI when its layers fit this data (same labels and vocabulary);
     otherwise None (a cold start, said in the log)."""
-    from pipeline.evaluation.job import check_fits
-    from pipeline.evaluation.scoring import ModelMismatchError
-
-    champion = registry.by_alias(tracking_uri, name, CHAMPION)
+    champion = registry.by_alias(tracker, name, CHAMPION)
     if champion is None:
         return None
     try:
-        check_fits(tracking_uri, champion.uri, manifest, dataset_url)
+        check_fits(tracker, champion.uri, manifest, dataset_url)
     except ModelMismatchError as exc:
         log.warning("not warm-starting from %s: %s", champion, exc)
         return None

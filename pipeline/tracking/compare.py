@@ -10,10 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
-from pipeline.config import MlflowConfig
 from pipeline.errors import PipelineError
-from pipeline.tracking.runs import JOB_TAG
-from pipeline.tracking.store import absolute_tracking_uri
+from pipeline.tracking import keys
+from pipeline.tracking.tracker import Tracker
 
 COLUMNS = ("train.learning_rate", "train.batch_size", "train.epochs", "train.workers")
 
@@ -32,25 +31,20 @@ class RunRow:
     metrics: dict[str, float]
 
 
-def lower_is_better(metric: str) -> bool:
-    return "loss" in metric or metric.endswith(("_time_s", "error"))
-
-
-def best_runs(cfg: MlflowConfig, metric: str, top: int, experiment: str | None = None
+def best_runs(tracker: Tracker, metric: str, top: int, experiment: str | None = None
               ) -> tuple[str, list[RunRow]]:
     """(experiment id, the ``top`` training runs best by ``metric``), best first."""
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=absolute_tracking_uri(cfg.tracking_uri))
-    name = experiment or cfg.experiment
+    client = tracker.client
+    name = experiment or tracker.experiment
     found = client.get_experiment_by_name(name)
     if found is None:
-        raise NoRunsError(f"no experiment '{name}' in {cfg.tracking_uri}")
-    order = "ASC" if lower_is_better(metric) else "DESC"
-    runs = client.search_runs([found.experiment_id], filter_string=f"tags.`{JOB_TAG}` = 'train'",
+        raise NoRunsError(f"no experiment '{name}' in {tracker.uri}")
+    order = "ASC" if keys.lower_is_better(metric) else "DESC"
+    runs = client.search_runs([found.experiment_id],
+                              filter_string=f"tags.`{keys.JOB_TAG}` = 'train'",
                               order_by=[f"metrics.`{metric}` {order}"], max_results=top)
     rows = [RunRow(run_id=r.info.run_id, name=r.info.run_name or "", status=r.info.status,
-                   dataset=r.data.tags.get("dataset.fingerprint", "")[:12],
+                   dataset=r.data.tags.get(keys.DATASET_FINGERPRINT, "")[:12],
                    params={k: r.data.params.get(k, "") for k in ("model", *COLUMNS)},
                    metrics=dict(r.data.metrics))
             for r in runs if metric in r.data.metrics]
@@ -79,9 +73,9 @@ def format_table(rows: list[RunRow], metric: str) -> str:
                      for row in [header, *lines])
 
 
-def ui_command(cfg: MlflowConfig) -> list[str]:
-    """``mlflow server`` on the configured store, bound to ``ui_host`` (127.0.0.1 by default)."""
+def ui_command(tracker: Tracker, host: str, port: int) -> list[str]:
+    """``mlflow server`` on the tracker's store, bound to ``host`` (127.0.0.1 by default)."""
     mlflow = Path(sys.executable).with_name("mlflow")
     executable = str(mlflow) if mlflow.exists() else (shutil.which("mlflow") or "mlflow")
-    return [executable, "server", "--backend-store-uri", absolute_tracking_uri(cfg.tracking_uri),
-            "--host", cfg.ui_host, "--port", str(cfg.ui_port)]
+    return [executable, "server", "--backend-store-uri", tracker.uri,
+            "--host", host, "--port", str(port)]

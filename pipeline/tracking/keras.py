@@ -10,7 +10,9 @@ from contextlib import redirect_stdout
 import numpy as np
 
 from pipeline.errors import first_line
+from pipeline.tracking import keys
 from pipeline.tracking.retry import MODEL_WRITE, Retrying
+from pipeline.tracking.tracker import Tracker
 
 log = logging.getLogger("pipeline.train")
 
@@ -24,12 +26,10 @@ def _keras_callback_base():
 class MlflowEpochLogger(_keras_callback_base()):
     """Logs every epoch's metrics to an existing run and a progress line for people."""
 
-    def __init__(self, tracking_uri: str, run_id: str, epochs: int, steps: int,
+    def __init__(self, tracker: Tracker, run_id: str, epochs: int, steps: int,
                  retrying: Retrying) -> None:
         super().__init__()
-        from mlflow.tracking import MlflowClient
-
-        self._client = MlflowClient(tracking_uri=tracking_uri)
+        self._client = tracker.client
         self._retrying = retrying
         self._run_id = run_id
         self._epochs = epochs
@@ -51,7 +51,14 @@ class MlflowEpochLogger(_keras_callback_base()):
                  shown)
 
 
-def start_system_metrics(tracking_uri: str, run_id: str, resumed: bool,
+def disable_autolog() -> None:
+    """Workers log only through our callbacks (rank 0): one run per job, no autologged runs."""
+    import mlflow
+
+    mlflow.autolog(disable=True)
+
+
+def start_system_metrics(tracker: Tracker, run_id: str, resumed: bool,
                          interval_s: float = 2.0):
     """MLflow's CPU, memory (and GPU) sampler for the run, or None if it cannot start; call
     ``.finish()`` on the result. ``resumed``: continue the run's earlier steps."""
@@ -59,7 +66,7 @@ def start_system_metrics(tracking_uri: str, run_id: str, resumed: bool,
 
     try:
         monitor = SystemMetricsMonitor(run_id, sampling_interval=interval_s,
-                                       tracking_uri=tracking_uri, resume_logging=resumed)
+                                       tracking_uri=tracker.uri, resume_logging=resumed)
         monitor.start()
     except Exception as exc:  # a missing sampler must not stop training
         log.warning("MLflow system metrics are off: %s", first_line(exc))
@@ -81,31 +88,28 @@ def _run_history(client, run_id: str, keras_history: dict[str, list[float]]
         return keras_history
 
 
-def log_outcome(tracking_uri: str, run_id: str, model, example: np.ndarray,
+def log_outcome(tracker: Tracker, run_id: str, model, example: np.ndarray,
                 confusion: np.ndarray, labels: list[str], keras_history: dict[str, list[float]],
                 retrying: Retrying) -> None:
     """After training: the validation report, the curves of the whole run, then the model."""
-    from mlflow.tracking import MlflowClient
-
     from pipeline.tracking.reports import log_report
 
-    client = MlflowClient(tracking_uri=tracking_uri)
+    client = tracker.client
     history = _run_history(client, run_id, keras_history)
     retrying("the validation report", log_report, client, run_id, confusion, labels, "val",
              history)
-    retrying(MODEL_WRITE, log_keras_model, tracking_uri, run_id, model, example)
+    retrying(MODEL_WRITE, log_keras_model, tracker, run_id, model, example)
 
 
-def log_keras_model(tracking_uri: str, run_id: str, model, example: np.ndarray) -> None:
+def log_keras_model(tracker: Tracker, run_id: str, model, example: np.ndarray) -> None:
     """Log the model with its signature and an input example into the run."""
     import mlflow
     import mlflow.tensorflow
     from mlflow.models import infer_signature
 
-    mlflow.set_tracking_uri(tracking_uri)
     signature = infer_signature(example, model.predict(example, verbose=0))
     # redirect: MLflow validates the input example with model.predict and its progress bar
-    with mlflow.start_run(run_id=run_id), redirect_stdout(io.StringIO()):
-        mlflow.tensorflow.log_model(model, name="model", signature=signature,
+    with tracker.active(), mlflow.start_run(run_id=run_id), redirect_stdout(io.StringIO()):
+        mlflow.tensorflow.log_model(model, name=keys.MODEL_ARTIFACT, signature=signature,
                                     input_example=example[:1],
                                     keras_model_kwargs={"include_optimizer": False})

@@ -1,1 +1,7 @@
-"""Training: driver side (``job``, ``launcher``) apart from worker side (``worker``, ``model``)."""
+"""Training with Horovod; Horovod is imported only here.
+
+Driver side: ``job.train`` (the public entry point: open the run, launch, register when asked),
+``launcher`` (the ``Launcher`` protocol: local and hosts over Gloo, Spark tasks), ``spec``
+(what the driver hands the workers), ``checkpoints``. Worker side, run inside every Horovod
+process: ``worker``, ``inputs``, ``model``, ``optim``, ``callbacks``.
+"""

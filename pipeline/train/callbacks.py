@@ -8,15 +8,16 @@ early stopping reads them, the checkpoint records them and the MLflow logger wri
 
 from __future__ import annotations
 
+import logging
 import time
 
 import numpy as np
 import tensorflow as tf
 
-from pipeline.datasets.reader import read_batches
+from pipeline.datasets.reader import model_batches
 from pipeline.errors import PipelineError
+from pipeline.logs import Progress, format_duration
 from pipeline.train import checkpoints
-from pipeline.train.features import as_model_input, feature_field
 from pipeline.train.optim import make_loss
 from pipeline.train.spec import WorkerSpec
 
@@ -54,15 +55,13 @@ class ExactValidation(tf.keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         spec, hvd = self._spec, self._hvd
-        field = feature_field(spec.manifest)
         classes = spec.manifest.num_classes
         loss_sum = 0.0
         confusion = np.zeros(classes * classes, np.float64)
-        for batch in read_batches(spec.dataset_url, "val", (field, "label"),
-                                  spec.train.batch_size, shard=hvd.rank(),
-                                  shard_count=hvd.size()):
-            probs = self.model(as_model_input(spec.manifest, batch[field]), training=False)
-            labels = batch["label"].astype("int64")
+        for inputs, labels in model_batches(spec.dataset_url, spec.manifest, "val",
+                                            spec.train.batch_size, shard=hvd.rank(),
+                                            shard_count=hvd.size()):
+            probs = self.model(inputs, training=False)
             loss_sum += float(self._loss(tf.one_hot(labels, classes), probs))
             predicted = probs.numpy().argmax(axis=1)
             confusion += np.bincount(labels * classes + predicted, minlength=classes * classes)
@@ -122,3 +121,33 @@ class CheckpointEachEpoch(tf.keras.callbacks.Callback):
         scalars = {k: float(v) for k, v in (logs or {}).items()}
         checkpoint = checkpoints.Checkpoint(self._root, epoch, scalars, state)
         checkpoints.save(checkpoint, self.model, self.model.optimizer)
+
+
+class StepProgress(tf.keras.callbacks.Callback):
+    """Rank 0 only: how far the epoch is (step/steps, samples/s over all workers, the epoch's
+    ETA). A worker's stderr is a pipe that Horovod forwards line by line with a ``[rank]``
+    prefix, so these are plain log lines, at most one every ``every_s`` seconds."""
+
+    def __init__(self, epochs: int, steps: int, global_batch: int, every_s: float = 10.0) -> None:
+        super().__init__()
+        self._supports_tf_logs = True  # the logs are not read: no sync to numpy at every step
+        self._epochs, self._steps, self._global_batch = epochs, steps, global_batch
+        self._every_s = every_s
+        self._progress: Progress | None = None
+        self._started = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._started = time.perf_counter()
+        self._progress = Progress(f"epoch {epoch + 1}/{self._epochs}", "steps",
+                                  every_s=self._every_s, min_s=self._every_s,
+                                  logger=logging.getLogger(__name__))
+
+    def on_train_batch_end(self, batch, logs=None):
+        done, elapsed = batch + 1, max(time.perf_counter() - self._started, 1e-9)
+        eta = (self._steps - done) * elapsed / done
+        self._progress.update(done, self._steps, f"{done * self._global_batch / elapsed:,.0f} "
+                                                 f"samples/s, epoch ETA {format_duration(eta)}")
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self._progress is not None:
+            self._progress.close()

@@ -12,7 +12,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.datasets import storage
+from pipeline import storage
 from pipeline.errors import PipelineError
 
 LATEST = "latest.json"

@@ -10,16 +10,17 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from pipeline.datasets.features import feature_of
 from pipeline.datasets.manifest import Manifest
 from pipeline.datasets.reader import tf_column_dataset, tf_dataset, training_stream
-from pipeline.train.features import feature_field, tf_decode_image, tf_model_input
 
 
 @contextmanager
 def training_examples(tf, dataset_url: str, manifest: Manifest, shard: int, shard_count: int,
                       seed: int, reader_workers: int) -> Iterator:
     """A ``tf.data.Dataset`` of single examples, endless, row groups shuffled with ``seed``."""
-    field, classes = feature_field(manifest), manifest.num_classes
+    feature, classes = feature_of(manifest), manifest.num_classes
+    field = feature.field
     images = manifest.kind == "images"
     with training_stream(dataset_url, "train", (field, "label"), shard=shard,
                          shard_count=shard_count, seed=seed, reader_workers=reader_workers,
@@ -27,10 +28,10 @@ def training_examples(tf, dataset_url: str, manifest: Manifest, shard: int, shar
         if images:
             rows = tf_column_dataset(reader, {field: tf.TensorSpec([], tf.string),
                                               "label": tf.TensorSpec([], tf.int32)})
-            yield rows.map(lambda row: (tf_decode_image(tf, manifest, row[field]),
+            yield rows.map(lambda row: (feature.tf_decode(tf, row[field]),
                                         tf.one_hot(row["label"], classes)),
                            num_parallel_calls=tf.data.AUTOTUNE)
         else:
             yield tf_dataset(reader).map(
-                lambda row: (tf_model_input(tf, manifest, getattr(row, field)),
+                lambda row: (feature.tf_model_input(tf, getattr(row, field)),
                              tf.one_hot(row.label, classes)))

@@ -1,5 +1,5 @@
 """Training, driver side: check inputs, open (or reopen) the MLflow run, launch the workers,
-close the run. Nothing here runs TensorFlow."""
+close the run, register the model when asked. Nothing here runs TensorFlow."""
 
 from __future__ import annotations
 
@@ -8,29 +8,26 @@ import re
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
-from pipeline.config import Config, ConfigError
-from pipeline.datasets import storage
+from pipeline import storage
+from pipeline.config import MOVED_KEYS, Config, ConfigError
 from pipeline.datasets.manifest import Manifest, open_version
 from pipeline.datasets.reader import check_shardable
 from pipeline.errors import InputError, PipelineError
-from pipeline.tracking import registry, runs
+from pipeline.tracking import keys, registry, runs
+from pipeline.tracking.params import loggable_params
 from pipeline.tracking.registry import CHALLENGER, ModelRef
 from pipeline.tracking.retry import MODEL_WRITE
-from pipeline.tracking.store import absolute_tracking_uri, check_store
+from pipeline.tracking.tracker import Tracker
 from pipeline.train import checkpoints
-from pipeline.train.features import choose_model
-from pipeline.train.launcher import launch
+from pipeline.train.launcher import launch, make_launcher
+from pipeline.train.model import choose_model
 from pipeline.train.spec import WorkerSpec
 from pipeline.train.worker import train_worker
 
 log = logging.getLogger(__name__)
 
-# keys that may change between a run and its resume: where and how it runs, not what it learns
-# (the ingest sections only describe how datasets are built; the dataset itself is compared)
-OPERATIONAL_KEYS = ("data_dir", "spark.", "images.", "text.", "split.", "dataset.", "registry.",
-                    "retrain.",
-                    "mlflow.ui_", "train.launcher", "train.hosts", "train.start_timeout_s",
-                    "train.stall_timeout_s", "train.reader_workers", "train.threads_per_worker")
+# what a run learns: a resume must match these; every other section may change
+LEARNING_KEYS = ("train.", "model", "dataset_version.")
 
 
 class ResumeError(PipelineError, ValueError):
@@ -50,7 +47,11 @@ class TrainResult:
     initial_epoch: int
     epochs_run: int
     mlflow_failures: list[str]  # writes that still failed after retries (training went on)
-    model_version: ModelRef | None  # registered with alias challenger (registry.register_trained)
+    model_version: ModelRef | None  # registered with alias challenger (``register=True``)
+
+    @property
+    def model_logged(self) -> bool:
+        return not any(f.startswith(MODEL_WRITE) for f in self.mlflow_failures)
 
 
 def registered_name(cfg: Config, data: str, model: str) -> str:
@@ -63,18 +64,33 @@ def registered_name(cfg: Config, data: str, model: str) -> str:
     return f"{name}-{model}"
 
 
-def _check_fit(cfg: Config, manifest: Manifest) -> None:
+def _open_dataset(cfg: Config, data: str) -> tuple[str, Manifest, str]:
+    """(version URI, manifest, model name), checked: splits, shards and model fit."""
+    dataset_url, manifest = open_version(storage.to_uri(data))
+    for split in ("train", "val"):
+        if split not in manifest.splits:
+            raise InputError(f"{dataset_url} has no {split} split; training needs train and val")
+        check_shardable(split, manifest.splits[split].row_groups, cfg.train.workers)
+    model = choose_model(cfg.train.model, manifest)
     if cfg.train.loss == "binary_crossentropy" and manifest.num_classes != 2:
         raise ConfigError(f"config key 'train.loss': binary_crossentropy needs two classes; the "
                           f"dataset version has {manifest.num_classes}")
+    return dataset_url, manifest, model
 
 
-def _resume_point(cfg: Config, tracking_uri: str, run_id: str, params: dict
+def _differing_learning_keys(tracker: Tracker, run_id: str, params: dict) -> list[str]:
+    logged = runs.logged_params(tracker, run_id)
+    flat = loggable_params(params)
+    moved = {f"{section}.{key}" for section, key in MOVED_KEYS}  # logged by older releases
+    return sorted(k for k in flat.keys() | logged.keys() if k.startswith(LEARNING_KEYS)
+                  and k not in moved and flat.get(k) != logged.get(k))
+
+
+def _resume_point(cfg: Config, tracker: Tracker, run_id: str, params: dict
                   ) -> checkpoints.Checkpoint:
-    if runs.run_status(tracking_uri, run_id) == "FINISHED":
+    if runs.run_status(tracker, run_id) == "FINISHED":
         raise ResumeError(f"run {run_id} finished; there is nothing to resume")
-    differing = [key for key in runs.differing_params(tracking_uri, run_id, params)
-                 if not key.startswith(OPERATIONAL_KEYS)]
+    differing = _differing_learning_keys(tracker, run_id, params)
     if differing:
         raise ResumeError(f"run {run_id} was trained with different settings "
                           f"({', '.join(differing)}); resume with the same configuration")
@@ -87,75 +103,71 @@ def _resume_point(cfg: Config, tracking_uri: str, run_id: str, params: dict
     return point
 
 
-def train(cfg: Config, data: str, resume: str | None = None,
-          parent_run_id: str | None = None, warm_start: str | None = None) -> TrainResult:
+def _open_run(cfg: Config, tracker: Tracker, manifest: Manifest, dataset_url: str, model: str,
+              resume: str | None, parent_run_id: str | None
+              ) -> tuple[str, checkpoints.Checkpoint | None]:
+    """(run id, checkpoint to resume from): a new run, or the one ``resume`` names reopened."""
+    params = {**cfg.to_dict(), "model": model,
+              "dataset_version": {"url": dataset_url, "fingerprint": manifest.fingerprint}}
+    if resume is None:
+        run_name = f"{model} {datetime.now(UTC):%Y-%m-%d %H:%M:%S}"
+        return runs.create_training_run(tracker, run_name, params, manifest, dataset_url,
+                                        parent_run_id), None
+    run_id = resume if resume != "latest" else runs.latest_unfinished_run(
+        tracker, manifest.fingerprint, model)
+    if run_id is None:
+        raise ResumeError(f"no unfinished {model} run on dataset {manifest.fingerprint[:12]} "
+                          f"in experiment '{tracker.experiment}' to resume")
+    point = _resume_point(cfg, tracker, run_id, params)
+    runs.reopen_run(tracker, run_id, point.epoch, point.logs)
+    log.info("resuming run %s after epoch %d of %d", run_id, point.epoch + 1, cfg.train.epochs)
+    return run_id, point
+
+
+def _result(run_id: str, model: str, dataset_url: str, manifest: Manifest,
+            results: list[dict]) -> TrainResult:
+    history = results[0]["history"]
+    for failure in results[0]["mlflow_failures"]:
+        log.warning("not recorded in MLflow run %s: %s", run_id, failure)
+    return TrainResult(run_id=run_id, model=model, dataset_url=dataset_url,
+                       dataset_fingerprint=manifest.fingerprint,
+                       val_accuracy=history["val_accuracy"][-1], val_loss=history["val_loss"][-1],
+                       steps_per_rank=[r["steps"] for r in results],
+                       local_ranks=[r["local_rank"] for r in results],
+                       initial_epoch=results[0]["initial_epoch"], epochs_run=len(history["loss"]),
+                       mlflow_failures=results[0]["mlflow_failures"], model_version=None)
+
+
+def train(cfg: Config, data: str, resume: str | None = None, parent_run_id: str | None = None,
+          warm_start: str | None = None, register: bool = False) -> TrainResult:
     """Train on the dataset version at ``data`` and return the MLflow run and final metrics.
 
     ``resume``: a run id, or ``"latest"`` for the newest failed or killed run of this dataset and
     model; training continues after its last checkpoint, logging into the same run.
-    ``parent_run_id``: a sweep's or a retrain's run; this run is nested under it and not
-    registered. ``warm_start``: a model URI whose weights the new model starts from.
+    ``parent_run_id``: nest the run under a sweep's or a retrain's. ``warm_start``: a model URI
+    whose weights the new model starts from. ``register``: register the model as the challenger.
     """
-    dataset_url, manifest = open_version(storage.to_uri(data))
-    workers = cfg.train.workers
-    for split in ("train", "val"):
-        if split not in manifest.splits:
-            raise InputError(f"{dataset_url} has no {split} split; training needs train and val")
-        check_shardable(split, manifest.splits[split].row_groups, workers)
-    model = choose_model(cfg.train.model, manifest)
-    _check_fit(cfg, manifest)
-
-    tracking_uri = absolute_tracking_uri(cfg.mlflow.tracking_uri)
-    experiment_id = check_store(cfg.mlflow)  # before any compute is spent
-    params = {**cfg.to_dict(), "model": model,
-              "dataset_version": {"url": dataset_url, "fingerprint": manifest.fingerprint}}
-    resume_from = None
-    if resume is None:
-        run_name = f"{model} {datetime.now(UTC):%Y-%m-%d %H:%M:%S}"
-        run_id = runs.create_training_run(tracking_uri, experiment_id, run_name, params,
-                                          manifest, dataset_url, parent_run_id)
-    else:
-        run_id = resume if resume != "latest" else runs.latest_unfinished_run(
-            tracking_uri, experiment_id, manifest.fingerprint, model)
-        if run_id is None:
-            raise ResumeError(f"no unfinished {model} run on dataset {manifest.fingerprint[:12]} "
-                              f"in experiment '{cfg.mlflow.experiment}' to resume")
-        resume_from = _resume_point(cfg, tracking_uri, run_id, params)
-        runs.reopen_run(tracking_uri, run_id, resume_from.epoch, resume_from.logs)
-        log.info("resuming run %s after epoch %d of %d", run_id, resume_from.epoch + 1,
-                 cfg.train.epochs)
+    dataset_url, manifest, model = _open_dataset(cfg, data)
+    tracker = Tracker.from_config(cfg.mlflow)
+    tracker.experiment_id  # noqa: B018 - the store must answer before any compute is spent
+    run_id, resume_from = _open_run(cfg, tracker, manifest, dataset_url, model, resume,
+                                    parent_run_id)
     root = checkpoints.checkpoint_root(cfg.train.checkpoint_dir, run_id)
-    runs.set_tag(tracking_uri, run_id, "checkpoint.uri", root)
-    if warm_start is not None:
-        runs.set_tag(tracking_uri, run_id, "warm_start.model", warm_start)
+    runs.set_tags(tracker, run_id, {keys.CHECKPOINT_URI: root}
+                  | ({keys.WARM_START_MODEL: warm_start} if warm_start else {}))
     log.info("MLflow run %s, checkpoints in %s", run_id, root)
-
-    spec = WorkerSpec(dataset_url, manifest, cfg.train, tracking_uri, run_id, model, root,
+    spec = WorkerSpec(dataset_url, manifest, cfg.train, cfg.launch, tracker, run_id, model, root,
                       resume_from, warm_start)
-    ok, spark = False, None
+    ok = False
     try:
-        spark = _spark_for(cfg)
-        results = launch(train_worker, (spec,), cfg.train)
+        results = launch(make_launcher(cfg), train_worker, (spec,), cfg.train.workers)
         ok = True
     finally:
-        runs.end_run(tracking_uri, run_id, ok)
-        if spark is not None:
-            spark.stop()
-    history = results[0]["history"]
-    for failure in results[0]["mlflow_failures"]:
-        log.warning("not recorded in MLflow run %s: %s", run_id, failure)
-    result = TrainResult(run_id=run_id, model=model, dataset_url=dataset_url,
-                         dataset_fingerprint=manifest.fingerprint,
-                         val_accuracy=history["val_accuracy"][-1],
-                         val_loss=history["val_loss"][-1],
-                         steps_per_rank=[r["steps"] for r in results],
-                         local_ranks=[r["local_rank"] for r in results],
-                         initial_epoch=results[0]["initial_epoch"],
-                         epochs_run=len(history["loss"]),
-                         mlflow_failures=results[0]["mlflow_failures"], model_version=None)
-    if any(f.startswith(MODEL_WRITE) for f in result.mlflow_failures):
+        runs.end_run(tracker, run_id, ok)
+    result = _result(run_id, model, dataset_url, manifest, results)
+    if not result.model_logged:
         log.warning("run %s has no logged model, so nothing was registered", run_id)
-    elif cfg.registry.register_trained and parent_run_id is None:
+    elif register:
         return replace(result, model_version=register_challenger(cfg, data, result))
     return result
 
@@ -163,21 +175,13 @@ def train(cfg: Config, data: str, resume: str | None = None,
 def register_challenger(cfg: Config, data: str, result: TrainResult,
                         tags: dict[str, str] | None = None) -> ModelRef:
     """The trained model as a new registered version with the ``challenger`` alias."""
-    tracking_uri = absolute_tracking_uri(cfg.mlflow.tracking_uri)
-    version = registry.register(tracking_uri, result.run_id,
-                                registered_name(cfg, data, result.model), {
-        "dataset.url": result.dataset_url, "dataset.fingerprint": result.dataset_fingerprint,
-        "train.run_id": result.run_id, "val_accuracy": f"{result.val_accuracy:.6f}",
-        "val_loss": f"{result.val_loss:.6f}", **(tags or {})})
-    registry.set_alias(tracking_uri, version, CHALLENGER)
+    tracker = Tracker.from_config(cfg.mlflow)
+    version = registry.register(tracker, result.run_id, registered_name(cfg, data, result.model),
+                                {keys.DATASET_URL: result.dataset_url,
+                                 keys.DATASET_FINGERPRINT: result.dataset_fingerprint,
+                                 keys.TRAIN_RUN_ID: result.run_id,
+                                 "val_accuracy": f"{result.val_accuracy:.6f}",
+                                 "val_loss": f"{result.val_loss:.6f}", **(tags or {})})
+    registry.set_alias(tracker, version, CHALLENGER)
     log.info("registered %s as %s", version, CHALLENGER)
     return version
-
-
-def _spark_for(cfg: Config):
-    """The Spark session the ``spark`` launcher runs its tasks in (None for other launchers)."""
-    if cfg.train.launcher != "spark":
-        return None
-    from pipeline.spark import get_spark
-
-    return get_spark(cfg.spark, app_name="pipeline-train")

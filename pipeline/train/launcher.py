@@ -1,9 +1,9 @@
 """Start the per-worker function on N Horovod processes: the one place Horovod's runners are used.
 
-``local``: Gloo processes on this machine. ``hosts``: Gloo processes over ssh on ``train.hosts``.
+``local``: Gloo processes on this machine. ``hosts``: Gloo processes over ssh on ``launch.hosts``.
 ``spark``: ``horovod.spark.run``, one Spark task per rank on the executors. A worker that dies
 ends the job (Horovod stops the others); a worker that stops working is shut down by Horovod's
-stall check after ``train.stall_timeout_s``. Either way the error names the rank.
+stall check after ``launch.stall_timeout_s``. Either way the error names the rank.
 """
 
 from __future__ import annotations
@@ -12,20 +12,67 @@ import logging
 import os
 import re
 import signal
-from collections.abc import Callable
-from typing import Any
+import subprocess
+import sys
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
 
-from pipeline.config import TrainConfig
+from pipeline.config import Config, LaunchConfig, SparkConfig
 from pipeline.errors import PipelineError
 
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class WorkerFailure:
+    """How the first failing rank ended, as far as Horovod reports it."""
+
+    rank: str | None = None
+    exit_code: int | None = None
+    signal: str | None = None
+    detail: str = ""
+
+    @property
+    def message(self) -> str:
+        if self.signal:
+            return (f"worker rank {self.rank} was killed by {self.signal}; Horovod stopped the "
+                    "other workers")
+        if self.rank is not None:
+            return (f"worker rank {self.rank} failed first (exit {self.exit_code}; its output "
+                    "above says why, e.g. a peer that stopped responding for "
+                    "launch.stall_timeout_s); Horovod stopped the others")
+        return self.detail or "unknown error"
+
+
 class TrainingFailedError(PipelineError, RuntimeError):
-    """A Horovod worker failed; the message names the rank and how it ended."""
+    """A Horovod worker failed; ``failure`` says which rank and how it ended."""
+
+    def __init__(self, failure: WorkerFailure) -> None:
+        super().__init__(f"Horovod training failed: {failure.message}")
+        self.failure = failure
 
 
-def worker_env(cfg: TrainConfig) -> dict[str, str]:
+def parse_failure(message: str) -> WorkerFailure:
+    """Horovod's 'first process to exit non-zero' report (text is all it gives) -> the rank,
+    exit code and signal; any other error keeps its last line."""
+    found = re.search(r"Process name: (\S+)\s+Exit code: (-?\d+)", message)
+    if not found:
+        lines = message.strip().splitlines()
+        return WorkerFailure(detail=lines[-1] if lines else "")
+    name, code = found.group(1), int(found.group(2))
+    rank = name.rsplit("[", 1)[-1].rstrip("]") if "[" in name else name
+    number = -code if code < 0 else code - 128 if code > 128 else 0
+    try:
+        name = signal.Signals(number).name if number else None
+    except ValueError:
+        name = None
+    return WorkerFailure(rank=rank, exit_code=code, signal=name)
+
+
+def worker_env(cfg: LaunchConfig) -> dict[str, str]:
     """Environment for every rank: stall detection, timeouts, quiet TensorFlow. Rank 0's MLflow
     requests are bounded well inside the stall timeout (the other ranks wait for it at each
     epoch end), and our own retries come on top."""
@@ -40,52 +87,100 @@ def worker_env(cfg: TrainConfig) -> dict[str, str]:
     }
 
 
-def describe_failure(message: str) -> str:
-    """Horovod's 'first process to exit non-zero' report -> 'worker rank 1 was killed by
-    SIGKILL; ...' (or 'failed first (exit N; ...)')."""
-    found = re.search(r"Process name: (\S+)\s+Exit code: (-?\d+)", message)
-    if not found:
-        return message.strip().splitlines()[-1] if message.strip() else "unknown error"
-    name, code = found.group(1), int(found.group(2))
-    rank = name.rsplit("[", 1)[-1].rstrip("]") if "[" in name else name
-    number = -code if code < 0 else code - 128 if code > 128 else 0
+@contextmanager
+def environment(values: Mapping[str, str]) -> Iterator[None]:
+    """``values`` in ``os.environ`` for the block (``horovod.run`` hands its own environment to
+    the workers), then the previous values back."""
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
     try:
-        if number:
-            return (f"worker rank {rank} was killed by {signal.Signals(number).name}; Horovod "
-                    f"stopped the other workers")
-    except ValueError:
-        pass
-    return (f"worker rank {rank} failed first (exit {code}; its output above says why, e.g. a "
-            f"peer that stopped responding for train.stall_timeout_s); Horovod stopped the others")
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
-def launch(fn: Callable[..., Any], args: tuple, cfg: TrainConfig) -> list:
-    """Run ``fn(*args)`` on ``cfg.workers`` ranks; results by rank. The ``spark`` launcher needs
-    an active Spark session."""
-    env = worker_env(cfg)
-    try:
-        if cfg.launcher == "spark":
-            import horovod.spark
+class Launcher(Protocol):
+    """Runs ``fn(*args)`` on ``workers`` Horovod ranks and returns their results by rank."""
 
-            log.info("launching %d Horovod workers as Spark tasks (Gloo)", cfg.workers)
-            return horovod.spark.run(fn, args=args, num_proc=cfg.workers,
-                                     start_timeout=cfg.start_timeout_s, use_gloo=True,
-                                     env={**os.environ, **env}, verbose=0)
+    def run(self, fn: Callable[..., Any], args: tuple, workers: int) -> list: ...
+
+
+@dataclass(frozen=True)
+class GlooLauncher:
+    """Gloo processes started by ``horovod.run``: here (``local``) or over ssh (``hosts``)."""
+
+    cfg: LaunchConfig
+
+    def hosts(self, workers: int) -> str:
+        return self.cfg.hosts if self.cfg.launcher == "hosts" else f"localhost:{workers}"
+
+    def run(self, fn: Callable[..., Any], args: tuple, workers: int) -> list:
         import horovod
 
-        hosts = cfg.hosts if cfg.launcher == "hosts" else f"localhost:{cfg.workers}"
-        log.info("launching %d Horovod workers on %s (Gloo)", cfg.workers, hosts)
-        saved = {key: os.environ.get(key) for key in env}
-        os.environ.update(env)  # horovod.run hands its own environment to the workers
+        hosts = self.hosts(workers)
+        log.info("launching %d Horovod workers on %s (Gloo)", workers, hosts)
+        with environment(worker_env(self.cfg)):
+            return horovod.run(fn, args=args, np=workers, hosts=hosts, use_gloo=True,
+                               start_timeout=self.cfg.start_timeout_s, verbose=0)
+
+
+@dataclass(frozen=True)
+class SparkLauncher:
+    """``horovod.spark.run``: one Spark task per rank on the executors of a session it starts."""
+
+    cfg: LaunchConfig
+    spark: SparkConfig
+    app_name: ClassVar[str] = "pipeline-train"
+
+    def run(self, fn: Callable[..., Any], args: tuple, workers: int) -> list:
+        import horovod.spark
+
+        from pipeline.spark import get_spark
+
+        session = get_spark(self.spark, app_name=self.app_name)
         try:
-            return horovod.run(fn, args=args, np=cfg.workers, hosts=hosts, use_gloo=True,
-                               start_timeout=cfg.start_timeout_s, verbose=0)
+            log.info("launching %d Horovod workers as Spark tasks (Gloo)", workers)
+            return horovod.spark.run(fn, args=args, num_proc=workers,
+                                     start_timeout=self.cfg.start_timeout_s, use_gloo=True,
+                                     env={**os.environ, **worker_env(self.cfg)}, verbose=0)
         finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
-    except Exception as exc:  # Horovod raises RuntimeError, Spark a Py4J or Spark error
-        raise TrainingFailedError(f"Horovod training failed: {describe_failure(str(exc))}"
-                                  ) from None
+            session.stop()
+
+
+def make_launcher(cfg: Config) -> Launcher:
+    """The launcher ``launch.launcher`` names."""
+    if cfg.launch.launcher == "spark":
+        return SparkLauncher(cfg.launch, cfg.spark)
+    return GlooLauncher(cfg.launch)
+
+
+def launch(launcher: Launcher, fn: Callable[..., Any], args: tuple, workers: int) -> list:
+    """``launcher.run`` with every failure (Horovod's RuntimeError, a Py4J or Spark error)
+    turned into a ``TrainingFailedError`` naming the rank."""
+    try:
+        return launcher.run(fn, args, workers)
+    except Exception as exc:
+        raise TrainingFailedError(parse_failure(str(exc))) from None
+
+
+def horovod_build_report() -> tuple[bool, bool, str]:
+    """(TensorFlow built, Gloo built, raw report) from ``horovodrun --check-build``."""
+    horovodrun = Path(sys.executable).with_name("horovodrun")
+    if not horovodrun.exists():
+        raise RuntimeError("horovodrun not found: Horovod is not installed; run 'make venv'")
+    out = subprocess.run([str(horovodrun), "--check-build"], capture_output=True, text=True,
+                         timeout=120)
+    report = out.stdout
+    tensorflow = bool(re.search(r"\[X\] TensorFlow", report))
+    gloo = bool(re.search(r"Available Controllers:.*?\[X\] Gloo", report, re.S))
+    return tensorflow, gloo, report
+
+
+def horovod_version() -> str:
+    import horovod
+
+    return horovod.__version__

@@ -8,8 +8,35 @@ ends in a softmax layer named ``probabilities``.
 from __future__ import annotations
 
 from pipeline.config import TrainConfig
+from pipeline.datasets.features import feature_of
 from pipeline.datasets.manifest import Manifest
-from pipeline.train.features import feature_shape
+from pipeline.errors import PipelineError
+
+MODELS_BY_KIND = {"images": ("image_cnn",), "text": ("text_cnn", "text_rnn")}
+MIN_IMAGE_CNN_SIDE = 10
+
+
+class ModelChoiceError(PipelineError, ValueError):
+    """The model does not fit the dataset version's kind."""
+
+
+def choose_model(requested: str, manifest: Manifest) -> str:
+    """``auto`` -> the first model for the version's kind; otherwise check that it fits."""
+    fitting = MODELS_BY_KIND[manifest.kind]
+    chosen = fitting[0] if requested == "auto" else requested
+    if chosen not in fitting:
+        raise ModelChoiceError(f"train.model={requested} cannot train on a {manifest.kind} "
+                               f"dataset version; use one of {', '.join(fitting)}")
+    if manifest.num_classes < 2:
+        raise ModelChoiceError(f"the dataset version has {manifest.num_classes} class(es); "
+                               "training needs at least 2")
+    height, width = feature_of(manifest).shape[:2] if manifest.kind == "images" else (0, 0)
+    if chosen == "image_cnn" and min(height, width) < MIN_IMAGE_CNN_SIDE:
+        raise ModelChoiceError(
+            f"image_cnn needs images of at least {MIN_IMAGE_CNN_SIDE}x{MIN_IMAGE_CNN_SIDE} "
+            f"(two 3x3 convolutions and two 2x2 poolings); this version holds "
+            f"{height}x{width}")
+    return chosen
 
 
 def _augmentation(layers, cfg: TrainConfig) -> list:
@@ -69,7 +96,7 @@ def build_model(name: str, manifest: Manifest, cfg: TrainConfig):
 
     layers = tf.keras.layers
     reg = tf.keras.regularizers.L2(cfg.l2) if cfg.l2 > 0 else None
-    shape = feature_shape(manifest)
+    shape = feature_of(manifest).shape
     if name == "image_cnn":
         body = _image_cnn(layers, shape, cfg, reg)
     else:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pipeline.config import TrainConfig
+from pipeline.config import LaunchConfig, TrainConfig
 from pipeline.datasets.manifest import Manifest
+from pipeline.tracking.tracker import Tracker
 from pipeline.train.checkpoints import Checkpoint
 
 
@@ -14,7 +15,8 @@ class WorkerSpec:
     dataset_url: str
     manifest: Manifest
     train: TrainConfig
-    tracking_uri: str
+    launch: LaunchConfig
+    tracker: Tracker
     run_id: str
     model: str
     checkpoint_root: str

@@ -10,9 +10,8 @@ from __future__ import annotations
 import logging
 import math
 
-from pipeline.datasets.reader import read_batches
+from pipeline.datasets.reader import model_batches
 from pipeline.logs import setup_logging
-from pipeline.train.features import as_model_input, feature_field
 from pipeline.train.inputs import training_examples
 from pipeline.train.model import build_model
 from pipeline.train.optim import make_loss, make_optimizer, make_schedule
@@ -55,8 +54,8 @@ def _callbacks(spec: WorkerSpec, hvd, validation, schedule, steps: int, retrying
         from pipeline.tracking.keras import MlflowEpochLogger
 
         chain.append(cb.CheckpointEachEpoch(spec.checkpoint_root, early_stopping))
-        chain.append(MlflowEpochLogger(spec.tracking_uri, spec.run_id, cfg.epochs, steps,
-                                       retrying))
+        chain.append(MlflowEpochLogger(spec.tracker, spec.run_id, cfg.epochs, steps, retrying))
+        chain.append(cb.StepProgress(cfg.epochs, steps, cfg.batch_size * hvd.size()))
     return chain
 
 
@@ -64,20 +63,53 @@ class WarmStartError(RuntimeError):
     """The model to start from has other layers or shapes than the model being trained."""
 
 
-def _warm_start(model, tracking_uri: str, model_uri: str) -> None:
+def _warm_start(model, spec: WorkerSpec) -> None:
     """Copy the weights of a logged model (e.g. the champion) into ``model``, on every rank."""
-    import mlflow
-    import mlflow.tensorflow
+    from pipeline.tracking.models import load_keras_model
 
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_registry_uri(tracking_uri)
-    source = mlflow.tensorflow.load_model(model_uri)
+    source = load_keras_model(spec.tracker, spec.warm_start_uri)
     try:
         model.set_weights(source.get_weights())
     except ValueError as exc:
-        raise WarmStartError(f"cannot warm-start from {model_uri}: its layers differ from the "
-                             f"model configured in train.* ({exc})") from None
-    log.info("weights start from %s", model_uri)
+        raise WarmStartError(f"cannot warm-start from {spec.warm_start_uri}: its layers differ "
+                             f"from the model configured in train.* ({exc})") from None
+    log.info("weights start from %s", spec.warm_start_uri)
+
+
+def _compiled_model(spec: WorkerSpec, tf, hvd, steps: int):
+    """(model compiled with Horovod's optimizer, its schedule, the first epoch to run): from
+    the seed, the warm-start model or the checkpoint to resume."""
+    from pipeline.train import checkpoints
+
+    cfg = spec.train
+    # the same initial weights on every rank (Horovod broadcasts only after the first step);
+    # the shards are shuffled with per-rank seeds
+    tf.keras.utils.set_random_seed(cfg.seed)
+    schedule = make_schedule(cfg, hvd.size(), steps)
+    model = build_model(spec.model, spec.manifest, cfg)
+    model.compile(optimizer=hvd.DistributedOptimizer(make_optimizer(cfg, schedule)),
+                  loss=make_loss(cfg.loss),
+                  metrics=[tf.keras.metrics.CategoricalAccuracy(name="accuracy")])
+    if spec.warm_start_uri is not None and spec.resume_from is None:
+        _warm_start(model, spec)
+    if spec.resume_from is None:
+        return model, schedule, 0
+    checkpoints.restore(spec.resume_from, model, model.optimizer)
+    return model, schedule, spec.resume_from.epoch + 1
+
+
+def _fit(spec: WorkerSpec, tf, model, initial_epoch: int, callbacks: list, steps: int, rank: int,
+         size: int):
+    """``model.fit`` on this rank's endless shard, ``steps`` batches per epoch."""
+    cfg = spec.train
+    with training_examples(tf, spec.dataset_url, spec.manifest, rank, size,
+                           seed=cfg.seed + rank + 1000 * initial_epoch,
+                           reader_workers=spec.launch.reader_workers) as examples:
+        if cfg.shuffle_buffer:
+            examples = examples.shuffle(cfg.shuffle_buffer, seed=cfg.seed + rank)
+        batches = examples.batch(cfg.batch_size).prefetch(tf.data.AUTOTUNE)
+        return model.fit(batches, steps_per_epoch=steps, epochs=cfg.epochs,
+                         initial_epoch=initial_epoch, callbacks=callbacks, verbose=0)
 
 
 def train_worker(spec: WorkerSpec) -> dict:
@@ -85,69 +117,37 @@ def train_worker(spec: WorkerSpec) -> dict:
     setup_logging()
     import horovod.tensorflow as hvd_tf
     import horovod.tensorflow.keras as hvd
-    import mlflow
     import tensorflow as tf
 
+    from pipeline.tracking.keras import disable_autolog, log_outcome, start_system_metrics
     from pipeline.tracking.retry import Retrying
-    from pipeline.train import checkpoints
     from pipeline.train.callbacks import ExactValidation
 
-    mlflow.autolog(disable=True)  # only rank 0 writes, through our callbacks: one run per job
+    disable_autolog()
     hvd.init()
-    rank, size = hvd.rank(), hvd.size()
-    cfg, manifest = spec.train, spec.manifest
-    _configure_devices(tf, hvd, cfg.threads_per_worker)
-    # the same initial weights on every rank (Horovod broadcasts only after the first step);
-    # the shards are shuffled with per-rank seeds below
-    tf.keras.utils.set_random_seed(cfg.seed)
-
-    steps = steps_per_epoch(manifest.splits["train"].rows, cfg.batch_size, size)
-    schedule = make_schedule(cfg, size, steps)
-    model = build_model(spec.model, manifest, cfg)
-    optimizer = hvd.DistributedOptimizer(make_optimizer(cfg, schedule))
-    model.compile(optimizer=optimizer, loss=make_loss(cfg.loss),
-                  metrics=[tf.keras.metrics.CategoricalAccuracy(name="accuracy")])
-    initial_epoch = 0
-    if spec.warm_start_uri is not None and spec.resume_from is None:
-        _warm_start(model, spec.tracking_uri, spec.warm_start_uri)
-    if spec.resume_from is not None:
-        checkpoints.restore(spec.resume_from, model, model.optimizer)
-        initial_epoch = spec.resume_from.epoch + 1
+    rank, size, cfg = hvd.rank(), hvd.size(), spec.train
+    _configure_devices(tf, hvd, spec.launch.threads_per_worker)
+    steps = steps_per_epoch(spec.manifest.splits["train"].rows, cfg.batch_size, size)
+    model, schedule, initial_epoch = _compiled_model(spec, tf, hvd, steps)
     start_step = int(model.optimizer.iterations.numpy())
     if rank == 0:
         log.info("training %s on %d workers: %d steps per epoch, epochs %d-%d of %d",
                  spec.model, size, steps, initial_epoch + 1, cfg.epochs, cfg.epochs)
-
     validation, retrying = ExactValidation(spec, hvd_tf), Retrying()
-    monitor = None
-    if rank == 0:
-        from pipeline.tracking.keras import start_system_metrics
-
-        monitor = start_system_metrics(spec.tracking_uri, spec.run_id,
-                                       resumed=spec.resume_from is not None)
+    monitor = start_system_metrics(spec.tracker, spec.run_id, resumed=spec.resume_from
+                                   is not None) if rank == 0 else None
     try:
-        with training_examples(tf, spec.dataset_url, manifest, rank, size,
-                               seed=cfg.seed + rank + 1000 * initial_epoch,
-                               reader_workers=cfg.reader_workers) as examples:
-            if cfg.shuffle_buffer:
-                examples = examples.shuffle(cfg.shuffle_buffer, seed=cfg.seed + rank)
-            batches = examples.batch(cfg.batch_size).prefetch(tf.data.AUTOTUNE)
-            history = model.fit(batches, steps_per_epoch=steps, epochs=cfg.epochs,
-                                initial_epoch=initial_epoch,
-                                callbacks=_callbacks(spec, hvd, validation, schedule, steps,
-                                                     retrying), verbose=0)
+        history = _fit(spec, tf, model, initial_epoch,
+                       _callbacks(spec, hvd, validation, schedule, steps, retrying), steps,
+                       rank, size)
     finally:
         if monitor is not None:
             monitor.finish()
-
     steps_run = int(model.optimizer.iterations.numpy()) - start_step  # measured, not planned
     if rank == 0:
-        from pipeline.tracking.keras import log_outcome
-
-        field = feature_field(manifest)
-        example = next(read_batches(spec.dataset_url, "val", (field,), 4))[field]
-        log_outcome(spec.tracking_uri, spec.run_id, model, as_model_input(manifest, example),
-                    validation.confusion, manifest.labels, history.history, retrying)
+        example, _ = next(model_batches(spec.dataset_url, spec.manifest, "val", 4))
+        log_outcome(spec.tracker, spec.run_id, model, example, validation.confusion,
+                    spec.manifest.labels, history.history, retrying)
     return {"rank": rank, "local_rank": hvd.local_rank(), "steps": steps_run,
             "initial_epoch": initial_epoch, "mlflow_failures": retrying.failures,
             "history": {k: [float(v) for v in vs] for k, vs in history.history.items()}}

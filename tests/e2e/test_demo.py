@@ -7,7 +7,8 @@ import re
 import numpy as np
 import pytest
 
-pytestmark = pytest.mark.e2e
+# `pipeline demo` (the session's demo fixture, bounded at 900 s) and its checks
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 
 def test_demo_runs_the_whole_pipeline(demo):
@@ -16,7 +17,7 @@ def test_demo_runs_the_whole_pipeline(demo):
 
     from pipeline.datasets.manifest import read_manifest
     from pipeline.datasets.reader import read_batches
-    from pipeline.datasets.storage import to_uri
+    from pipeline.storage import to_uri
 
     # the demo runs once per session (tests/e2e/conftest.py), shared with test_notebooks.py
     tmp_path, out = demo.path, demo.out
@@ -58,11 +59,13 @@ def test_demo_runs_the_whole_pipeline(demo):
 
     # the demo ends with a champion for each model, decided on the test split
     from pipeline.tracking import registry
+    from pipeline.tracking.tracker import Tracker
 
+    tracker = Tracker(tracking_uri, "pipeline", str(tmp_path / "mlartifacts"))
     for name in ("digits-image_cnn", "reviews-text_cnn"):
-        champion = registry.by_alias(tracking_uri, name, "champion")
+        champion = registry.by_alias(tracker, name, "champion")
         assert champion is not None, name
         assert f"{champion} is champion (no champion yet)" in out.stdout
-        tags = registry.version_tags(tracking_uri, champion)
+        tags = registry.version_tags(tracker, champion)
         assert tags["promotion.decision"] == "promoted"
         assert int(tags["eval.test.rows"]) > 0

@@ -12,8 +12,6 @@ from pathlib import Path
 import nbformat
 import pytest
 
-pytestmark = pytest.mark.e2e
-
 REPO = Path(__file__).resolve().parents[2]
 NOTEBOOKS = REPO / "notebooks"
 ARTIFACTS = REPO / "test-artifacts" / "notebooks"
@@ -105,10 +103,12 @@ def test_notebooks_are_stored_valid_and_without_outputs():
                                                            "compare_runs.ipynb"}
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(1800)  # the first pays for the demo (bounded at 900 s)
 @pytest.mark.parametrize("name", ["digits", "reviews"])
 def test_explore_dataset_notebook(demo_ok, kernel_dirs, name):
     from pipeline.datasets.manifest import read_manifest
-    from pipeline.datasets.storage import to_uri
+    from pipeline.storage import to_uri
 
     manifest = read_manifest(to_uri(demo_ok.path / "data" / "datasets" / name))
     # the digits through the notebook's own default, the reviews through PIPELINE_DATASET
@@ -155,6 +155,8 @@ def test_explore_dataset_notebook(demo_ok, kernel_dirs, name):
         assert pngs(cells["lengths"]) == 1
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_compare_runs_notebook(demo_ok, kernel_dirs):
     out = demo_ok.out.stdout
     run_ids = [re.search(r"MLflow run id (\w+)", out).group(1),

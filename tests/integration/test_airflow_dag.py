@@ -21,7 +21,8 @@ import yaml
 
 from tests.conftest import REPO
 
-pytestmark = pytest.mark.integration
+# the first test sets up Airflow's venv; the last runs two real retrains under Airflow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 DAG_ID = "pipeline_retrain"
 AIRFLOW_VENV = REPO / ".venv-airflow"
@@ -171,7 +172,8 @@ def _retrain_config(tmp: Path) -> Path:
         "data_dir": str(tmp / "data"),
         "spark": {"master": "local[2]"},
         "dataset": {"rows_per_row_group": 16},
-        "train": {"epochs": 1, "reader_workers": 1, "checkpoint_dir": str(tmp / "checkpoints")},
+        "train": {"epochs": 1, "checkpoint_dir": str(tmp / "checkpoints")},
+        "launch": {"reader_workers": 1},
         "mlflow": {"tracking_uri": f"sqlite:///{tmp / 'mlruns.db'}",
                    "artifact_root": str(tmp / "mlartifacts")},
         "retrain": {"kind": "images", "input": str(tmp / "raw" / "digits"),

@@ -13,7 +13,8 @@ import pytest
 from tests.cluster import StandaloneCluster
 from tests.procs import Background
 
-pytestmark = pytest.mark.integration
+# a standalone cluster, and two ingests of 5,000 images on it
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 PROBE = '''
 import pipeline

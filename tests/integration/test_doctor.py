@@ -12,7 +12,6 @@ import pytest
 from tests.conftest import REPO
 from tests.procs import run_pipeline
 
-pytestmark = pytest.mark.integration
 _run = run_pipeline
 
 
@@ -64,6 +63,7 @@ def test_setup_script_says_how_to_install_java_when_missing(tmp_path):
     assert "Java was not found" in out.stderr and "openjdk-17" in out.stderr
 
 
+@pytest.mark.timeout(1900)  # the first call may build the whole venv (bounded at 1800 s)
 def test_setup_script_second_call_skips_everything():
     script = ["bash", str(REPO / "deploy" / "setup_env.sh")]
     first = subprocess.run(script, capture_output=True, text=True, timeout=1800, cwd=REPO)

@@ -7,14 +7,12 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+from pipeline.datasets.commit import OutputExistsError
 from pipeline.datasets.manifest import read_manifest
 from pipeline.datasets.reader import read_batches
-from pipeline.datasets.writer import OutputExistsError
 from pipeline.ingest.image_job import ingest_images
 from tests.conftest import make_config
 from tests.corpus import CORPUS_CONFIG_OVERRIDES, write_image_corpus
-
-pytestmark = pytest.mark.integration
 
 
 def test_manifest_accounts_for_every_file(digits_dataset):
@@ -94,6 +92,9 @@ def test_broken_and_odd_images_are_all_accounted_for(spark, tmp_path):
     outside.write_bytes(next((tmp_path / "raw").rglob("*.png")).read_bytes())
     (tmp_path / "raw" / "cat" / "link.png").symlink_to(outside)
     expected["cat/link.png"] = "symlink_outside_root"
+    # a dangling link inside the root: listed, skipped by Spark's reader, so quarantined
+    (tmp_path / "raw" / "cat" / "gone.png").symlink_to(tmp_path / "raw" / "cat" / "never.png")
+    expected["cat/gone.png"] = "unreadable"
     cfg = make_config(tmp_path, *CORPUS_CONFIG_OVERRIDES)
     manifest = ingest_images(spark, cfg, str(tmp_path / "raw"), str(tmp_path / "out"))
     assert manifest.discovered == len(expected)

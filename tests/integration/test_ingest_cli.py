@@ -12,8 +12,6 @@ import pytest
 from pipeline.datasets.manifest import NotADatasetError, open_version, read_manifest
 from tests.procs import Background, run_pipeline
 
-pytestmark = pytest.mark.integration
-
 FAST = ["spark.master=local[2]", "spark.driver_memory=1g"]
 
 

@@ -15,8 +15,7 @@ from tests.cluster import StandaloneCluster
 from tests.conftest import make_config
 from tests.procs import run_pipeline
 
-pytestmark = pytest.mark.integration
-SETTINGS = ("train.epochs=1", "train.reader_workers=1")
+SETTINGS = ("train.epochs=1", "launch.reader_workers=1")
 # the launchers differ in where ranks run, not in what they compute: on one machine the
 # results agree to float precision; the stated tolerance leaves room for other hardware
 TOLERANCE = 0.01
@@ -28,8 +27,8 @@ def local_result(digits_dataset, tmp_path_factory):
 
 
 def test_hosts_launcher_places_one_rank_per_host(digits_dataset, local_result, tmp_path):
-    cfg = make_config(tmp_path, *SETTINGS, "train.launcher=hosts",
-                      "train.hosts=localhost:1,127.0.0.1:1")
+    cfg = make_config(tmp_path, *SETTINGS, "launch.launcher=hosts",
+                      "launch.hosts=localhost:1,127.0.0.1:1")
     result = train(cfg, digits_dataset[0])
     assert result.local_ranks == [0, 0]  # two hosts: each rank is local rank 0 (its GPU slot)
     assert local_result.local_ranks == [0, 1]
@@ -44,6 +43,8 @@ def _copy_few(raw: Path, target: Path, labels: int = 3, per_label: int = 2) -> i
     return labels * per_label
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(1800)  # a standalone cluster; train, then predict on it
 def test_spark_launcher_on_a_standalone_cluster_matches_local(digits_dataset, digits_raw,
                                                               local_result, tmp_path):
     """Trains with ``pipeline submit train``, then predicts with that run's model through

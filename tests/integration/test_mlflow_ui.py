@@ -18,7 +18,6 @@ from tests.cluster import free_port
 from tests.conftest import REPO, make_config
 from tests.procs import PIPELINE
 
-pytestmark = pytest.mark.integration
 ARTIFACTS = REPO / "test-artifacts"
 RUNS = {"lr 0.001 (browser test)": 0.9731, "lr 0.01 (browser test)": 0.8642}
 
@@ -29,19 +28,19 @@ def served(tmp_path, digits_dataset):
     from mlflow.tracking import MlflowClient
 
     from pipeline.tracking.runs import create_training_run, end_run
-    from pipeline.tracking.store import check_store
+    from pipeline.tracking.tracker import Tracker
 
     url, manifest = digits_dataset
     settings = [f"mlflow.tracking_uri=sqlite:///{tmp_path / 'mlruns.db'}",
                 f"mlflow.artifact_root={tmp_path / 'mlartifacts'}", f"mlflow.ui_port={free_port()}"]
     cfg = make_config(tmp_path, *settings)
-    experiment_id = check_store(cfg.mlflow)
+    tracker = Tracker.from_config(cfg.mlflow)
     client = MlflowClient(cfg.mlflow.tracking_uri)
     for name, accuracy in RUNS.items():
-        run_id = create_training_run(cfg.mlflow.tracking_uri, experiment_id, name,
-                                     {**cfg.to_dict(), "model": "image_cnn"}, manifest, url)
+        run_id = create_training_run(tracker, name, {**cfg.to_dict(), "model": "image_cnn"},
+                                     manifest, url)
         client.log_batch(run_id, metrics=[Metric("val_accuracy", accuracy, 0, 0)])
-        end_run(cfg.mlflow.tracking_uri, run_id, ok=True)
+        end_run(tracker, run_id, ok=True)
     server = subprocess.Popen([PIPELINE, "ui", *settings], cwd=tmp_path, start_new_session=True,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 120

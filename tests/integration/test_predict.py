@@ -10,13 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from pipeline.datasets.features import feature_of
 from pipeline.datasets.reader import read_batches
 from pipeline.inference.job import predict_files
-from pipeline.train.features import as_model_input
 from pipeline.train.job import train
 from tests.conftest import make_config
-
-pytestmark = pytest.mark.integration
 
 
 def _copy_some(raw: Path, target: Path, per_label: int) -> dict[str, str]:
@@ -44,7 +42,7 @@ def _stored_rows(url: str, field: str) -> dict[str, np.ndarray]:
 @pytest.fixture(scope="module")
 def digits_model(digits_dataset, tmp_path_factory):
     cfg = make_config(tmp_path_factory.mktemp("digits_model"), "train.epochs=1")
-    return cfg, train(cfg, digits_dataset[0])
+    return cfg, train(cfg, digits_dataset[0], register=True)
 
 
 def _predict(kind_dataset, trained, raw: Path, tmp: Path, spark, broken: dict[str, bytes]):
@@ -80,7 +78,7 @@ def test_images_are_predicted_from_ingests_pixels(spark, digits_raw, digits_data
     stored = _stored_rows(digits_dataset[0], "image")
     sources = [s for s in copied if copied[s] in stored]  # accepted by ingest
     assert len(sources) >= 140
-    pixels = as_model_input(manifest, np.stack([stored[copied[s]] for s in sources]))
+    pixels = feature_of(manifest).model_input(np.stack([stored[copied[s]] for s in sources]))
     expected = np.asarray(model.predict(pixels))
     got = np.stack(out.loc[sources, "probabilities"].to_numpy())
     np.testing.assert_allclose(got, expected, atol=1e-6)
@@ -92,7 +90,7 @@ def test_images_are_predicted_from_ingests_pixels(spark, digits_raw, digits_data
 def test_text_is_predicted_from_ingests_token_ids(spark, reviews_raw, reviews_dataset, tmp_path):
     broken = {"fresh/blank.txt": b"   \n\t ", "rotten/markup.txt": b"<p> </p>"}
     cfg = make_config(tmp_path / "model", "train.epochs=1")
-    trained = cfg, train(cfg, reviews_dataset[0])
+    trained = cfg, train(cfg, reviews_dataset[0], register=True)
     manifest, copied, out, model = _predict(reviews_dataset, trained, reviews_raw, tmp_path,
                                             spark, broken)
     assert set(out["reason"].dropna()) == {"empty_text"}
@@ -111,7 +109,7 @@ def test_a_dataset_version_is_predicted_row_by_row(spark, digits_dataset, digits
                                                    reviews_dataset, tmp_path):
     import mlflow
 
-    from pipeline.evaluation.scoring import ModelMismatchError
+    from pipeline.tracking.models import ModelMismatchError
 
     url, manifest = digits_dataset
     cfg, result = digits_model
@@ -124,7 +122,7 @@ def test_a_dataset_version_is_predicted_row_by_row(spark, digits_dataset, digits
     mlflow.set_tracking_uri(cfg.mlflow.tracking_uri)
     model = mlflow.pyfunc.load_model(result.model_version.uri)
     batch = next(read_batches(url, "test", ("image", "label_name", "source"), 128))
-    expected = np.asarray(model.predict(as_model_input(manifest, batch["image"])))
+    expected = np.asarray(model.predict(feature_of(manifest).model_input(batch["image"])))
     got = np.stack(out.loc[list(batch["source"]), "probabilities"].to_numpy())
     np.testing.assert_allclose(got, expected, atol=1e-6)
     assert list(out.loc[list(batch["source"]), "true_label"]) == list(batch["label_name"])

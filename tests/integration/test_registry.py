@@ -12,10 +12,10 @@ from pipeline.datasets.reader import read_batches
 from pipeline.evaluation.job import evaluate
 from pipeline.evaluation.promotion import promote
 from pipeline.tracking import registry
+from pipeline.tracking.tracker import Tracker
 from pipeline.train.job import train
 from tests.conftest import make_config
 
-pytestmark = pytest.mark.integration
 SECRET = "s3cr3t-value"
 
 
@@ -24,7 +24,7 @@ def first(digits_dataset, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("registry")
     cfg = make_config(tmp, "train.epochs=2",
                       f"spark.conf.spark.hadoop.fs.s3a.secret.key={SECRET}")
-    return cfg, train(cfg, digits_dataset[0])
+    return cfg, train(cfg, digits_dataset[0], register=True)
 
 
 def _client(cfg):
@@ -39,7 +39,7 @@ def test_the_training_run_holds_what_a_decision_needs(first, digits_dataset):
     client = _client(cfg)
     run = client.get_run(result.run_id)
     params = run.data.params
-    assert params["train.workers"] == "2" and params["train.launcher"] == "local"
+    assert params["train.workers"] == "2" and params["launch.launcher"] == "local"
     assert params["versions.tensorflow"].startswith("2.15")
     assert params["versions.horovod"] == "0.28.1"
     assert {"versions.pyspark", "versions.petastorm"} <= set(params)
@@ -71,8 +71,9 @@ def test_the_training_run_holds_what_a_decision_needs(first, digits_dataset):
 def test_training_registers_a_challenger(first):
     cfg, result = first
     ref = result.model_version
-    assert ref == registry.by_alias(cfg.mlflow.tracking_uri, "digits-image_cnn", "challenger")
-    tags = registry.version_tags(cfg.mlflow.tracking_uri, ref)
+    tracker = Tracker.from_config(cfg.mlflow)
+    assert ref == registry.by_alias(tracker, "digits-image_cnn", "challenger")
+    tags = registry.version_tags(tracker, ref)
     assert tags["train.run_id"] == result.run_id
     assert float(tags["val_accuracy"]) == pytest.approx(result.val_accuracy, abs=1e-6)
 
@@ -96,20 +97,21 @@ def test_evaluate_reads_every_test_row_once_and_links_the_version(first, digits_
     run = _client(cfg).get_run(ev.run_id)
     assert run.data.metrics["test_rows"] == manifest.splits["test"].rows
     assert run.data.tags["model.version"] == result.model_version.version
-    tags = registry.version_tags(cfg.mlflow.tracking_uri, result.model_version)
+    tags = registry.version_tags(Tracker.from_config(cfg.mlflow), result.model_version)
     assert tags["eval.test.run_id"] == ev.run_id
     assert float(tags["eval.test.accuracy"]) == pytest.approx(ev.scores.accuracy, abs=1e-6)
 
 
 def test_promotion_follows_the_margin_and_records_the_decision(first, digits_dataset):
     cfg, result = first
-    uri, name = cfg.mlflow.tracking_uri, "digits-image_cnn"
+    uri, name = Tracker.from_config(cfg.mlflow), "digits-image_cnn"
     opening = promote(cfg, name)
     assert opening.decision.promote and opening.decision.reason == "no champion yet"
     assert registry.by_alias(uri, name, "champion") == result.model_version
     assert registry.by_alias(uri, name, "challenger") is None
 
-    second = train(make_config(Path(cfg.data_dir).parent, "train.epochs=1"), digits_dataset[0])
+    second = train(make_config(Path(cfg.data_dir).parent, "train.epochs=1"), digits_dataset[0],
+                   register=True)
     strict = make_config(Path(cfg.data_dir).parent, "registry.margin=1.0")  # unbeatable
     verdict = promote(strict, name)
     assert not verdict.decision.promote

@@ -12,7 +12,8 @@ import pytest
 
 from tests.procs import Background, run_pipeline
 
-pytestmark = pytest.mark.integration
+# the killed-worker fixture and the resume test start up to four trainings
+pytestmark = pytest.mark.timeout(1200)
 EPOCHS = 6
 
 
@@ -84,14 +85,14 @@ def test_a_killed_worker_ends_the_job_naming_its_rank(killed):
 
 def test_a_frozen_worker_ends_the_job_after_the_stall_timeout(digits_dataset, tmp_path):
     job = Background(["train", "--data", digits_dataset[0], *_settings(tmp_path),
-                      "train.stall_timeout_s=15"], tmp_path)
+                      "launch.stall_timeout_s=15"], tmp_path)
     _wait_for_checkpoint(tmp_path / "checkpoints", job)
     pid = _rank_pid(job.process.pid, 1)
     assert pid is not None, "rank 1 not found"
     os.kill(pid, signal.SIGSTOP)  # alive but silent: no exit code tells anyone
     code, _, err = job.finish(timeout_s=180)  # bounded: a hang fails here
     assert code == 1, err[-3000:]
-    assert "Timed out waiting 15000ms" in err  # Gloo's timeout, set from train.stall_timeout_s
+    assert "Timed out waiting 15000ms" in err  # Gloo's timeout, set from launch.stall_timeout_s
     assert "Horovod training failed: worker rank 0 failed first" in err
 
 

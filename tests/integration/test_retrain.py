@@ -17,7 +17,8 @@ import yaml
 from pipeline.evaluation.promotion import decide
 from tests.procs import PIPELINE, Background, run_pipeline
 
-pytestmark = pytest.mark.integration
+# a scenario test runs up to three retrains (ingest, train, evaluate, promote) of its own
+pytestmark = pytest.mark.timeout(1800)
 
 MODEL = "retrain-digits"
 
@@ -97,6 +98,7 @@ def _ok(result: subprocess.CompletedProcess) -> str:
     return result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_first_retrain_builds_trains_and_promotes_under_one_parent_run(ws):
     out = _ok(ws.retrain())
     assert "600 new, 0 changed, 0 removed" in out
@@ -115,6 +117,7 @@ def test_first_retrain_builds_trains_and_promotes_under_one_parent_run(ws):
     assert versions[0].tags["retrain.run_id"] == parent.info.run_id
 
 
+@pytest.mark.slow
 def test_second_retrain_finds_nothing_new_and_spends_nothing(ws):
     runs_before = len(ws.runs("retrain")) + len(ws.runs("train"))
     out = _ok(ws.retrain())
@@ -141,6 +144,7 @@ def test_retrain_of_an_empty_input_folder_does_nothing(tmp_path):
     assert not list((tmp_path / "versions").glob("v*"))
 
 
+@pytest.mark.slow
 def test_new_files_build_a_version_where_old_inputs_keep_their_split(ws):
     added = ws.add_digits(600, 720)
     out = _ok(ws.retrain("retrain.warm_start=true"))
@@ -164,6 +168,7 @@ def test_new_files_build_a_version_where_old_inputs_keep_their_split(ws):
     assert ws.alias("champion") == ("2" if expected.promote else "1")
 
 
+@pytest.mark.slow
 def test_crash_between_training_and_promotion_keeps_the_champion(ws):
     champion = ws.alias("champion")
     ws.add_digits(720, 800)
@@ -187,6 +192,7 @@ def test_crash_between_training_and_promotion_keeps_the_champion(ws):
     assert "nothing to do" in _ok(ws.retrain())
 
 
+@pytest.mark.slow
 def test_two_retrains_started_together_one_runs_one_refuses(ws):
     ws.add_digits(800, 880)
     before = len(ws.model_versions())

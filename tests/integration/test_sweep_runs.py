@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from pipeline.sweep import run_sweep
 from pipeline.tracking import registry
-from pipeline.train.sweep import run_sweep
+from pipeline.tracking.tracker import Tracker
 from tests.conftest import make_config
-
-pytestmark = pytest.mark.integration
 
 
 def test_grid_sweep_nests_trials_and_registers_the_best(digits_dataset, tmp_path):
@@ -32,8 +31,9 @@ def test_grid_sweep_nests_trials_and_registers_the_best(digits_dataset, tmp_path
     assert parent.info.status == "FINISHED"
     assert parent.data.tags["sweep.best_run_id"] == result.best.run_id
     assert parent.data.metrics["best_val_accuracy"] == pytest.approx(result.best.val_accuracy)
-    challenger = registry.by_alias(cfg.mlflow.tracking_uri, "digits-image_cnn", "challenger")
+    tracker = Tracker.from_config(cfg.mlflow)
+    challenger = registry.by_alias(tracker, "digits-image_cnn", "challenger")
     assert challenger == result.model_version
-    assert registry.version_tags(cfg.mlflow.tracking_uri, challenger)["train.run_id"] == (
+    assert registry.version_tags(tracker, challenger)["train.run_id"] == (
         result.best.run_id)
     assert len(client.search_registered_models()[0].latest_versions) == 1  # only the best

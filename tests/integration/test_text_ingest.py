@@ -16,7 +16,6 @@ from pipeline.ingest.tokens import PAD, RESERVED, parse_vocab, tokenize
 from tests.conftest import make_config
 from tests.text_corpus import write_text_corpus
 
-pytestmark = pytest.mark.integration
 TEXT_FIELDS = ("token_ids", "length", "label", "label_name", "text", "source", "line")
 
 
@@ -44,6 +43,10 @@ def _outcomes(version, root: str) -> tuple[dict[str, str], dict[str, str], list[
 @pytest.mark.parametrize("which", ["folders", "reviews.csv", "reviews.jsonl"])
 def test_broken_and_odd_text_is_all_accounted_for(spark, tmp_path, which):
     expected = write_text_corpus(tmp_path / "corpus")
+    # a dangling link inside the root: listed, skipped by Spark's reader, so quarantined
+    pos = tmp_path / "corpus" / "folders" / "pos"
+    (pos / "gone.txt").symlink_to(pos / "never.txt")
+    expected["folders/pos/gone.txt"] = "unreadable"
     wanted = {k: v for k, v in expected.items()
               if (k.startswith("folders/") if which == "folders" else k.startswith(which))}
     cfg = make_config(tmp_path)

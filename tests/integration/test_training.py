@@ -11,11 +11,8 @@ from pipeline.datasets.reader import read_batches
 from pipeline.train.job import train
 from tests.conftest import make_config
 
-pytestmark = pytest.mark.integration
-
-
 # one reader thread: row groups arrive in a fixed order, so runs are reproducible (see below)
-SETTINGS = ("train.epochs=2", "train.reader_workers=1")
+SETTINGS = ("train.epochs=2", "launch.reader_workers=1")
 
 
 @pytest.fixture(scope="module")
@@ -118,6 +115,7 @@ def test_text_cnn_learns_the_reviews(reviews_dataset, tmp_path):
     assert probs.shape == (len(batch["label"]), manifest.num_classes)
 
 
+@pytest.mark.timeout(1200)  # an LSTM over the reviews, 2 epochs on 2 ranks
 def test_text_rnn_with_lstm_and_cosine_schedule_learns(reviews_dataset, tmp_path):
     url, manifest = reviews_dataset
     cfg = make_config(tmp_path, "train.model=text_rnn", "train.text_rnn.cell=lstm",

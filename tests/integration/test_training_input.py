@@ -6,13 +6,11 @@ from __future__ import annotations
 import pytest
 from PIL import Image
 
+from pipeline.datasets.features import feature_of
 from pipeline.datasets.reader import read_batches
-from pipeline.train.features import as_model_input
 from pipeline.train.inputs import training_examples
 from tests.conftest import make_config
 from tests.corpus import photo_crops
-
-pytestmark = pytest.mark.integration
 
 
 @pytest.mark.parametrize(("color_mode", "encoding"), [
@@ -38,7 +36,7 @@ def test_tf_decoding_gives_petastorms_pixels(spark, tmp_path, color_mode, encodi
     expected = next(read_batches(url, "train", ("image", "label"), 100))
     with training_examples(tf, url, manifest, 0, 1, seed=3, reader_workers=1) as examples:
         got = list(examples.take(rows).as_numpy_iterator())
-    images = as_model_input(manifest, expected["image"])
+    images = feature_of(manifest).model_input(expected["image"])
     assert got[0][0].shape == images.shape[1:]
     want = sorted((image.tobytes(), int(label)) for image, label in
                   zip(images, expected["label"], strict=True))

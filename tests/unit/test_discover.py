@@ -117,6 +117,23 @@ def test_one_file_spelled_two_ways_is_one_entry():
 
 
 def test_local_uris_in_hadoop_spelling():
-    from pipeline.datasets.storage import to_uri
+    from pipeline.storage import to_uri
 
     assert to_uri("file:/data/raw") == "file:///data/raw"
+
+
+def test_listing_rows_follow_the_shared_row_rules():
+    """Blank lines are no rows and shift no line numbers; a short row lacks its label; a long
+    one is bad, with the same wording as a malformed text row."""
+    text = "path,label\n\na.png,cat\nb.png\n\nc.png,dog,extra\n"
+    found = parse_listing(text, "csv", "file:/l/list.csv")
+    assert [(f.path, f.reason, f.detail) for f in found] == [
+        ("file:/l/a.png", None, None),
+        ("file:/l/b.png", "no_label", "line 4: the label is empty"),
+        ("file:/l/list.csv:6", "bad_listing_row", "line 6: 3 fields, the header has 2"),
+    ]
+
+
+def test_an_empty_csv_listing_is_refused():
+    with pytest.raises(Rejected, match="lacks label, path"):
+        parse_listing("", "csv", "file:/l/list.csv")

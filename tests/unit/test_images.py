@@ -12,13 +12,13 @@ from petastorm.unischema import UnischemaField
 from PIL import Image
 
 from pipeline.config import ImagesConfig, load_config
+from pipeline.datasets.features import decode_image as decode_stored
+from pipeline.datasets.features import image_shape
 from pipeline.ingest import image_records
 from pipeline.ingest.discover import classify_folder_file
 from pipeline.ingest.image_records import clean_image_file
 from pipeline.ingest.images import (
     decode_pixels,
-    decode_stored,
-    image_shape,
     normalise_mode,
     pixel_hash,
     prepare_image,

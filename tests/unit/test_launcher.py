@@ -1,7 +1,18 @@
 """Reading Horovod's failure report: the error names the rank and how it ended."""
 
+import os
+
 from pipeline.config import load_config
-from pipeline.train.launcher import describe_failure, worker_env
+from pipeline.train.launcher import (
+    GlooLauncher,
+    SparkLauncher,
+    TrainingFailedError,
+    WorkerFailure,
+    environment,
+    make_launcher,
+    parse_failure,
+    worker_env,
+)
 
 HOROVOD_REPORT = ("Horovod detected that one or more processes exited with non-zero status, "
                   "thus causing the job to be terminated. The first process to do so was:\n"
@@ -9,22 +20,43 @@ HOROVOD_REPORT = ("Horovod detected that one or more processes exited with non-z
 
 
 def test_killed_rank_is_named_with_its_signal():
-    text = describe_failure(HOROVOD_REPORT.format(name="1", code=137))
-    assert text == "worker rank 1 was killed by SIGKILL; Horovod stopped the other workers"
+    failure = parse_failure(HOROVOD_REPORT.format(name="1", code=137))
+    assert failure == WorkerFailure(rank="1", exit_code=137, signal="SIGKILL")
+    assert failure.message == ("worker rank 1 was killed by SIGKILL; Horovod stopped the other "
+                               "workers")
+    assert str(TrainingFailedError(failure)).endswith(failure.message)
 
 
 def test_hosts_style_names_and_plain_exit_codes():
-    assert describe_failure(HOROVOD_REPORT.format(name="node2[3]", code=1)).startswith(
-        "worker rank 3 failed first (exit 1;")
-    assert "killed by SIGTERM" in describe_failure(HOROVOD_REPORT.format(name="0", code=-15))
+    failure = parse_failure(HOROVOD_REPORT.format(name="node2[3]", code=1))
+    assert (failure.rank, failure.exit_code, failure.signal) == ("3", 1, None)
+    assert failure.message.startswith("worker rank 3 failed first (exit 1;")
+    assert parse_failure(HOROVOD_REPORT.format(name="0", code=-15)).signal == "SIGTERM"
 
 
 def test_other_errors_keep_their_last_line():
-    assert describe_failure("Traceback...\nTimed out waiting for 2 tasks") == (
-        "Timed out waiting for 2 tasks")
+    failure = parse_failure("Traceback...\nTimed out waiting for 2 tasks")
+    assert failure.rank is None and failure.message == "Timed out waiting for 2 tasks"
 
 
 def test_stall_shutdown_follows_the_configured_timeout():
-    env = worker_env(load_config(overrides=["train.stall_timeout_s=40"]).train)
+    env = worker_env(load_config(overrides=["launch.stall_timeout_s=40"]).launch)
     assert env["HOROVOD_STALL_SHUTDOWN_TIME_SECONDS"] == "40"
     assert int(env["HOROVOD_STALL_CHECK_TIME_SECONDS"]) < 40
+
+
+def test_each_launcher_setting_gets_its_implementation():
+    assert isinstance(make_launcher(load_config()), GlooLauncher)
+    assert make_launcher(load_config()).hosts(2) == "localhost:2"
+    hosts = make_launcher(load_config(overrides=["launch.launcher=hosts",
+                                                 "launch.hosts=a:1,b:1"]))
+    assert hosts.hosts(2) == "a:1,b:1"
+    assert isinstance(make_launcher(load_config(overrides=["launch.launcher=spark"])),
+                      SparkLauncher)
+
+
+def test_environment_is_restored_after_the_launch():
+    os.environ.pop("PIPELINE_TEST_KEY", None)
+    with environment({"PIPELINE_TEST_KEY": "1"}):
+        assert os.environ["PIPELINE_TEST_KEY"] == "1"
+    assert "PIPELINE_TEST_KEY" not in os.environ

@@ -11,7 +11,8 @@ from pipeline.train.model import build_model
 def _manifest(kind: str, classes: int = 3) -> Manifest:
     feature = ({"name": "image", "shape": [28, 28]} if kind == "images"
                else {"name": "token_ids", "shape": [16]})
-    return Manifest(kind=kind, source="test", created_at="now", config={},
+    config = {"images": {"encoding": "png"}} if kind == "images" else {}
+    return Manifest(kind=kind, source="test", created_at="now", config=config,
                     label_map={str(i): i for i in range(classes)}, discovered=10,
                     splits={"train": SplitInfo(10, 1, {})}, quarantine={}, schema=[feature],
                     fingerprint="f", extra={"vocab_size": 50})

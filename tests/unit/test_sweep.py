@@ -3,7 +3,7 @@
 import pytest
 
 from pipeline.config import ConfigError, load_config
-from pipeline.train.sweep import read_sweep, run_sweep, trial_settings
+from pipeline.sweep import read_sweep, run_sweep, trial_settings
 
 
 def _write(tmp_path, text: str):

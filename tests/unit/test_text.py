@@ -14,6 +14,7 @@ from pipeline.config import TextConfig, load_config
 from pipeline.ingest import text_records
 from pipeline.ingest.discover import classify_folder_file
 from pipeline.ingest.rejection import Rejected
+from pipeline.ingest.rows import jsonl_rows
 from pipeline.ingest.text import (
     check_length,
     clean_text,
@@ -22,8 +23,12 @@ from pipeline.ingest.text import (
     strip_html,
     text_hash,
 )
-from pipeline.ingest.text_records import TextRecord, clean_text_document, document_text
-from pipeline.ingest.text_rows import csv_rows, jsonl_rows
+from pipeline.ingest.text_records import (
+    TextRecord,
+    clean_text_document,
+    document_text,
+    file_rows,
+)
 from pipeline.ingest.tokens import tokenize, word_shingles
 from tests.text_corpus import (
     ENCODED,
@@ -354,15 +359,13 @@ def _records(root, cfg: TextConfig) -> dict[str, TextRecord]:
                                       found.detail)
         else:
             records[key] = clean_text_document(key, None, data, found.label, cfg, RATIOS)
-    for name, parse in (("reviews.csv", csv_rows), ("reviews.jsonl", jsonl_rows)):
-        content = decode_text((root / name).read_bytes(), cfg)
-        for row in parse(content, "text", "label"):
+    for name, fmt in (("reviews.csv", "csv"), ("reviews.jsonl", "jsonl")):
+        for row in file_rows(name, (root / name).read_bytes(), fmt, "text", "label", cfg):
             key = f"{name}:{row.line}"
-            if row.reason is not None:
-                records[key] = TextRecord(name, row.line, *[None] * 5, row.reason, row.detail)
+            if isinstance(row, TextRecord):
+                records[key] = row
             else:
-                records[key] = clean_text_document(name, row.line, row.text, row.label, cfg,
-                                                   RATIOS)
+                records[key] = clean_text_document(*row, cfg, RATIOS)
     return records
 
 
@@ -475,10 +478,35 @@ def test_a_document_without_tokens_is_quarantined():
 
 def test_jsonl_lines_end_at_newline_only():
     rows = list(jsonl_rows('{"text": "a\u2028b", "label": "x"}\r\n{"text": "c", "label": "y"}\n',
-                           "text", "label"))
-    assert [(r.line, r.text, r.reason) for r in rows] == [(1, "a\u2028b", None), (2, "c", None)]
+                           ("text", "label")))
+    assert rows == [(1, ("a\u2028b", "x"), None), (2, ("c", "y"), None)]
+
+
+def _rows(data: str, fmt: str) -> list[tuple]:
+    """(line, reason or 'row', detail or (text, label)) of a data file, as the job reads it."""
+    return [(r.line, r.reason, r.detail) if isinstance(r, TextRecord) else (r.line, "row",
+                                                                             (r.text, r.label))
+            for r in file_rows("f", data.encode(), fmt, "text", "label", DEFAULTS)]
 
 
 def test_jsonl_rows_survive_huge_numbers_and_deep_nesting():
     content = '{"text": "x", "label": ' + "1" * 5000 + "}\n" + "[" * 100000 + "\n"
-    assert [r.reason for r in jsonl_rows(content, "text", "label")] == ["malformed_row"] * 2
+    assert [reason for _, reason, _ in _rows(content, "jsonl")] == ["malformed_row"] * 2
+
+
+def test_csv_rows_name_their_starting_line_and_every_malformed_one():
+    content = ('text,label\n"two\nlines",pos\n\nshort\na,b,c\n"x",neg\n')
+    assert _rows(content, "csv") == [
+        (2, "row", ("two\nlines", "pos")),
+        (5, "malformed_row", "line 5: 1 fields, the header has 2"),
+        (6, "malformed_row", "line 6: 3 fields, the header has 2"),
+        (7, "row", ("x", "neg")),
+    ]
+
+
+def test_a_csv_without_the_columns_is_one_bad_header_and_an_undecodable_file_one_record():
+    (row,) = _rows("review,label\nfine,pos\n", "csv")
+    assert row == (1, "bad_header", "the header ['review', 'label'] lacks column text")
+    (whole,) = [(r.line, r.reason) for r in file_rows("f", b"\xff\xfe\x00", "csv", "text",
+                                                        "label", STRICT)]
+    assert whole == (None, "undecodable")

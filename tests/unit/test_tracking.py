@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
+from pipeline.tracking.params import REDACTED, library_versions, loggable_params
 from pipeline.tracking.reports import confusion_figure, curves_figure, per_class_metrics
 from pipeline.tracking.retry import Retrying
-from pipeline.tracking.runs import REDACTED, library_versions, loggable_params
 
 
 def test_secrets_are_redacted_by_key_and_inside_uris():
@@ -76,13 +76,15 @@ def test_by_alias_is_none_only_when_the_alias_or_model_does_not_exist(tmp_path, 
     from mlflow.tracking import MlflowClient
 
     from pipeline.tracking import registry
+    from pipeline.tracking.tracker import Tracker
 
     store = f"sqlite:///{tmp_path / 'mlruns.db'}"
-    assert registry.by_alias(store, "no-such-model", "champion") is None
+    tracker = Tracker(store, "pipeline", str(tmp_path / "mlartifacts"))
+    assert registry.by_alias(tracker, "no-such-model", "champion") is None
     MlflowClient(tracking_uri=store, registry_uri=store).create_registered_model("m")
-    assert registry.by_alias(store, "m", "champion") is None
+    assert registry.by_alias(tracker, "m", "champion") is None
     # an unreachable server is an error, not "no champion" (which would promote blindly)
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
     with pytest.raises(registry.RegistryError, match="cannot read alias 'champion' of 'm'"):
-        registry.by_alias("http://127.0.0.1:9", "m", "champion")
+        registry.by_alias(Tracker("http://127.0.0.1:9", "pipeline", "x"), "m", "champion")

@@ -8,22 +8,30 @@ from pipeline.config import ConfigError, load_config
 def test_knobs_parse_from_overrides():
     cfg = load_config(overrides=["train.optimizer=momentum", "train.momentum=0.8",
                                  "train.image_cnn.conv_filters=[16,32,64]",
-                                 "train.augment.flip=horizontal", "train.launcher=hosts",
-                                 "train.hosts=node1:2,node2:2", "train.workers=4"])
+                                 "train.augment.flip=horizontal", "launch.launcher=hosts",
+                                 "launch.hosts=node1:2,node2:2", "train.workers=4"])
     train = cfg.train
     assert (train.optimizer, train.momentum) == ("momentum", 0.8)
     assert train.image_cnn.conv_filters == [16, 32, 64]
     assert train.augment.enabled
-    assert train.host_slots == 4
+    assert cfg.launch.host_slots == 4
+
+
+def test_keys_moved_to_launch_keep_working(caplog):
+    cfg = load_config(overrides=["train.launcher=hosts", "train.hosts=node1:2",
+                                 "train.stall_timeout_s=30"])
+    assert (cfg.launch.launcher, cfg.launch.hosts, cfg.launch.stall_timeout_s) == (
+        "hosts", "node1:2", 30)
+    assert "config key 'train.launcher' is now 'launch.launcher'" in caplog.text
 
 
 @pytest.mark.parametrize(("overrides", "message"), [
     (["train.momentum=0.9"], "train.momentum is only used by optimizer 'momentum', not 'adam'"),
-    (["train.launcher=hosts"], "launcher 'hosts' needs train.hosts"),
-    (["train.hosts=node1:2"], "train.hosts is only used by launcher 'hosts'"),
-    (["train.launcher=hosts", "train.hosts=node1:two"], "config key 'train.hosts'"),
-    (["train.launcher=hosts", "train.hosts=node1:1", "train.workers=2"],
-     "2 workers need more than the 1 slots"),
+    (["launch.launcher=hosts"], "launcher 'hosts' needs launch.hosts"),
+    (["launch.hosts=node1:2"], "launch.hosts is only used by launcher 'hosts'"),
+    (["launch.launcher=hosts", "launch.hosts=node1:two"], "config key 'launch.hosts'"),
+    (["launch.launcher=hosts", "launch.hosts=node1:1", "train.workers=2"],
+     "2 workers (train.workers) need more than the 1 slots"),
     (["train.model=text_rnn", "train.augment.rotation=10"], "train.augment"),
     (["train.epochs=2", "train.schedule.warmup_epochs=3"], "warmup_epochs (3) exceeds"),
     (["train.activation=gelu"], "config key 'train.activation'"),

@@ -25,10 +25,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pipeline.config import Config, ConfigError, with_overrides
-from pipeline.tracking import runs
-from pipeline.tracking.compare import lower_is_better
+from pipeline.tracking import keys, runs
 from pipeline.tracking.registry import ModelRef
-from pipeline.tracking.store import absolute_tracking_uri, check_store
+from pipeline.tracking.tracker import Tracker
 from pipeline.train.job import TrainResult, register_challenger, train
 
 log = logging.getLogger(__name__)
@@ -85,15 +84,28 @@ def trial_settings(spec: SweepSpec, seed: int) -> list[dict[str, Any]]:
     return random.Random(seed).sample(grid, count)
 
 
+def _score(metric: str, result: TrainResult) -> float:
+    """Lower is better: the loss, or the accuracy negated."""
+    return result.val_loss if keys.lower_is_better(metric) else -result.val_accuracy
+
+
+def _create_sweep_run(tracker: Tracker, spec: SweepSpec, trials: int) -> str:
+    """The parent run of a sweep: its method, metric and search space."""
+    run_id = runs.create_run(tracker, "sweep", f"sweep {spec.method} x{trials}")
+    runs.log_params(tracker, run_id, {"sweep": {"method": spec.method, "metric": spec.metric,
+                                                "trials": trials}})
+    tracker.client.log_dict(run_id, spec.model_dump(), "sweep.json")
+    return run_id
+
+
 def run_sweep(cfg: Config, data: str, sweep_path: str) -> SweepResult:
     """Validate every trial's configuration first, then train them one after another."""
     spec = read_sweep(sweep_path)
     settings = trial_settings(spec, cfg.train.seed)
     configs = [with_overrides(cfg, [f"{key}={json.dumps(value)}"  # JSON is YAML
                                     for key, value in values.items()]) for values in settings]
-    tracking_uri = absolute_tracking_uri(cfg.mlflow.tracking_uri)
-    experiment_id = check_store(cfg.mlflow)
-    parent = runs.create_sweep_run(tracking_uri, experiment_id, spec.model_dump(), len(settings))
+    tracker = Tracker.from_config(cfg.mlflow)
+    parent = _create_sweep_run(tracker, spec, len(settings))
     log.info("sweep %s: %d trials (%s), best by %s", parent, len(settings), spec.method,
              spec.metric)
     trials: list[tuple[dict[str, Any], TrainResult]] = []
@@ -105,15 +117,15 @@ def run_sweep(cfg: Config, data: str, sweep_path: str) -> SweepResult:
             trials.append((values, train(trial_cfg, data, parent_run_id=parent)))
         ok = True
     finally:
-        runs.end_run(tracking_uri, parent, ok)
-    score = (lambda r: r.val_loss) if lower_is_better(spec.metric) else (
-        lambda r: -r.val_accuracy)
-    best_values, best = min(trials, key=lambda trial: score(trial[1]))
-    runs.mark_best_trial(tracking_uri, parent, best.run_id, spec.metric,
-                         best.val_loss if spec.metric == "val_loss" else best.val_accuracy)
+        runs.end_run(tracker, parent, ok)
+    best_values, best = min(trials, key=lambda trial: _score(spec.metric, trial[1]))
+    value = best.val_loss if spec.metric == "val_loss" else best.val_accuracy
+    runs.set_tags(tracker, best.run_id, {keys.SWEEP_BEST: "true"})
+    runs.set_tags(tracker, parent, {keys.SWEEP_BEST_RUN: best.run_id})
+    runs.log_metrics(tracker, parent, {f"best_{spec.metric}": value})
     version = None
     if cfg.registry.register_trained:
-        version = register_challenger(cfg, data, best, {"sweep.run_id": parent,
-                                                         "sweep.values": json.dumps(best_values)})
+        version = register_challenger(cfg, data, best, {
+            keys.SWEEP_RUN_ID: parent, keys.SWEEP_VALUES: json.dumps(best_values)})
     log.info("sweep best: %s (run %s)", best_values, best.run_id)
     return SweepResult(parent, trials, best, version)

@@ -1,18 +1,21 @@
 """Listing raw inputs through Hadoop's FileSystem (the driver side of discovery).
 
 Spark's file sources skip empty and hidden files without a word; listing through Hadoop
-ourselves sees every file on any filesystem Spark reads (file, hdfs, s3a), so none is lost.
+ourselves sees every file on any filesystem Spark reads (file, hdfs, s3a), so none is lost:
+``files.read_files`` then reads the listed files and names those Spark did not return.
 """
 
 from __future__ import annotations
 
 import os
 from collections import defaultdict
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
-from pyspark.sql import SparkSession
-
 from pipeline.errors import InputError
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
 
 
 def _filesystem(spark: SparkSession, uri: str):

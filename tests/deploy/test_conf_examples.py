@@ -17,7 +17,7 @@ CONF = Path(__file__).resolve().parents[2] / "conf"
 def test_cluster_examples_load_and_use_shared_storage(name, master, storage):
     cfg = load_config(CONF / name)
     assert cfg.spark.master.startswith(master)
-    assert cfg.train.launcher == "spark"
+    assert cfg.launch.launcher == "spark"
     # rank 0 writes checkpoints, every rank reads them: they must be on shared storage
     assert cfg.train.checkpoint_dir.startswith(storage)
     assert cfg.mlflow.artifact_root.startswith(storage)

@@ -8,17 +8,17 @@ import os
 import shutil
 import sys
 import tempfile
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pipeline.config import SparkConfig
 from pipeline.errors import PipelineError
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:  # imported in get_spark: ``check_java`` must work without pyspark
+    from pyspark.sql import SparkSession
 
+log = logging.getLogger(__name__)
 
 
 @functools.cache
@@ -50,7 +50,7 @@ def check_java() -> str:
     return str(java)
 
 
-def get_spark(cfg: SparkConfig, app_name: str | None = None):
+def get_spark(cfg: SparkConfig, app_name: str | None = None) -> SparkSession:
     """Start (or reuse) the SparkSession described by ``cfg``, with JVM logging silenced."""
     check_java()
     from pyspark.sql import SparkSession
@@ -76,54 +76,3 @@ def get_spark(cfg: SparkConfig, app_name: str | None = None):
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(cfg.log_level)
     return spark
-
-
-class SparkProgress:
-    """Logs the progress of running Spark stages every few seconds while the block runs."""
-
-    def __init__(self, spark, what: str, every_s: float = 5.0) -> None:
-        self._tracker = spark.sparkContext.statusTracker()
-        self._what = what
-        self._every_s = every_s
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._every_s):
-            for stage_id in self._tracker.getActiveStageIds():
-                info = self._tracker.getStageInfo(stage_id)
-                if info is not None:
-                    log.info("%s: stage %d, %d/%d tasks done", self._what, stage_id,
-                             info.numCompletedTasks, info.numTasks)
-
-    def __enter__(self) -> SparkProgress:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
-@contextmanager
-def packed_file_partitions(spark, sizes: list[int], partitions: int,
-                           open_cost: int = 4096) -> Iterator[None]:
-    """Make file sources pack ``sizes`` (bytes per file) into about ``partitions`` partitions.
-
-    Spark counts 4 MB of cost per file by default, which gives one partition per ~32 small
-    files and a task per partition: planned here, with no shuffle of the file contents.
-    Applies to the actions run inside the block (file scans are planned when they run).
-    """
-    keys = ("spark.sql.files.openCostInBytes", "spark.sql.files.maxPartitionBytes")
-    before = {key: spark.conf.get(key, None) for key in keys}
-    total = sum(sizes) + open_cost * len(sizes)
-    spark.conf.set(keys[0], str(open_cost))
-    spark.conf.set(keys[1], str(max(open_cost, -(-total // max(1, partitions)))))
-    try:
-        yield
-    finally:
-        for key, value in before.items():
-            if value is None:
-                spark.conf.unset(key)
-            else:
-                spark.conf.set(key, value)

@@ -1,0 +1,109 @@
+"""Rows of CSV and JSONL text: the one parser behind image listings and text rows.
+
+Pure functions over decoded text. Every data row comes out as a ``Row``: the line it starts
+on (1-based; a CSV header is line 1) and the values of the wanted columns, or the problem
+that makes it malformed. What a problem means (a bad listing row, a malformed text row) is
+the caller's to say. The rules, the same for every caller:
+
+* a byte-order mark at the very start is dropped (Excel writes one);
+* CSV: a header, then rows; quoted fields may hold commas, quotes and newlines; a blank line
+  is no row; more fields than the header is a problem, and so are fewer unless
+  ``pad_short`` (the missing fields are then None); a column named twice: the first counts;
+  a header that is unreadable or lacks a wanted column raises ``HeaderError``;
+* JSONL: one JSON object per line, lines end at "\\n" only (JSON strings may hold U+2028 and
+  other characters ``str.splitlines`` would also break at), a trailing "\\r" is dropped,
+  blank lines are skipped; bad JSON (huge numbers and deep nesting included) and values
+  that are not objects are problems; a missing key's value is None.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from collections.abc import Iterator, Sequence
+from typing import Literal, NamedTuple
+
+RowFormat = Literal["csv", "jsonl"]
+
+# a 5 MB text field is data to judge (too_long), not a parse error
+csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+
+
+class Row(NamedTuple):
+    """One data row: ``values`` of the wanted columns (any JSON type), or its ``problem``."""
+
+    line: int
+    values: tuple[object, ...] | None
+    problem: str | None = None
+
+
+class HeaderError(ValueError):
+    """A CSV header that cannot be read (``cause``) or lacks wanted columns (``missing``)."""
+
+    def __init__(self, header: list[str], missing: list[str], cause: str | None = None) -> None:
+        super().__init__(cause or f"the header {header} lacks {', '.join(missing)}")
+        self.header = header
+        self.missing = missing
+        self.cause = cause
+
+
+def parse_rows(content: str, fmt: RowFormat, columns: Sequence[str],
+               pad_short: bool = False) -> Iterator[Row]:
+    """The rows of a CSV or JSONL text, with the values of ``columns`` in that order."""
+    if fmt == "csv":
+        return csv_rows(content, columns, pad_short)
+    return jsonl_rows(content, columns)
+
+
+def csv_rows(content: str, columns: Sequence[str], pad_short: bool = False) -> Iterator[Row]:
+    """Rows of a CSV with a header; ``line`` is the physical line where a row starts."""
+    reader = csv.reader(io.StringIO(content.removeprefix("\ufeff"), newline=""))
+    try:
+        header = next(reader, [])
+    except csv.Error as exc:
+        raise HeaderError([], [], f"{exc}") from None
+    missing = [column for column in columns if column not in header]
+    if missing:
+        raise HeaderError(header, missing)
+    at = [header.index(column) for column in columns]
+    start = reader.line_num + 1
+    while True:
+        try:
+            fields = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            yield Row(start, None, f"unparseable CSV: {exc}")
+        else:
+            if fields:  # a blank line is no row
+                yield _csv_row(start, fields, len(header), at, pad_short)
+        start = reader.line_num + 1
+
+
+def _csv_row(line: int, fields: list[str], width: int, at: list[int], pad_short: bool) -> Row:
+    """The wanted fields (at positions ``at``) of a row, or why its width is wrong."""
+    if len(fields) > width or (len(fields) < width and not pad_short):
+        return Row(line, None, f"{len(fields)} fields, the header has {width}")
+    return Row(line, tuple(fields[i] if i < len(fields) else None for i in at))
+
+
+def jsonl_rows(content: str, columns: Sequence[str]) -> Iterator[Row]:
+    """One JSON object per line; ``line`` counts every line, blank ones included."""
+    lines = content.removeprefix("\ufeff").split("\n")
+    for number, line in enumerate(lines, start=1):
+        line = line.removesuffix("\r")
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as exc:
+            yield Row(number, None, f"invalid JSON: {exc.msg} at column {exc.colno}")
+        except (ValueError, RecursionError) as exc:  # e.g. a 5,000-digit number, deep nesting
+            yield Row(number, None, f"invalid JSON: {type(exc).__name__}")
+        else:
+            if isinstance(value, dict):
+                yield Row(number, tuple(value.get(column) for column in columns))
+            else:
+                yield Row(number, None, f"a JSON {type(value).__name__}, not an object")

@@ -1,0 +1,55 @@
+"""Every name one stage writes into MLflow and another reads: run and version tags, metric
+names, artifact paths. Defined once here; string literals elsewhere are a bug."""
+
+from __future__ import annotations
+
+# what made a run: train | evaluate | sweep | retrain | ingest
+JOB_TAG = "pipeline.job"
+PARENT_TAG = "mlflow.parentRunId"  # nested runs (sweep trials, retrain steps)
+NOTE_TAG = "mlflow.note.content"  # a run's description in the UI
+
+# dataset lineage, on runs and on model versions
+DATASET_URL = "dataset.url"
+DATASET_FINGERPRINT = "dataset.fingerprint"
+
+# a training run
+CHECKPOINT_URI = "checkpoint.uri"
+WARM_START_MODEL = "warm_start.model"
+TRAIN_RUN_ID = "train.run_id"  # on a model version: the run that trained it
+
+# registry aliases
+CHAMPION, CHALLENGER = "champion", "challenger"
+
+# artifacts of a training run: what the model needs to preprocess its inputs
+MODEL_ARTIFACT = "model"
+DATASET_ARTIFACTS = "dataset"
+MANIFEST_ARTIFACT = f"{DATASET_ARTIFACTS}/manifest.json"
+LABELS_ARTIFACT = f"{DATASET_ARTIFACTS}/labels.json"
+VOCAB_ARTIFACT = f"{DATASET_ARTIFACTS}/vocab.txt"
+
+# an evaluation, on its run and on the model version
+EVAL_MODEL_URI = "evaluation.model_uri"
+EVAL_SPLIT = "evaluation.split"
+MODEL_NAME, MODEL_VERSION = "model.name", "model.version"
+
+# promotion, on the judged version; DECISION last: its presence means the version was judged
+PROMOTION = "promotion."
+DECISION = "promotion.decision"  # promoted | rejected
+REPLACED_BY, REPLACED_AT = "promotion.replaced_by", "promotion.replaced_at"
+
+# sweeps and retrains
+SWEEP_BEST, SWEEP_BEST_RUN = "sweep.best", "sweep.best_run_id"
+SWEEP_RUN_ID, SWEEP_VALUES = "sweep.run_id", "sweep.values"
+RETRAIN_OUTPUT, RETRAIN_RUN_ID = "retrain.output", "retrain.run_id"
+RETRAIN_CHANGES, RETRAIN_RECOVERED_BY = "retrain.changes", "retrain.recovered_by"
+RETRAIN_MODEL_VERSION, RETRAIN_DECISION = "retrain.model_version", "retrain.decision"
+
+
+def eval_tag(split: str, name: str) -> str:
+    """A model version's evaluation result on ``split``: ``eval.<split>.<name>``."""
+    return f"eval.{split}.{name}"
+
+
+def lower_is_better(metric: str) -> bool:
+    """Losses, times and errors fall as a model improves; everything else rises."""
+    return "loss" in metric or metric.endswith(("_time_s", "error"))
