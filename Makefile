@@ -13,10 +13,13 @@ venv:
 demo: venv
 	$(BIN)/pipeline demo
 
-# the browser test drives Debian's chromium (nothing downloads a browser)
+# the browser test drives Debian's chromium (nothing downloads a browser); the hosts launcher's
+# test logs in over ssh to a test sshd from Debian's openssh-server (tests/sshd.py)
 test: venv
 	@command -v chromium >/dev/null || $(SUDO) apt-get install -y -q chromium \
 	  || ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium)
+	@test -x /usr/sbin/sshd || $(SUDO) apt-get install -y -q openssh-server \
+	  || ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q openssh-server)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # plain Python only: seconds, no Spark

@@ -19,7 +19,7 @@ import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, NoReturn
 
-from pipeline import __version__
+from pipeline import __version__, storage
 from pipeline.config import Config, load_config
 from pipeline.errors import PipelineError, QuarantineGateError, UsageError, first_line
 from pipeline.logs import setup_logging
@@ -248,6 +248,22 @@ def _add_runs(commands, common: argparse.ArgumentParser) -> None:
     compare.add_argument("--top", type=int, default=5, metavar="N", help="default: 5")
 
 
+def _add_datasets(commands, common: argparse.ArgumentParser) -> None:
+    datasets = commands.add_parser("datasets", help="look after dataset folders",
+                                   description="Look after dataset outputs and version folders.")
+    actions = datasets.add_subparsers(dest="action", required=True, metavar="ACTION")
+    gc = actions.add_parser(
+        "gc", parents=[common], help="list (and delete) what crashed writers left",
+        description="List staging folders, claimed but uncommitted versions and generations no "
+                    "manifest points at, in and beside OUTPUT (a dataset output or a folder of "
+                    "versions); none of them is ever read. --delete removes those untouched for "
+                    "--older-than hours (a live writer keeps writing, so its files stay young).")
+    gc.add_argument("output", metavar="OUTPUT", help="a dataset output or folder of versions")
+    gc.add_argument("--delete", action="store_true", help="delete what is old enough")
+    gc.add_argument("--older-than", type=float, default=24.0, metavar="HOURS",
+                    help="with --delete: untouched for this long (default: 24)")
+
+
 def _add_ui(commands, common: argparse.ArgumentParser) -> None:
     commands.add_parser("ui", parents=[common], help="serve the MLflow UI on the store",
                         description="Run 'mlflow server' on mlflow.tracking_uri, bound to "
@@ -304,7 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"pipeline {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_doctor, _add_ingest, _add_train, _add_evaluate, _add_promote, _add_predict,
-                _add_retrain, _add_runs, _add_ui, _add_demo, _add_submit):
+                _add_retrain, _add_runs, _add_datasets, _add_ui, _add_demo, _add_submit):
         add(commands, common)
     return parser
 
@@ -430,7 +446,10 @@ def _load(args: argparse.Namespace) -> Config:
     for flag, key in flags.items():
         if getattr(args, flag, None) is not None:
             overrides.append(f"{key}={getattr(args, flag)}")
-    return load_config(args.config, overrides)
+    cfg = load_config(args.config, overrides)
+    # S3 settings reach every library and child process (Spark, Horovod, MLflow) this way
+    storage.configure(cfg.storage.s3_endpoint_url, cfg.storage.s3_region)
+    return cfg
 
 
 def _doctor(cfg: Config, args: argparse.Namespace) -> int:
@@ -581,6 +600,20 @@ def _runs(cfg: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def _datasets(cfg: Config, args: argparse.Namespace) -> int:
+    from pipeline import storage
+    from pipeline.datasets.commit import delete_garbage, garbage
+
+    found = garbage(storage.to_uri(args.output))
+    deleted = delete_garbage(found, args.older_than * 3600) if args.delete else []
+    for item in found:
+        state = "deleted" if item in deleted else "kept"
+        print(f"{item.uri}  {item.age_s / 3600:.1f} h  {state if args.delete else ''}  "
+              f"{item.why}".replace("    ", "  "))
+    print(f"{len(found)} left by writers, {len(deleted)} deleted")
+    return 0
+
+
 def _ui(cfg: Config, args: argparse.Namespace) -> int:
     import subprocess
 
@@ -630,8 +663,8 @@ def _submit(cfg: Config, args: argparse.Namespace) -> int:
 
 
 HANDLERS = {"doctor": _doctor, "ingest": _ingest, "train": _train, "evaluate": _evaluate,
-            "promote": _promote, "predict": _predict, "retrain": _retrain, "runs": _runs, "ui": _ui,
-            "demo": _demo, "submit": _submit}
+            "promote": _promote, "predict": _predict, "retrain": _retrain, "runs": _runs,
+            "datasets": _datasets, "ui": _ui, "demo": _demo, "submit": _submit}
 
 
 # --- main ------------------------------------------------------------------------------------

@@ -106,6 +106,14 @@ class TextConfig(_Section):
         return self
 
 
+class IngestConfig(_Section):
+    """How raw inputs are read, whatever their kind; not part of a version's fingerprint, so a
+    retrain may change it."""
+
+    # a file's bytes travel as one Spark binary value, which cannot reach 2 GiB
+    max_file_bytes: int = Field(gt=0, lt=2**31)
+
+
 class SplitConfig(_Section):
     train: float = Field(ge=0, le=1)
     val: float = Field(ge=0, le=1)
@@ -215,6 +223,8 @@ class LaunchConfig(_Section):
     reader_workers: int = Field(ge=1)
     start_timeout_s: int = Field(gt=0)
     stall_timeout_s: int = Field(gt=0)
+    ssh_port: int | None = Field(default=None, gt=0, lt=65536)  # launcher hosts: sshd's port
+    ssh_identity_file: str = ""  # launcher hosts: the private key ssh logs in with
 
     @field_validator("hosts")
     @classmethod
@@ -273,11 +283,20 @@ class RetrainConfig(_Section):
     lock_stale_after_s: int = Field(ge=60)
 
 
+class StorageConfig(_Section):
+    """Overrides of the AWS environment for S3 locations ("" keeps the environment's)."""
+
+    s3_endpoint_url: str
+    s3_region: str
+
+
 class Config(_Section):
     data_dir: str
+    storage: StorageConfig
     spark: SparkConfig
     images: ImagesConfig
     text: TextConfig
+    ingest: IngestConfig
     split: SplitConfig
     dataset: DatasetConfig
     train: TrainConfig

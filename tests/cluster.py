@@ -1,4 +1,6 @@
-"""A real Spark standalone cluster on 127.0.0.1 (master + workers), started and stopped by tests."""
+"""A real Spark standalone cluster on loopback addresses, started and stopped by tests: the master
+on 127.0.0.1, each worker (and so its executors) on an address of its own, 127.0.0.2, 127.0.0.3,
+..., so that nothing works only because every process binds the same address."""
 
 from __future__ import annotations
 
@@ -23,8 +25,14 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def worker_address(index: int) -> str:
+    """The loopback address worker ``index`` binds (Linux routes all of 127.0.0.0/8 to lo)."""
+    return f"127.0.0.{index + 2}"
+
+
 class StandaloneCluster:
-    """``spark://127.0.0.1:PORT`` with ``workers`` workers of one core each."""
+    """``spark://127.0.0.1:PORT`` with ``workers`` workers of one core each, worker i on
+    ``worker_address(i)``."""
 
     def __init__(self, workdir: Path, workers: int = 2, memory: str = "1500m") -> None:
         self.workdir = workdir
@@ -38,16 +46,23 @@ class StandaloneCluster:
                                               "--webui-port", str(self.ui_port)])
         self.workers = [
             self._start(f"worker{i}", ["org.apache.spark.deploy.worker.Worker", self.url,
-                                       "--host", "127.0.0.1", "--cores", "1", "--memory", memory,
-                                       "--webui-port", str(free_port()),
-                                       "--work-dir", str(workdir / f"worker{i}")])
+                                       "--host", worker_address(i), "--cores", "1",
+                                       "--memory", memory, "--webui-port", str(free_port()),
+                                       "--work-dir", str(workdir / f"worker{i}")],
+                        local_ip=worker_address(i))  # the executors inherit it
             for i in range(workers)]
         self.wait_for_workers(workers)
 
-    def _start(self, name: str, args: list[str]) -> subprocess.Popen:
+    def _start(self, name: str, args: list[str], local_ip: str = "127.0.0.1") -> subprocess.Popen:
         log = open(self.workdir / f"{name}.log", "wb")  # noqa: SIM115 - lives with the process
-        return subprocess.Popen([str(SPARK_CLASS), *args], env=self._env, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        return subprocess.Popen([str(SPARK_CLASS), *args], env={**self._env,
+                                                                "SPARK_LOCAL_IP": local_ip},
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def worker_hosts(self) -> list[str]:
+        """The addresses the master knows its alive workers by."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.ui_port}/json/", timeout=5) as r:
+            return sorted(w["host"] for w in json.load(r)["workers"] if w["state"] == "ALIVE")
 
     def alive_workers(self) -> int:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.ui_port}/json/", timeout=5) as r:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -52,7 +53,25 @@ def config(session_dir) -> Config:
 
 
 @pytest.fixture(scope="session")
-def spark(config):
+def s3(session_dir):
+    """A real S3 API server on 127.0.0.1, set in this process's AWS environment (before Spark
+    starts, so that its Python workers inherit it); ``s3.bucket(name)`` makes a bucket."""
+    from tests.s3 import start_s3_server, use_server
+
+    server_process = start_s3_server(session_dir / "moto.log")
+    server = next(server_process)
+    saved = use_server(server)
+    yield server
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    server_process.close()
+
+
+@pytest.fixture(scope="session")
+def spark(config, s3):
     from pipeline.spark import get_spark
 
     session = get_spark(config.spark, app_name="pipeline-tests")

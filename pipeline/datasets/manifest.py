@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -12,7 +13,7 @@ from pipeline.errors import PipelineError
 MANIFEST_NAME = "manifest.json"
 LATEST_NAME = "LATEST"  # in a folder of versions: the name of the newest one
 VOCAB_NAME = "vocab.txt"  # in a text version: one token per line, line i holds id i
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: ``data`` may point at the folder holding the splits
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class Manifest:
     fingerprint: str
     format_version: int = FORMAT_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
+    data: str = ""  # the folder holding the splits, relative; "" = beside the manifest
 
     @property
     def quarantined(self) -> int:
@@ -85,10 +87,23 @@ class NotADatasetError(PipelineError, FileNotFoundError):
     """The path holds no committed dataset version."""
 
 
+def committed_versions(collection_uri: str) -> list[str]:
+    """The ``vNNNN`` names in a folder of versions that hold a manifest, oldest first (what a
+    writer staged or claimed but never committed is not among them)."""
+    names = [n for n in storage.list_names(collection_uri) if re.fullmatch(r"v\d+", n)]
+    return sorted((n for n in names if storage.exists(storage.join(collection_uri, n,
+                                                                    MANIFEST_NAME))),
+                  key=lambda n: int(n[1:]))
+
+
 def resolve_version(dataset_url: str) -> str:
-    """A dataset version's URI: ``dataset_url`` itself, or the newest in a folder of versions."""
+    """A dataset version's URI: ``dataset_url`` itself, or the newest committed one in a folder
+    of versions (found by listing; the ``LATEST`` pointer only for folders without numbers)."""
     if storage.exists(storage.join(dataset_url, MANIFEST_NAME)):
         return dataset_url
+    committed = committed_versions(dataset_url)
+    if committed:
+        return storage.join(dataset_url, committed[-1])
     try:
         latest = storage.read_text(storage.join(dataset_url, LATEST_NAME)).strip()
     except FileNotFoundError:
@@ -99,13 +114,15 @@ def resolve_version(dataset_url: str) -> str:
 
 
 def open_version(dataset_url: str) -> tuple[str, Manifest]:
-    """(resolved URI, manifest) of a committed dataset version."""
+    """(URI of the version's data, manifest) of a committed dataset version; the data is
+    beside the manifest, or in the folder its ``data`` names (an overwrite on object stores)."""
     url = resolve_version(dataset_url)
     try:
         where = storage.join(url, MANIFEST_NAME)
-        return url, Manifest.from_json(storage.read_text(where), where)
+        manifest = Manifest.from_json(storage.read_text(where), where)
     except FileNotFoundError:
         raise NotADatasetError(f"{url} is not a dataset version (no {MANIFEST_NAME})") from None
+    return (storage.join(url, manifest.data) if manifest.data else url), manifest
 
 
 def read_manifest(dataset_url: str) -> Manifest:

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import io
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, redirect_stdout
+from functools import partial
 
 import numpy as np
 
@@ -26,6 +27,48 @@ warnings.filterwarnings("ignore", message="schema_fields behavior has changed",
                         module=r"petastorm(\..*)?$")
 # training reads stored image bytes with make_batch_reader on purpose (decoded in tf.data)
 warnings.filterwarnings("ignore", message="Please use make_reader", module=r"petastorm(\..*)?$")
+
+
+def _s3fs_options() -> dict:
+    """s3fs settings for the store the storage layer uses (endpoint and region from the AWS
+    environment; credentials through botocore's own chain)."""
+    settings = storage.S3Settings.from_env()
+    client = {key: value for key, value in (("endpoint_url", settings.endpoint_url),
+                                             ("region_name", settings.region)) if value}
+    return {"client_kwargs": client} if client else {}
+
+
+def s3_filesystem(options: dict | None = None):
+    """s3fs in the legacy ``pyarrow.filesystem`` wrapper Petastorm 0.13 needs with pyarrow 14
+    (plain s3fs fails there: 'validate_schema is not yet supported with the new Dataset API');
+    the wrapper's ``walk`` is fsspec's, because pyarrow's calls a coroutine of today's s3fs."""
+    import s3fs
+    from pyarrow.filesystem import S3FSWrapper, _sanitize_s3, _stringify_path
+
+    class _Wrapper(S3FSWrapper):
+        def walk(self, path, refresh=False):
+            if refresh:
+                self.fs.invalidate_cache(path)
+            return self.fs.walk(_sanitize_s3(_stringify_path(path)))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        return _Wrapper(s3fs.S3FileSystem(**(options if options is not None
+                                             else _s3fs_options())))
+
+
+def petastorm_filesystem(dataset_url: str):
+    """The filesystem Petastorm should use for ``dataset_url``: the wrapped s3fs on object
+    stores; None elsewhere, where Petastorm's own resolver is right."""
+    return s3_filesystem() if storage.is_object_store(dataset_url) else None
+
+
+def filesystem_factory(dataset_url: str) -> Callable[[], object] | None:
+    """A picklable factory of that filesystem, for the metadata Petastorm writes after the
+    Parquet files (Spark tasks rebuild it from the factory)."""
+    if not storage.is_object_store(dataset_url):
+        return None
+    return partial(s3_filesystem, _s3fs_options())
 
 
 class ShardingError(PipelineError, ValueError):
@@ -50,7 +93,8 @@ def _open_reader(dataset_url: str, split: str, fields: Sequence[str], columns: b
     from petastorm import make_batch_reader, make_reader
 
     factory = make_batch_reader if columns else make_reader
-    reader = factory(storage.join(dataset_url, split), schema_fields=list(fields), **options)
+    reader = factory(storage.join(dataset_url, split), schema_fields=list(fields),
+                     filesystem=petastorm_filesystem(dataset_url), **options)
     try:
         yield reader
     finally:

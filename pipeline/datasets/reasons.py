@@ -50,6 +50,7 @@ class Reason(StrEnum):
     NEAR_DUPLICATE = "near_duplicate"
     CONFLICTING_LABELS = "conflicting_labels"
     # any input
+    TOO_LARGE = "too_large"
     UNREADABLE = "unreadable"
     UNEXPECTED_ERROR = "unexpected_error"
 
@@ -98,8 +99,9 @@ MEANINGS: dict[Reason, str] = {
                            "`text.near_duplicate_jaccard` similar to a kept input's, same label",
     Reason.CONFLICTING_LABELS: "the same (or near-same) content under different labels: all "
                                "copies are quarantined",
-    Reason.UNREADABLE: "listed, but Spark's file reader did not return it (gone, or a "
-                       "dangling link)",
+    Reason.TOO_LARGE: "the listed size is over `ingest.max_file_bytes`; the file is not read",
+    Reason.UNREADABLE: "listed, but reading it failed (gone, no permission, a dangling link); "
+                       "the detail names the error",
     Reason.UNEXPECTED_ERROR: "a bug in the per-record code; the detail holds the exception",
 }
 assert set(MEANINGS) == set(Reason), "every reason needs a meaning"

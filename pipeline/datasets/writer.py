@@ -20,9 +20,11 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from pipeline import storage
-from pipeline.datasets.commit import WriteMode, check_output, commit, staging_uri
+from pipeline.datasets.commit import WriteMode, begin
 from pipeline.datasets.features import SPLITS
-from pipeline.datasets.manifest import MANIFEST_NAME, Manifest, SplitInfo
+from pipeline.datasets.manifest import Manifest, SplitInfo
+from pipeline.datasets.parquet import write_frame
+from pipeline.datasets.reader import filesystem_factory
 from pipeline.datasets.schema import describe
 from pipeline.errors import PipelineError
 
@@ -85,8 +87,9 @@ def _write_split(spark: SparkSession, rows: DataFrame, count: int, uri: str,
     laid_out = (rows.select(*fields)
                 .repartitionByRange(parts, spec.order_column)
                 .sortWithinPartitions(spec.order_column))
-    with materialize_dataset(spark, uri, spec.schema, spec.row_group_size_mb):
-        laid_out.write.mode("error").parquet(uri)
+    with materialize_dataset(spark, uri, spec.schema, spec.row_group_size_mb,
+                             filesystem_factory=filesystem_factory(uri)):
+        write_frame(laid_out, uri, spec.rows_per_row_group)
 
 
 def write_version(spark: SparkSession, records: DataFrame, discovered: int,
@@ -97,8 +100,8 @@ def write_version(spark: SparkSession, records: DataFrame, discovered: int,
     ``output_uri`` only once complete and accounted for. The returned manifest's
     ``extra["version_uri"]`` says where (not in manifest.json: a version may be moved).
     """
-    check_output(output_uri, mode)
-    staging = staging_uri(output_uri, mode)
+    pending = begin(output_uri, mode)
+    staging = pending.data_uri
     accepted = records.filter(F.col("reason").isNull())
     rejected = records.filter(F.col("reason").isNotNull())
 
@@ -107,7 +110,6 @@ def write_version(spark: SparkSession, records: DataFrame, discovered: int,
         counts.setdefault(row["split"], {})[row["label_name"]] = row["count"]
     reasons = {row["reason"]: row["count"] for row in rejected.groupBy("reason").count().collect()}
 
-    storage.make_dirs(staging)
     try:
         splits: dict[str, SplitInfo] = {}
         for split in SPLITS:
@@ -120,8 +122,9 @@ def write_version(spark: SparkSession, records: DataFrame, discovered: int,
             _write_split(spark, accepted.filter(F.col("split") == split), rows, split_uri, spec)
             splits[split] = SplitInfo(rows=rows, row_groups=_count_row_groups(split_uri),
                                       per_label=per_label)
-        (rejected.select("path", "reason", "detail").coalesce(1)
-         .write.mode("error").parquet(storage.join(staging, QUARANTINE_DIR)))
+        write_frame(rejected.select("path", "reason", "detail").coalesce(1),
+                    storage.join(staging, QUARANTINE_DIR), spec.rows_per_row_group,
+                    always_write=True)
 
         manifest = Manifest(
             kind=spec.kind, source=spec.source,
@@ -135,10 +138,9 @@ def write_version(spark: SparkSession, records: DataFrame, discovered: int,
         _check_accounting(records, discovered, manifest)
         for name, text in {**spec.files, **spec.attachments}.items():
             storage.write_text(storage.join(staging, name), text)
-        storage.write_text(storage.join(staging, MANIFEST_NAME), manifest.to_json())
-        version_uri = commit(staging, output_uri, mode)
+        version_uri = pending.finish(manifest.to_json())
     except BaseException:
-        storage.delete_dir(staging)
+        pending.abort()
         raise
     # not in manifest.json: a version may be moved
     return replace(manifest, extra={**manifest.extra, "version_uri": version_uri})

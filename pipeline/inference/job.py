@@ -6,21 +6,26 @@ exactly one output row (checked)."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import shutil
 import tempfile
+from collections import Counter
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pyspark.sql import SparkSession
 from pyspark.sql import types as T
 
 from pipeline import storage
 from pipeline.config import Config, ImagesConfig, TextConfig
-from pipeline.datasets.commit import WriteMode, check_output
+from pipeline.datasets.commit import WriteMode, begin_table, check_output
 from pipeline.datasets.features import Feature, feature_of
 from pipeline.datasets.manifest import LATEST_NAME, MANIFEST_NAME, open_version
+from pipeline.datasets.parquet import write_frame
 from pipeline.datasets.reasons import Reason
 from pipeline.datasets.writer import AccountingError
 from pipeline.inference.records import (
@@ -29,7 +34,7 @@ from pipeline.inference.records import (
     predict_inputs,
     text_input,
 )
-from pipeline.ingest.discover import is_hidden
+from pipeline.ingest.discover import is_hidden, size_problem
 from pipeline.spark import SparkProgress, listing, read_files
 from pipeline.tracking.models import (
     check_fits,
@@ -39,6 +44,9 @@ from pipeline.tracking.models import (
     training_inputs,
 )
 from pipeline.tracking.tracker import Tracker
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +60,7 @@ PREDICTION_SCHEMA = T.StructType([
     T.StructField("detail", T.StringType(), True),
 ])
 assert tuple(PREDICTION_SCHEMA.names) == Prediction._fields
-NOT_RETURNED = "found but not returned by Spark's binaryFile reader"
+ROWS_PER_ROW_GROUP = 4096
 
 
 @dataclass(frozen=True)
@@ -88,9 +96,10 @@ class _Model:
         return self.feature.decode
 
 
-def _classify(path: str, size: int, root: str
+def _classify(path: str, size: int, root: str, max_bytes: int | None = None
               ) -> tuple[str | None, Reason | None, str | None]:
-    """(true label or None, rejection reason, detail) for a file found under ``root``."""
+    """(true label or None, rejection reason, detail) for a file found under ``root``;
+    ``max_bytes``: the largest listed size read (``ingest.max_file_bytes``)."""
     if is_hidden(path, root):
         return None, Reason.HIDDEN_FILE, "names starting with '.' or '_' are hidden; not read"
     if listing.escapes_root(path, root):
@@ -98,30 +107,43 @@ def _classify(path: str, size: int, root: str
                 "a symbolic link that resolves outside the root")
     parts = path[len(root.rstrip("/")) + 1:].split("/")
     label = parts[0] if len(parts) > 1 else None
-    if size == 0:
-        return label, Reason.EMPTY_FILE, "the file has no bytes"
+    if (problem := size_problem(size, max_bytes)) is not None:
+        return label, *problem
     return label, None, None
+
+
+def _read_items(batch: pd.DataFrame, wanted: dict[str, str | None]
+                ) -> tuple[list[tuple[str, str | None, bytes]], list[Prediction]]:
+    """A (path, content, error) batch of raw files -> (items to predict, ``unreadable`` rows
+    of the files whose read failed); ``wanted`` maps path -> label folder."""
+    items, failed = [], []
+    for path, content, error in zip(batch["path"], batch["content"], batch["error"],
+                                    strict=True):
+        if content is None:
+            failed.append(Prediction.rejected(path, wanted[path], Reason.UNREADABLE, error))
+        else:
+            items.append((path, wanted[path], bytes(content)))
+    return items, failed
 
 
 def _predict_partition(batches, model: _Model, wanted=None, field: str | None = None):
     """Arrow batches -> prediction rows; the model loads once per task. Raw files: batches of
-    (path, content) of wanted files only, ``wanted`` maps path -> label folder. A dataset
-    version: batches of
-    (source, label_name, ``field``) as stored."""
+    (path, content, error) of wanted files only, ``wanted`` maps path -> label folder. A
+    dataset version: batches of (source, label_name, ``field``) as stored."""
     import pandas as pd
     from pyspark import SparkFiles
 
     predict = load_local_predictor(SparkFiles.get(model.archive))
     prepare = model.prepare() if field is None else model.prepare_stored()
     for batch in batches:
+        failed: list[Prediction] = []
         if field is None:
-            items = [(path, wanted.value[path], bytes(content))
-                     for path, content in zip(batch["path"], batch["content"], strict=True)]
+            items, failed = _read_items(batch, wanted.value)
         else:
             items = [(source, label, bytes(stored)) for source, label, stored in
                      zip(batch["source"], batch["label_name"], batch[field], strict=True)]
-        yield pd.DataFrame.from_records(predict_inputs(items, prepare, predict, model.labels),
-                                        columns=list(Prediction._fields))
+        rows = predict_inputs(items, prepare, predict, model.labels) if items else []
+        yield pd.DataFrame.from_records(rows + failed, columns=list(Prediction._fields))
 
 
 def predict_files(spark: SparkSession, cfg: Config, model_uri: str, input_path: str,
@@ -133,11 +155,13 @@ def predict_files(spark: SparkSession, cfg: Config, model_uri: str, input_path: 
     # not removed afterwards: Spark checks files added with addArchive again whenever a task
     # of this session starts, and fails every later job if the source is gone
     scratch = tempfile.mkdtemp(prefix="pipeline-model-")
-    return _predict_with(spark, tracker, model_uri, input_path, output_uri, mode, scratch)
+    return _predict_with(spark, tracker, model_uri, input_path, output_uri, mode, scratch,
+                         cfg.ingest.max_file_bytes)
 
 
 def _predict_with(spark: SparkSession, tracker: Tracker, model_uri: str, input_path: str,
-                  output_uri: str, mode: WriteMode, scratch: str) -> PredictionSummary:
+                  output_uri: str, mode: WriteMode, scratch: str, max_bytes: int
+                  ) -> PredictionSummary:
     folder, run_id = fetch_model(tracker, model_uri, scratch)
     manifest, vocab = training_inputs(tracker, run_id)
     # a zip, not the folder: Spark ships local folders to local-mode executors only
@@ -152,11 +176,22 @@ def _predict_with(spark: SparkSession, tracker: Tracker, model_uri: str, input_p
     if any(storage.exists(storage.join(input_uri, name)) for name in (MANIFEST_NAME, LATEST_NAME)):
         return _predict_version(spark, tracker, model_uri, model, input_uri, output_uri,
                                 mode)
-    return _predict_files(spark, model_uri, model, input_uri, output_uri, mode)
+    return _predict_files(spark, model_uri, model, input_uri, output_uri, mode, max_bytes)
 
 
-def _write(rows, output_uri: str, mode: WriteMode) -> None:
-    rows.write.mode("overwrite" if mode == "overwrite" else "error").parquet(output_uri)
+def _write(rows, output_uri: str, mode: WriteMode, expected: int, source: str
+           ) -> PredictionSummary:
+    """Write the predictions aside (or claimed, on object stores), check one row per input,
+    then commit with ``_SUCCESS``: a failed run leaves the previous output as it was."""
+    pending = begin_table(output_uri, mode)
+    try:
+        write_frame(rows, pending.data_uri, ROWS_PER_ROW_GROUP, always_write=True)
+        summary = _summary(pending.data_uri, output_uri, expected, source)
+        pending.finish(json.dumps(dataclasses.asdict(summary), indent=2))
+    except BaseException:
+        pending.abort()
+        raise
+    return summary
 
 
 def _predict_version(spark: SparkSession, tracker: Tracker, model_uri: str, model: _Model,
@@ -178,19 +213,19 @@ def _predict_version(spark: SparkSession, tracker: Tracker, model_uri: str, mode
     if stored is not None:
         rows = stored.mapInPandas(partial(_predict_partition, model=model, field=field),
                                   PREDICTION_SCHEMA)
-    with SparkProgress(spark, "predict"):
-        _write(rows, output_uri, mode)
     expected = sum(version.splits[name].rows for name in splits)
-    return _summary(spark, output_uri, expected, version_uri)
+    with SparkProgress(spark, "predict"):
+        return _write(rows, output_uri, mode, expected, version_uri)
 
 
 def _predict_files(spark: SparkSession, model_uri: str, model: _Model, input_uri: str,
-                   output_uri: str, mode: WriteMode) -> PredictionSummary:
-    """Every file under ``input_uri``, prepared from its raw bytes as ingest prepares them."""
+                   output_uri: str, mode: WriteMode, max_bytes: int) -> PredictionSummary:
+    """Every file under ``input_uri``, prepared from its raw bytes as ingest prepares them;
+    one row per file, whether read or not."""
     root, files = listing.list_tree(spark, input_uri, allow_file=True)
     rejected, wanted, sizes = [], {}, {}
     for path, size in files:
-        label, reason, detail = _classify(path, size, root)
+        label, reason, detail = _classify(path, size, root, max_bytes)
         if reason is None:
             wanted[path], sizes[path] = label, size
         else:
@@ -198,27 +233,26 @@ def _predict_files(spark: SparkSession, model_uri: str, model: _Model, input_uri
     log.info("predicting %d %s inputs with %s (%d set aside)", len(wanted), model.kind,
              model_uri, len(rejected))
     rows = spark.createDataFrame(rejected, PREDICTION_SCHEMA)
-    # the file scan is planned when the write runs: inside the block, which packs the files
+    # the write runs inside the block (Spark's own reader plans its scan there)
     with read_files(spark, sizes, input_uri) as scan, SparkProgress(spark, "predict"):
         if wanted:
             labels = spark.sparkContext.broadcast(wanted)
             rows = rows.unionByName(scan.rows.mapInPandas(
                 partial(_predict_partition, wanted=labels, model=model), PREDICTION_SCHEMA))
-        _write(rows, output_uri, mode)
+        summary = _write(rows, output_uri, mode, len(files), root)
         if wanted:
             labels.unpersist()
-    lost = [Prediction.rejected(path, wanted[path], Reason.UNREADABLE, NOT_RETURNED)
-            for path in scan.not_returned(spark.read.parquet(output_uri), "source")]
-    if lost:  # files Spark did not return: a row each, with the reason
-        spark.createDataFrame(lost, PREDICTION_SCHEMA).write.mode("append").parquet(output_uri)
-    return _summary(spark, output_uri, len(files), root)
+    return summary
 
 
-def _summary(spark: SparkSession, output_uri: str, expected: int, source: str
+def _summary(written_uri: str, output_uri: str, expected: int, source: str
              ) -> PredictionSummary:
     """Counts per reason of the written rows, checked: exactly one row per input."""
-    written = spark.read.parquet(output_uri)
-    counts = {r["reason"]: r["count"] for r in written.groupBy("reason").count().collect()}
+    import pyarrow.parquet as pq
+
+    filesystem, path = storage.resolve(written_uri)
+    reasons = pq.read_table(path, filesystem=filesystem, columns=["reason"]).column("reason")
+    counts = Counter(reasons.to_pylist())
     total = sum(counts.values())
     if total != expected:
         raise AccountingError(f"{output_uri} holds {total} rows for {expected} inputs in "

@@ -37,9 +37,21 @@ def is_hidden(path: str, root: str) -> bool:
     return any(part.startswith((".", "_")) for part in relative.split("/") if part)
 
 
-def classify_folder_file(path: str, size: int, root: str,
-                         escapes_root: bool = False) -> Discovered:
-    """A file found under ``root`` in a ``ROOT/<label>/<file>`` layout."""
+def size_problem(size: int, max_bytes: int | None = None) -> tuple[Reason, str] | None:
+    """Why a file is not read, judged from its listed size alone (before any read, so that a
+    huge file never reaches a worker's memory): it is empty, or over ``max_bytes``."""
+    if size == 0:
+        return Reason.EMPTY_FILE, "the file has no bytes"
+    if max_bytes is not None and size > max_bytes:
+        return Reason.TOO_LARGE, (f"listed size {size} bytes is over ingest.max_file_bytes "
+                                  f"({max_bytes}); not read")
+    return None
+
+
+def classify_folder_file(path: str, size: int, root: str, escapes_root: bool = False,
+                         max_bytes: int | None = None) -> Discovered:
+    """A file found under ``root`` in a ``ROOT/<label>/<file>`` layout; ``max_bytes``: the
+    largest listed size read (``ingest.max_file_bytes``)."""
     if is_hidden(path, root):
         return Discovered(path, size, reason=Reason.HIDDEN_FILE,
                           detail="names starting with '.' or '_' are hidden; not read")
@@ -50,19 +62,19 @@ def classify_folder_file(path: str, size: int, root: str,
         label = label_from_path(path, root)
     except Rejected as rejected:
         return Discovered(path, size, reason=rejected.reason, detail=rejected.detail)
-    if size == 0:
-        return Discovered(path, size, label, reason=Reason.EMPTY_FILE,
-                          detail="the file has no bytes")
+    if (problem := size_problem(size, max_bytes)) is not None:
+        return Discovered(path, size, label, *problem)
     return Discovered(path, size, label)
 
 
-def classify_data_file(path: str, size: int, root: str) -> Discovered:
+def classify_data_file(path: str, size: int, root: str,
+                       max_bytes: int | None = None) -> Discovered:
     """A file of rows (CSV, JSONL) under ``root``: its rows carry their own labels."""
     if is_hidden(path, root):
         return Discovered(path, size, reason=Reason.HIDDEN_FILE,
                           detail="names starting with '.' or '_' are hidden; not read")
-    if size == 0:
-        return Discovered(path, size, reason=Reason.EMPTY_FILE, detail="the file has no bytes")
+    if (problem := size_problem(size, max_bytes)) is not None:
+        return Discovered(path, size, None, *problem)
     return Discovered(path, size, label="")
 
 

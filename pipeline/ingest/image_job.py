@@ -4,10 +4,12 @@ duplicates, write a dataset version. Per-record logic lives in ``images``/``imag
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
 
-from pyspark import StorageLevel
+import pandas as pd
+from pyspark import Broadcast, StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -20,7 +22,13 @@ from pipeline.datasets.reasons import Reason
 from pipeline.datasets.schema import image_schema
 from pipeline.datasets.writer import VersionSpec, write_version
 from pipeline.errors import InputError
-from pipeline.ingest.discover import Discovered, classify_folder_file, listing_format, parse_listing
+from pipeline.ingest.discover import (
+    Discovered,
+    classify_folder_file,
+    listing_format,
+    parse_listing,
+    size_problem,
+)
 from pipeline.ingest.image_records import ImageRecord, clean_image_file
 from pipeline.ingest.labels import build_label_map
 from pipeline.ingest.rejection import Rejected
@@ -39,7 +47,6 @@ RECORD_SCHEMA = T.StructType([
     T.StructField("detail", T.StringType(), True),
 ])
 assert tuple(RECORD_SCHEMA.names) == ImageRecord._fields
-NOT_RETURNED = "listed but not returned by Spark's binaryFile reader"
 
 
 @dataclass(frozen=True)
@@ -48,19 +55,29 @@ class Inputs:
 
     source: str
     found: list[Discovered]
-    read_from: list[str]  # what binaryFile loads: the root folder, or the listed files
+    read_from: list[str]  # where Spark's own reader looks (filesystems pyarrow cannot open)
     empty_folders: list[str]
 
 
-def discover_folder(spark: SparkSession, input_uri: str) -> Inputs:
-    """The files of a ``ROOT/<label>/<image>`` folder, each classified by where it lies."""
+def discover_folder(spark: SparkSession, input_uri: str, max_bytes: int | None = None
+                    ) -> Inputs:
+    """The files of a ``ROOT/<label>/<image>`` folder, each classified by where it lies and
+    by its listed size (``max_bytes``: ``ingest.max_file_bytes``)."""
     root, files = listing.list_tree(spark, input_uri)
-    found = [classify_folder_file(path, size, root, listing.escapes_root(path, root))
+    found = [classify_folder_file(path, size, root, listing.escapes_root(path, root), max_bytes)
              for path, size in files]
-    return Inputs(input_uri, found, [input_uri], listing.empty_folders(spark, root))
+    return Inputs(input_uri, found, [input_uri], listing.empty_folders(spark, root, files))
 
 
-def discover_listing(spark: SparkSession, listing_uri: str) -> Inputs:
+def _listed(path: str, size: int, label: str, max_bytes: int | None) -> Discovered:
+    """A file a listing named and that exists: a candidate, or rejected by its size."""
+    problem = size_problem(size, max_bytes)
+    return Discovered(path, size, label) if problem is None else Discovered(path, size, label,
+                                                                            *problem)
+
+
+def discover_listing(spark: SparkSession, listing_uri: str, max_bytes: int | None = None
+                     ) -> Inputs:
     """The rows of a CSV/JSONL listing, each found (with its size) or rejected; a listing
     that cannot be read at all is an ``InputError``."""
     try:
@@ -77,22 +94,22 @@ def discover_listing(spark: SparkSession, listing_uri: str) -> Inputs:
             found.append(Discovered(entry.path, 0, entry.label, Reason.MISSING_FILE,
                                     "listed but no such file"))
         else:
-            path, size = located[entry.path]
-            found.append(Discovered(path, size, entry.label) if size else
-                         Discovered(path, 0, entry.label, Reason.EMPTY_FILE,
-                                    "the file has no bytes"))
+            found.append(_listed(*located[entry.path], entry.label, max_bytes))
     candidates = [d.path for d in found if d.reason is None]
     return Inputs(listing_uri, found, candidates, [])
 
 
-def _clean_batches(batches, labels, images: ImagesConfig, ratios: dict[str, float]):
-    """Arrow batches of (path, content) -> batches of ``ImageRecord`` rows (mapInPandas)."""
-    import pandas as pd
-
+def _clean_batches(batches: Iterator[pd.DataFrame], labels: Broadcast, images: ImagesConfig,
+                   ratios: dict[str, float]) -> Iterator[pd.DataFrame]:
+    """Batches of (path, content, error) -> batches of ``ImageRecord`` rows (mapInPandas); a
+    file that could not be read is ``unreadable``, with the error."""
     wanted = labels.value  # read_files returns the candidates only
     for batch in batches:
         records = [clean_image_file(path, content, wanted[path], images, ratios)
-                   for path, content in zip(batch["path"], batch["content"], strict=True)]
+                   if content is not None else
+                   ImageRecord.rejected(path, wanted[path], Reason.UNREADABLE, error)
+                   for path, content, error in zip(batch["path"], batch["content"],
+                                                   batch["error"], strict=True)]
         yield pd.DataFrame.from_records(records, columns=list(ImageRecord._fields))
 
 
@@ -104,21 +121,17 @@ def _clean(spark: SparkSession, inputs: Inputs, images: ImagesConfig,
     rejected = [ImageRecord.rejected(d.path, d.label, d.reason, d.detail)
                 for d in inputs.found if d.reason is not None]
     records = spark.createDataFrame(rejected, RECORD_SCHEMA)
-    # the scan is planned when the cache is built: inside the block, which packs the files
+    # the cache is built inside the block (Spark's own reader plans its scan there)
     with SparkProgress(spark, "decode"), read_files(spark, sizes, inputs.read_from) as scan:
         if candidates:
-            log.info("decoding %d candidate images in about %d partitions", len(candidates),
+            log.info("decoding %d candidate images in %d partitions", len(candidates),
                      scan.partitions)
             labels = spark.sparkContext.broadcast(candidates)
             cleaned = scan.rows.mapInPandas(partial(_clean_batches, labels=labels, images=images,
                                                     ratios=ratios), RECORD_SCHEMA)
             records = records.unionByName(cleaned)
         records = records.persist(StorageLevel.MEMORY_AND_DISK)
-        not_returned = scan.not_returned(records)  # builds the cache
-    lost = [ImageRecord.rejected(path, candidates[path], Reason.UNREADABLE, NOT_RETURNED)
-            for path in not_returned]
-    if lost:
-        records = records.unionByName(spark.createDataFrame(lost, RECORD_SCHEMA))
+        records.count()
     return records
 
 
@@ -133,10 +146,11 @@ def ingest_images(spark: SparkSession, cfg: Config, input_path: str | None, outp
         raise InputError("give either an input folder or a listing (--manifest), not both")
     output_uri = storage.to_uri(output_path)
     check_output(output_uri, mode)
+    max_bytes = cfg.ingest.max_file_bytes
     if listing_path is not None:
-        inputs = discover_listing(spark, storage.to_uri(listing_path))
+        inputs = discover_listing(spark, storage.to_uri(listing_path), max_bytes)
     else:
-        inputs = discover_folder(spark, storage.to_uri(input_path))
+        inputs = discover_folder(spark, storage.to_uri(input_path), max_bytes)
     if not inputs.found:
         raise InputError(f"no files found in {inputs.source}")
     for folder in inputs.empty_folders:

@@ -89,10 +89,14 @@ def _csv_row(line: int, fields: list[str], width: int, at: list[int], pad_short:
     return Row(line, tuple(fields[i] if i < len(fields) else None for i in at))
 
 
-def jsonl_rows(content: str, columns: Sequence[str]) -> Iterator[Row]:
-    """One JSON object per line; ``line`` counts every line, blank ones included."""
-    lines = content.removeprefix("\ufeff").split("\n")
-    for number, line in enumerate(lines, start=1):
+def jsonl_rows(content: str, columns: Sequence[str], first_line: int = 1) -> Iterator[Row]:
+    """One JSON object per line; ``line`` counts every line, blank ones included.
+
+    ``first_line``: the number of ``content``'s first line, when it is a range of a file cut
+    at a line start (only line 1 can start with the byte-order mark)."""
+    if first_line == 1:
+        content = content.removeprefix("\ufeff")
+    for number, line in enumerate(content.split("\n"), start=first_line):
         line = line.removesuffix("\r")
         if not line.strip():
             continue

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, Literal
 
-from pyspark import RDD, StorageLevel
+from pyspark import RDD, Broadcast, StorageLevel
 from pyspark.sql import DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -25,12 +25,23 @@ from pipeline.datasets.manifest import Manifest
 from pipeline.datasets.reasons import Reason
 from pipeline.datasets.schema import text_schema
 from pipeline.datasets.writer import VersionSpec, write_version
-from pipeline.errors import InputError
+from pipeline.errors import InputError, first_line
 from pipeline.ingest.discover import classify_data_file, classify_folder_file, is_hidden
 from pipeline.ingest.labels import build_label_map
 from pipeline.ingest.rows import RowFormat
 from pipeline.ingest.spark_dedup import apply_exact_duplicates, apply_near_duplicates
 from pipeline.ingest.text_records import RawDocument, TextRecord, clean_text_document, file_rows
+from pipeline.ingest.text_splits import (
+    SPLIT_BYTES,
+    RowGroup,
+    nominal_ranges,
+    plan_ranges,
+    read_footer,
+    read_range,
+    read_row_group,
+    scan_file_range,
+    spark_file_path,
+)
 from pipeline.ingest.tokens import (
     Tokenizer,
     build_vocab,
@@ -39,7 +50,7 @@ from pipeline.ingest.tokens import (
     vocab_text,
     word_shingles,
 )
-from pipeline.spark import FileScan, SparkProgress, listing, read_files
+from pipeline.spark import SparkProgress, listing, read_files
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +70,6 @@ RECORD_SCHEMA = T.StructType([
     T.StructField("detail", T.StringType(), True),
 ])
 assert tuple(RECORD_SCHEMA.names) == TextRecord._fields
-NOT_RETURNED = "listed but not returned by Spark's binaryFile reader"
 
 
 def _partitions(spark: SparkSession, at_least: int) -> int:
@@ -88,13 +98,10 @@ def choose_format(root: str, files: list[tuple[str, int]]) -> tuple[str, str]:
 @dataclass(frozen=True)
 class _Documents:
     """What was read: the format, and the items to clean (``TextRecord`` rejections or
-    ``RawDocument`` rows); for label folders, the files that must each come back from Spark's
-    reader as one document (path -> label), and that read."""
+    ``RawDocument`` rows). Every input listed is among them, read or not."""
 
     fmt: str
     items: RDD
-    expected: dict[str, str | None]
-    scan: FileScan | None = None
 
 
 def _clean_partition(items: Iterable[TextRecord | RawDocument], cfg: TextConfig,
@@ -108,29 +115,79 @@ def _clean_partition(items: Iterable[TextRecord | RawDocument], cfg: TextConfig,
             yield clean_text_document(source, line, text, label, cfg, ratios)
 
 
-def _read_parquet(spark: SparkSession, input_uri: str, text_col: str, label_col: str
-                  ) -> _Documents:
-    """Every row of a Parquet input, named by its file and 1-based row index."""
-    frame = spark.read.parquet(input_uri)
-    missing = [c for c in (text_col, label_col) if c not in frame.columns]
+def _check_columns(input_uri: str, columns: list[str], text_col: str, label_col: str) -> None:
+    missing = [c for c in (text_col, label_col) if c not in columns]
     if missing:
         raise InputError(f"{input_uri} has no column {', '.join(missing)} "
-                         f"(columns: {', '.join(frame.columns)}); pass --text-col/--label-col")
+                         f"(columns: {', '.join(columns)}); pass --text-col/--label-col")
+
+
+def _read_parquet_with_spark(spark: SparkSession, input_uri: str, text_col: str,
+                             label_col: str) -> _Documents:
+    """Every row of a Parquet input on a filesystem pyarrow cannot open, through Spark's
+    reader, named by its file and 1-based row index."""
+    frame = spark.read.parquet(input_uri)
+    _check_columns(input_uri, frame.columns, text_col, label_col)
     rows = frame.select(F.col("_metadata.file_path").alias("source"),
                         (F.col("_metadata.row_index") + 1).cast("int").alias("line"),
                         F.col(text_col).alias("text"), F.col(label_col).alias("label"))
-    return _Documents("parquet", rows.rdd.map(tuple), {})
+    return _Documents("parquet", rows.rdd.map(tuple))
 
 
-def _classify(files: list[tuple[str, int]], root: str, fmt: str
+def _parquet_footers(root: str, files: list[tuple[str, int]]
+                     ) -> tuple[list[RowGroup], list[str], list[TextRecord]]:
+    """(row groups, column names of all files, records of files that are not Parquet).
+    Hidden files (``_SUCCESS``, ``.crc``) are skipped, as Spark's reader skips them."""
+    groups: list[RowGroup] = []
+    columns: dict[str, None] = {}
+    rejected = []
+    for path, size in files:
+        if is_hidden(path, root):
+            continue
+        if size == 0:
+            rejected.append(TextRecord.rejected(spark_file_path(path), None, Reason.EMPTY_FILE,
+                                                "the file has no bytes"))
+            continue
+        try:
+            footer = read_footer(path)
+        except Exception as exc:  # not Parquet, or gone: that file's outcome
+            rejected.append(TextRecord.rejected(
+                spark_file_path(path), None, Reason.UNREADABLE,
+                f"no readable Parquet footer: {type(exc).__name__}: {first_line(exc)}"))
+            continue
+        groups += footer.groups
+        columns.update(dict.fromkeys(footer.columns))
+    return groups, list(columns), rejected
+
+
+def _read_parquet(spark: SparkSession, input_uri: str, root: str, files: list[tuple[str, int]],
+                  text_col: str, label_col: str) -> _Documents:
+    """Every row of a Parquet input, one task per row group, named by its file and 1-based
+    row index (as Spark's ``_metadata`` names them)."""
+    if not listing.through_storage(input_uri):
+        return _read_parquet_with_spark(spark, input_uri, text_col, label_col)
+    groups, columns, rejected = _parquet_footers(root, files)
+    if groups:
+        _check_columns(input_uri, columns, text_col, label_col)
+    sc = spark.sparkContext
+    items = sc.parallelize(rejected, 1) if rejected else sc.emptyRDD()
+    if groups:
+        log.info("reading %d Parquet row groups of %s", len(groups), input_uri)
+        read = partial(read_row_group, text_col=text_col, label_col=label_col)
+        items = items.union(sc.parallelize(groups, len(groups)).flatMap(read))
+    return _Documents("parquet", items)
+
+
+def _classify(files: list[tuple[str, int]], root: str, fmt: str, max_bytes: int
               ) -> tuple[list[TextRecord], dict[str, str | None], dict[str, int]]:
     """(rejected at discovery, candidate path -> label, candidate path -> size)."""
     rejected, labels, sizes = [], {}, {}
     for path, size in files:
         if fmt == "folders":
-            found = classify_folder_file(path, size, root, listing.escapes_root(path, root))
+            found = classify_folder_file(path, size, root, listing.escapes_root(path, root),
+                                         max_bytes)
         else:
-            found = classify_data_file(path, size, root)
+            found = classify_data_file(path, size, root, max_bytes)
         if found.reason is not None:
             rejected.append(TextRecord.rejected(path, None, found.reason, found.detail,
                                                 found.label))
@@ -139,36 +196,73 @@ def _classify(files: list[tuple[str, int]], root: str, fmt: str
     return rejected, labels, sizes
 
 
+def _jsonl_ranges(spark: SparkSession, sizes: dict[str, int], text_col: str, label_col: str
+                  ) -> tuple[RDD | None, dict[str, int]]:
+    """(the items of the JSONL files over ``SPLIT_BYTES``, read in ranges, one task each;
+    the sizes of the files left to read whole)."""
+    big = {path: size for path, size in sizes.items()
+           if size > SPLIT_BYTES and listing.through_storage(path)}
+    if not big:
+        return None, sizes
+    sc = spark.sparkContext
+    pieces = [(path, size, start, end) for path, size in sorted(big.items())
+              for start, end in nominal_ranges(size, SPLIT_BYTES)]
+    with SparkProgress(spark, "jsonl ranges"):  # the first pass: cuts, line counts
+        scans = sc.parallelize(pieces, len(pieces)).map(
+            lambda piece: scan_file_range(*piece)).collect()
+    plan = plan_ranges(scans)
+    log.info("%d JSONL files over %d bytes: %d ranges, %d read whole", len(big), SPLIT_BYTES,
+             len(plan.ranges), len(plan.whole))
+    items = sc.parallelize(plan.records, 1) if plan.records else sc.emptyRDD()
+    if plan.ranges:
+        read = partial(read_range, text_col=text_col, label_col=label_col)
+        items = items.union(sc.parallelize(plan.ranges, len(plan.ranges)).flatMap(read))
+    rest = {path: size for path, size in sizes.items() if path not in big or path in plan.whole}
+    return items, rest
+
+
+def _folder_document(row: Row, labels: Broadcast) -> RawDocument | TextRecord:
+    """A ``(path, content, error)`` row of a label folder's file -> a document to clean, or
+    ``unreadable`` when the read failed (map)."""
+    label = labels.value[row.path]
+    if row.content is None:
+        return TextRecord.rejected(row.path, None, Reason.UNREADABLE, row.error, label)
+    return RawDocument(row.path, None, bytes(row.content), label)
+
+
 def _read_documents(spark: SparkSession, input_uri: str, fmt: TextFormat, text_col: str,
-                    label_col: str, cfg: TextConfig) -> _Documents:
+                    label_col: str, cfg: Config) -> _Documents:
     """Label folders of documents, CSV or JSONL files of rows, or Parquet, as items to clean."""
-    if fmt == "parquet":
-        return _read_parquet(spark, input_uri, text_col, label_col)
     root, files = listing.list_tree(spark, input_uri, allow_file=True)
     if fmt == "auto":
         fmt, why = choose_format(root, files)
         log.info("format auto: chose %s (%s)", fmt, why)
-        if fmt == "parquet":
-            return _read_parquet(spark, input_uri, text_col, label_col)
+    if fmt == "parquet":
+        return _read_parquet(spark, input_uri, root, files, text_col, label_col)
     sc = spark.sparkContext
-    rejected, labels, sizes = _classify(files, root, fmt)
+    rejected, labels, sizes = _classify(files, root, fmt, cfg.ingest.max_file_bytes)
     items = sc.parallelize(rejected, 1) if rejected else sc.emptyRDD()
-    if not labels:
-        return _Documents(fmt, items, {})
+    if fmt == "jsonl":
+        ranged, sizes = _jsonl_ranges(spark, sizes, text_col, label_col)
+        items = items if ranged is None else items.union(ranged)
+    if not sizes:
+        return _Documents(fmt, items)
     with read_files(spark, sizes, input_uri) as scan:
-        content = scan.rows.rdd  # the file scan is planned here, packed by read_files
+        content = scan.rows.rdd  # planned inside the block (Spark's own reader needs that)
     if fmt == "folders":
-        wanted = sc.broadcast(labels)
-        documents = content.map(lambda row: RawDocument(row.path, None, bytes(row.content),
-                                                        wanted.value[row.path]))
-        return _Documents(fmt, items.union(documents), labels, scan)
-    parse = partial(_file_rows, fmt=fmt, text_col=text_col, label_col=label_col, cfg=cfg)
-    return _Documents(fmt, items.union(content.flatMap(parse)), {})
+        wanted = sc.broadcast({path: labels[path] for path in sizes})
+        return _Documents(fmt, items.union(content.map(partial(_folder_document,
+                                                                labels=wanted))))
+    parse = partial(_file_rows, fmt=fmt, text_col=text_col, label_col=label_col, cfg=cfg.text)
+    return _Documents(fmt, items.union(content.flatMap(parse)))
 
 
 def _file_rows(row: Row, fmt: RowFormat, text_col: str, label_col: str, cfg: TextConfig
                ) -> Iterator[RawDocument | TextRecord]:
-    """A ``(path, content)`` row of a CSV or JSONL file -> its rows (flatMap)."""
+    """A ``(path, content, error)`` row of a CSV or JSONL file -> its rows (flatMap); a file
+    that could not be read -> one ``unreadable`` record."""
+    if row.content is None:
+        return iter([TextRecord.rejected(row.path, None, Reason.UNREADABLE, row.error)])
     return file_rows(row.path, bytes(row.content), fmt, text_col, label_col, cfg)
 
 
@@ -179,18 +273,6 @@ def _clean(spark: SparkSession, documents: _Documents, cfg: Config) -> DataFrame
     cleaned = items.repartition(_partitions(spark, items.getNumPartitions())).mapPartitions(
         partial(_clean_partition, cfg=cfg.text, ratios=cfg.split.model_dump()))
     return spark.createDataFrame(cleaned, RECORD_SCHEMA).persist(StorageLevel.MEMORY_AND_DISK)
-
-
-def _with_lost(spark: SparkSession, records: DataFrame, documents: _Documents) -> DataFrame:
-    """Label-folder files Spark's reader did not return, added as ``unreadable``."""
-    if documents.scan is None:
-        return records
-    lost = [TextRecord.rejected(path, None, Reason.UNREADABLE, NOT_RETURNED,
-                                documents.expected[path])
-            for path in documents.scan.not_returned(records, "source")]
-    if not lost:
-        return records
-    return records.unionByName(spark.createDataFrame(lost, RECORD_SCHEMA))
 
 
 def _with_identity(records: DataFrame) -> DataFrame:
@@ -299,10 +381,10 @@ def ingest_text(spark: SparkSession, cfg: Config, input_path: str, output_path: 
     files (name -> text) committed with the version."""
     input_uri, output_uri = storage.to_uri(input_path), storage.to_uri(output_path)
     check_output(output_uri, mode)
-    documents = _read_documents(spark, input_uri, fmt, text_col, label_col, cfg.text)
+    documents = _read_documents(spark, input_uri, fmt, text_col, label_col, cfg)
     base = _clean(spark, documents, cfg)
     try:
-        records = _with_identity(_with_lost(spark, base, documents))
+        records = _with_identity(base)
         with SparkProgress(spark, "clean"):
             discovered = records.count()
         if discovered == 0:

@@ -14,7 +14,7 @@ import numpy as np
 from pipeline.config import TextConfig
 from pipeline.datasets.reasons import Reason
 from pipeline.ingest.rejection import Rejected
-from pipeline.ingest.rows import HeaderError, RowFormat, parse_rows
+from pipeline.ingest.rows import HeaderError, Row, RowFormat, jsonl_rows, parse_rows
 from pipeline.ingest.split import assign_split
 from pipeline.ingest.text import check_length, clean_text, decode_text, normalise_label, text_hash
 from pipeline.ingest.tokens import Tokenizer, tokenize
@@ -66,12 +66,8 @@ def file_rows(source: str, data: bytes, fmt: RowFormat, text_col: str, label_col
                                   f"the whole file: {rejected.detail}")
         return
     try:
-        for line, values, problem in parse_rows(content, fmt, (text_col, label_col)):
-            if values is None:
-                yield TextRecord.rejected(source, line, Reason.MALFORMED_ROW,
-                                          f"line {line}: {problem}")
-            else:
-                yield RawDocument(source, line, *values)
+        for row in parse_rows(content, fmt, (text_col, label_col)):
+            yield _row_item(source, row)
     except HeaderError as bad:
         if bad.cause is not None:
             yield TextRecord.rejected(source, 1, Reason.MALFORMED_ROW,
@@ -80,6 +76,22 @@ def file_rows(source: str, data: bytes, fmt: RowFormat, text_col: str, label_col
             yield TextRecord.rejected(source, 1, Reason.BAD_HEADER,
                                       f"the header {bad.header} lacks column "
                                       f"{', '.join(bad.missing)}")
+
+
+def _row_item(source: str, row: Row) -> RawDocument | TextRecord:
+    """A parsed row to clean, or a ``malformed_row`` record naming its line and problem."""
+    if row.values is None:
+        return TextRecord.rejected(source, row.line, Reason.MALFORMED_ROW,
+                                   f"line {row.line}: {row.problem}")
+    return RawDocument(source, row.line, *row.values)
+
+
+def range_rows(source: str, content: str, first_line: int, text_col: str, label_col: str
+               ) -> Iterator[RawDocument | TextRecord]:
+    """The rows of a JSONL range (decoded, NULs removed) whose first line is ``first_line``:
+    exactly the items ``file_rows`` gives for those lines of the whole file."""
+    for row in jsonl_rows(content, (text_col, label_col), first_line):
+        yield _row_item(source, row)
 
 
 def document_text(raw: object, cfg: TextConfig) -> str:

@@ -10,7 +10,6 @@ to do starts neither Spark nor training.
 from __future__ import annotations
 
 import logging
-import re
 import socket
 import time
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ from typing import Literal
 
 from pipeline import storage
 from pipeline.config import Config, ConfigError, flatten
-from pipeline.datasets.manifest import MANIFEST_NAME, VOCAB_NAME, Manifest, open_version
+from pipeline.datasets.manifest import VOCAB_NAME, Manifest, committed_versions, open_version
 from pipeline.errors import PipelineError
 from pipeline.evaluation.promotion import Promotion, promote
 from pipeline.retrain import inputs
@@ -54,11 +53,8 @@ class RetrainResult:
 def _latest(output_uri: str) -> tuple[str, Manifest] | None:
     """The newest committed ``vNNNN`` (by number, not the LATEST pointer, which a crash right
     after a commit may have left behind)."""
-    committed = [name for name in storage.list_names(output_uri) if re.fullmatch(r"v\d+", name)
-                 and storage.exists(storage.join(output_uri, name, MANIFEST_NAME))]
-    if not committed:
-        return None
-    return open_version(storage.join(output_uri, max(committed, key=lambda n: int(n[1:]))))
+    committed = committed_versions(output_uri)
+    return open_version(storage.join(output_uri, committed[-1])) if committed else None
 
 
 def _check_same_rules(cfg: Config, manifest: Manifest, version_uri: str) -> None:

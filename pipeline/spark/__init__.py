@@ -7,11 +7,14 @@ Public (what the CLI, the jobs, inference and the tests call):
   one SparkSession, built from configuration;
 * ``SparkProgress`` (``progress``): the progress of the running stages while a block runs;
 * ``read_files``, ``FileScan``, ``packed_file_partitions`` (``files``): the one reader of raw
-  files, as ``(path, content)`` rows in sensible partitions, naming the files Spark skipped;
-* ``pipeline.spark.listing``: files listed through Hadoop's FileSystem (``list_tree``,
-  ``read_text``, ``empty_folders``, ``locate``, ``escapes_root``).
+  files, one ``(path, content, error)`` row per wanted file in planned partitions, read by the
+  tasks through ``pipeline.storage`` (Spark's ``binaryFile`` for other filesystems);
+* ``pipeline.spark.listing``: raw inputs listed on the driver, through the storage layer
+  (local, s3, s3a, hdfs) or Hadoop's FileSystem (``list_tree``, ``read_text``,
+  ``empty_folders``, ``locate``, ``escapes_root``, ``through_storage``).
 
-Internal: ``files.file_partitions`` and the modules' constants and helpers.
+Internal: ``files.file_partitions``, ``files.plan_partitions`` and the modules' constants and
+helpers.
 """
 
 from __future__ import annotations

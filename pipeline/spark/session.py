@@ -20,6 +20,10 @@ if TYPE_CHECKING:  # imported in get_spark: ``check_java`` must work without pys
 
 log = logging.getLogger(__name__)
 
+# where executors send S3 requests: tasks read raw inputs through ``pipeline.storage``, which
+# takes these from the environment (local mode inherits it; cluster executors get a copy)
+EXECUTOR_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION")
+
 
 @functools.cache
 def log4j2_config() -> Path:
@@ -71,6 +75,9 @@ def get_spark(cfg: SparkConfig, app_name: str | None = None) -> SparkSession:
                    .config("spark.driver.memory", cfg.driver_memory)
                    .config("spark.driver.extraJavaOptions", java_opts))
         log.info("starting Spark (master %s)", cfg.master)
+    for name in EXECUTOR_ENV:  # before cfg.conf, so that the configuration wins
+        if os.environ.get(name):
+            builder = builder.config(f"spark.executorEnv.{name}", os.environ[name])
     for key, value in cfg.conf.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()

@@ -7,6 +7,7 @@ the same store and builds its own client.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -17,6 +18,8 @@ from typing import Any
 from pipeline.config import MlflowConfig
 from pipeline.errors import PipelineError, first_line
 from pipeline.storage import to_uri
+
+_URI_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")  # MLflow sets them for children
 
 
 class TrackingStoreError(PipelineError, RuntimeError):
@@ -68,17 +71,26 @@ class Tracker:
     @contextmanager
     def active(self) -> Iterator[None]:
         """This store as MLflow's global one, for the fluent API (log, register, load models),
-        restored afterwards."""
+        and afterwards exactly what was there before: MLflow's public getters return resolved
+        defaults, so its module state and variables are saved and put back (one place)."""
         import mlflow
+        from mlflow.tracking._model_registry import utils as registry_state
+        from mlflow.tracking._tracking_service import utils as tracking_state
 
-        before = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+        saved = (tracking_state._tracking_uri, registry_state._registry_uri,
+                 {key: os.environ.get(key) for key in _URI_VARIABLES})
         mlflow.set_tracking_uri(self.uri)
         mlflow.set_registry_uri(self.uri)
         try:
             yield
         finally:
-            mlflow.set_tracking_uri(before[0])
-            mlflow.set_registry_uri(before[1])
+            mlflow.set_tracking_uri(saved[0])
+            registry_state._registry_uri = saved[1]
+            for key, value in saved[2].items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
 
     def __getstate__(self) -> dict[str, Any]:
         return {key: getattr(self, key) for key in ("uri", "experiment", "artifact_root")}

@@ -67,9 +67,7 @@ def save(checkpoint: Checkpoint, model, optimizer) -> None:
         storage.copy_dir(Path(scratch).as_uri(), checkpoint.uri)
     pointer = {"epoch": checkpoint.epoch, "logs": checkpoint.logs,
                "early_stopping": checkpoint.early_stopping}
-    staged = storage.join(checkpoint.root, f".{LATEST}.tmp")
-    storage.write_text(staged, json.dumps(pointer, indent=2))
-    storage.replace_file(staged, storage.join(checkpoint.root, LATEST))
+    storage.replace_text(storage.join(checkpoint.root, LATEST), json.dumps(pointer, indent=2))
     kept = {_epoch_dir(checkpoint.epoch - back) for back in range(KEEP)}
     for name in storage.list_names(checkpoint.root):
         if name.startswith("epoch-") and name not in kept:

@@ -125,7 +125,9 @@ class GlooLauncher:
         log.info("launching %d Horovod workers on %s (Gloo)", workers, hosts)
         with environment(worker_env(self.cfg)):
             return horovod.run(fn, args=args, np=workers, hosts=hosts, use_gloo=True,
-                               start_timeout=self.cfg.start_timeout_s, verbose=0)
+                               start_timeout=self.cfg.start_timeout_s, verbose=0,
+                               ssh_port=self.cfg.ssh_port,
+                               ssh_identity_file=self.cfg.ssh_identity_file or None)
 
 
 @dataclass(frozen=True)

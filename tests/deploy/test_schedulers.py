@@ -20,6 +20,7 @@ import yaml
 
 from pipeline.cli import EXIT_LOCKED, EXIT_USAGE
 from pipeline.config import load_config
+from tests.dockerfile import parse
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -112,8 +113,10 @@ def _container(manifests) -> dict:
 
 def _script(manifests) -> str:
     container = _container(manifests)
-    assert container["command"] == ["/bin/sh", "-c"]
-    (script,) = container["args"]
+    # no command: the image's entrypoint (Spark's) passes these arguments through
+    assert "command" not in container
+    shell, option, script = container["args"]
+    assert [shell, option] == ["/bin/sh", "-c"]
     return script
 
 
@@ -172,10 +175,11 @@ def test_the_container_runs_pipeline_retrain_with_the_mounted_config(manifests):
 
 
 def test_the_container_image_is_the_cpu_image_with_its_layout():
-    dockerfile = (DEPLOY / "docker" / "Dockerfile.cpu").read_text()
-    workdir = re.search(r"^WORKDIR (\S+)", dockerfile, re.M).group(1)
-    assert re.search(rf"^ENV PATH={re.escape(workdir)}/\.venv/bin:", dockerfile, re.M)
-    assert 'ENTRYPOINT ["pipeline"]' in dockerfile
+    # the image's commands run in its WORKDIR, with `pipeline` on its PATH (the rest of its
+    # layout: tests/deploy/test_images.py)
+    image = parse((DEPLOY / "docker" / "Dockerfile.cpu").read_text())[-1]
+    workdir = image.workdir
+    assert image.env["PATH"].startswith("/opt/pipeline/.venv/bin:")
     docs = {d["kind"]: d for d in yaml.safe_load_all(CRONJOB.read_text()) if d}
     container = _container(docs)
     tag = _image_tag("Dockerfile.cpu")

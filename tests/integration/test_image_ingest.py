@@ -130,3 +130,47 @@ def test_broken_and_odd_images_are_all_accounted_for(spark, tmp_path):
         for member in set(members) - set(kept):
             assert outcome[member] == "duplicate"
             assert details[member] == f"duplicate of {root}{kept[0]}"
+
+
+def _small_image_folder(root, digits_raw) -> None:
+    """Two digits per label, and a 'big.png' of 20,000 random bytes: not an image, so only
+    its size can have quarantined it as too_large."""
+    for label in ("3", "7"):
+        (root / label).mkdir(parents=True)
+        for source in sorted((digits_raw / label).iterdir())[:2]:
+            (root / label / source.name).write_bytes(source.read_bytes())
+    (root / "7" / "big.png").write_bytes(np.random.default_rng(0).bytes(20_000))
+
+
+def test_files_over_max_file_bytes_are_quarantined_unread(spark, digits_raw, tmp_path):
+    _small_image_folder(tmp_path / "raw", digits_raw)
+    cfg = make_config(tmp_path, "ingest.max_file_bytes=10000")
+    manifest = ingest_images(spark, cfg, str(tmp_path / "raw"), str(tmp_path / "out"))
+    assert manifest.discovered == 5 and manifest.accounted()
+    assert manifest.quarantine == {"too_large": 1}
+    quarantine = pq.read_table(tmp_path / "out" / "quarantine").to_pylist()
+    assert quarantine == [{"path": f"file:{tmp_path / 'raw'}/7/big.png", "reason": "too_large",
+                           "detail": "listed size 20000 bytes is over ingest.max_file_bytes "
+                                     "(10000); not read"}]
+
+
+def test_filesystems_pyarrow_cannot_open_are_listed_by_hadoop_and_read_by_spark(
+        spark, digits_raw, tmp_path, monkeypatch):
+    """The fallback for gs://, abfs:// and the like, forced here on local files: the same
+    outcome, and a file Spark's reader does not return is still ``unreadable``."""
+    from pipeline.spark import files, listing
+
+    _small_image_folder(tmp_path / "raw", digits_raw)
+    monkeypatch.setattr(listing, "is_local", lambda uri: False)
+    monkeypatch.setattr(listing, "through_storage", lambda uri: False)
+    cfg = make_config(tmp_path, "ingest.max_file_bytes=10000")
+    manifest = ingest_images(spark, cfg, str(tmp_path / "raw"), str(tmp_path / "out"))
+    assert manifest.discovered == 5 and manifest.accounted()
+    assert manifest.quarantine == {"too_large": 1}
+    assert sum(split.rows for split in manifest.splits.values()) == 4
+
+    gone = f"file:{tmp_path / 'raw'}/3/gone.png"
+    kept = f"file:{next((tmp_path / 'raw' / '3').iterdir())}"
+    with files.read_files(spark, {kept: 1, gone: 1}, str(tmp_path / "raw")) as scan:
+        rows = {row.path: (row.content is not None, row.error) for row in scan.rows.collect()}
+    assert rows == {kept: (True, None), gone: (False, files.NOT_RETURNED)}

@@ -1,8 +1,11 @@
-"""The same training through each launcher: local processes, hosts (two host names for this
-machine), and Spark tasks on a standalone cluster started by the test (``pipeline submit``)."""
+"""The same training through each launcher: local processes; hosts, both as two names of this
+machine (Horovod starts those ranks without ssh) and over real ssh to 127.0.0.2 and 127.0.0.3
+(a test sshd, tests/sshd.py); and Spark tasks on a standalone cluster started by the test, its
+workers on 127.0.0.2 and 127.0.0.3 (``pipeline submit``)."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 from pathlib import Path
@@ -14,6 +17,7 @@ from pipeline.train.job import train
 from tests.cluster import StandaloneCluster
 from tests.conftest import make_config
 from tests.procs import run_pipeline
+from tests.sshd import LoopbackSshd
 
 SETTINGS = ("train.epochs=1", "launch.reader_workers=1")
 # the launchers differ in where ranks run, not in what they compute: on one machine the
@@ -26,6 +30,13 @@ def local_result(digits_dataset, tmp_path_factory):
     return train(make_config(tmp_path_factory.mktemp("local"), *SETTINGS), digits_dataset[0])
 
 
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory):
+    server = LoopbackSshd(tmp_path_factory.mktemp("sshd"))
+    yield server
+    server.stop()
+
+
 def test_hosts_launcher_places_one_rank_per_host(digits_dataset, local_result, tmp_path):
     cfg = make_config(tmp_path, *SETTINGS, "launch.launcher=hosts",
                       "launch.hosts=localhost:1,127.0.0.1:1")
@@ -33,6 +44,27 @@ def test_hosts_launcher_places_one_rank_per_host(digits_dataset, local_result, t
     assert result.local_ranks == [0, 0]  # two hosts: each rank is local rank 0 (its GPU slot)
     assert local_result.local_ranks == [0, 1]
     assert result.val_accuracy == pytest.approx(local_result.val_accuracy, abs=TOLERANCE)
+
+
+def test_hosts_launcher_starts_one_rank_per_host_over_ssh(digits_dataset, local_result, sshd,
+                                                          tmp_path, monkeypatch):
+    """127.0.0.2 and 127.0.0.3 are no address of an interface here, so Horovod reaches them only
+    through ssh, with the port and key of ``launch.ssh_port``/``launch.ssh_identity_file``."""
+    monkeypatch.setenv("PATH", f"{sshd.ssh_bin}{os.pathsep}{os.environ['PATH']}")
+    hosts = ["127.0.0.2", "127.0.0.3"]
+    before = sshd.logins()
+    cfg = make_config(tmp_path, *SETTINGS, "launch.launcher=hosts",
+                      f"launch.hosts={hosts[0]}:1,{hosts[1]}:1", f"launch.ssh_port={sshd.port}",
+                      f"launch.ssh_identity_file={sshd.identity}")
+    result = train(cfg, digits_dataset[0])
+    assert result.local_ranks == [0, 0]  # one rank on each host
+    assert result.val_accuracy == pytest.approx(local_result.val_accuracy, abs=TOLERANCE)
+    for host in hosts:
+        # the rank itself went through ssh, with the configured port and key ...
+        (rank,) = sshd.commands_to(host, "horovod.runner.run_task")
+        assert f"-p {sshd.port} " in rank and f"-i {sshd.identity} " in rank
+        # ... and sshd let it in on that address
+        assert sshd.logins()[host] > before[host], sshd.log.read_text()[-3000:]
 
 
 def _copy_few(raw: Path, target: Path, labels: int = 3, per_label: int = 2) -> int:
@@ -55,6 +87,7 @@ def test_spark_launcher_on_a_standalone_cluster_matches_local(digits_dataset, di
     inputs = _copy_few(digits_raw, raw)
     cluster = StandaloneCluster(tmp_path / "cluster")
     try:
+        assert cluster.worker_hosts() == ["127.0.0.2", "127.0.0.3"]
         submit = ["submit", "--master", cluster.url, "--executor-memory", "1g",
                   "spark.driver_memory=1g"]
         out = run_pipeline(

@@ -7,10 +7,12 @@ from collections import Counter
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from pipeline.datasets.reader import read_batches
+from pipeline.ingest import text_job
 from pipeline.ingest.text_job import ingest_text
 from pipeline.ingest.tokens import PAD, RESERVED, parse_vocab, tokenize
 from tests.conftest import make_config
@@ -40,8 +42,12 @@ def _outcomes(version, root: str) -> tuple[dict[str, str], dict[str, str], list[
     return {**got, **key}, details, rows
 
 
-@pytest.mark.parametrize("which", ["folders", "reviews.csv", "reviews.jsonl"])
-def test_broken_and_odd_text_is_all_accounted_for(spark, tmp_path, which):
+@pytest.mark.parametrize("which", ["folders", "reviews.csv", "reviews.jsonl",
+                                   "reviews.jsonl in ranges"])
+def test_broken_and_odd_text_is_all_accounted_for(spark, tmp_path, monkeypatch, which):
+    if which.endswith(" in ranges"):  # the JSONL file cut into ~200-byte ranges, one task each
+        monkeypatch.setattr(text_job, "SPLIT_BYTES", 200)
+        which = which.removesuffix(" in ranges")
     expected = write_text_corpus(tmp_path / "corpus")
     # a dangling link inside the root: listed, skipped by Spark's reader, so quarantined
     pos = tmp_path / "corpus" / "folders" / "pos"
@@ -89,6 +95,45 @@ def test_parquet_input_with_bad_values(spark, tmp_path):
     assert manifest.quarantine == {"missing_label": 1, "missing_text": 1}
     quarantine = pq.read_table(tmp_path / "out" / "quarantine").to_pandas()
     assert sorted(p.rsplit(":", 1)[1] for p in quarantine["path"]) == ["2", "4"]
+
+
+def test_parquet_rows_are_named_as_sparks_reader_names_them(spark, tmp_path):
+    """Row groups read by the tasks through the storage layer: the same ``source`` and
+    ``line`` as Spark's ``_metadata.file_path`` and ``row_index + 1``; hidden files skipped."""
+    folder = tmp_path / "input"
+    folder.mkdir()
+    for part in range(2):
+        frame = pd.DataFrame({"text": [f"Review {part}-{i} of a film" for i in range(7)],
+                              "label": ["fresh", "rotten", None, "plot", "fresh", "", "rotten"]})
+        pq.write_table(pa.Table.from_pandas(frame), folder / f"part {part}é.parquet",
+                       row_group_size=3)
+    (folder / "_SUCCESS").write_bytes(b"")
+    manifest = ingest_text(spark, make_config(tmp_path), str(folder), str(tmp_path / "out"),
+                           fmt="parquet")
+    assert manifest.discovered == 14 and manifest.accounted()
+    outcome, _, _ = _outcomes(tmp_path / "out", "")
+    spark_rows = spark.read.parquet(f"file://{folder}").select(
+        "_metadata.file_path", "_metadata.row_index").collect()
+    assert sorted(outcome) == sorted(f"{path}:{index + 1}" for path, index in spark_rows)
+    assert sorted(reason for reason in outcome.values() if reason != "accepted") == [
+        "missing_label"] * 4
+
+
+def test_files_over_max_file_bytes_are_quarantined_unread(spark, tmp_path):
+    """Judged from the listed size: the big file holds text that would be accepted if read."""
+    for name, text in (("pos/a.txt", "A warm and funny film."),
+                       ("neg/b.txt", "A cold and dull film."),
+                       ("pos/big.txt", "A long and lovely film. " * 100)):
+        (tmp_path / "raw" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "raw" / name).write_text(text)
+    size = (tmp_path / "raw" / "pos" / "big.txt").stat().st_size
+    cfg = make_config(tmp_path, "ingest.max_file_bytes=1000")
+    manifest = ingest_text(spark, cfg, str(tmp_path / "raw"), str(tmp_path / "out"))
+    assert manifest.discovered == 3 and manifest.quarantine == {"too_large": 1}
+    outcome, details, _ = _outcomes(tmp_path / "out", f"file:{tmp_path / 'raw'}/")
+    assert outcome["pos/big.txt"] == "too_large"
+    assert details["pos/big.txt"] == (f"listed size {size} bytes is over "
+                                      "ingest.max_file_bytes (1000); not read")
 
 
 def test_rotten_tomatoes_vocabulary_and_ids_match_plain_python(reviews_dataset, config):

@@ -60,3 +60,17 @@ def test_environment_is_restored_after_the_launch():
     with environment({"PIPELINE_TEST_KEY": "1"}):
         assert os.environ["PIPELINE_TEST_KEY"] == "1"
     assert "PIPELINE_TEST_KEY" not in os.environ
+
+
+def test_the_hosts_launcher_hands_the_ssh_settings_to_horovod(monkeypatch):
+    import horovod
+
+    calls = []
+    monkeypatch.setattr(horovod, "run", lambda fn, **kwargs: calls.append(kwargs) or ["ok"])
+    cfg = load_config(overrides=["launch.launcher=hosts", "launch.hosts=a:1,b:1",
+                                 "launch.ssh_port=2222", "launch.ssh_identity_file=/k/id"])
+    assert make_launcher(cfg).run(print, (), 2) == ["ok"]
+    assert (calls[0]["hosts"], calls[0]["ssh_port"], calls[0]["ssh_identity_file"]) == \
+        ("a:1,b:1", 2222, "/k/id")
+    make_launcher(load_config()).run(print, (), 2)  # defaults: ssh's own
+    assert (calls[1]["ssh_port"], calls[1]["ssh_identity_file"]) == (None, None)

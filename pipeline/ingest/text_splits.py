@@ -1,0 +1,254 @@
+"""Large tables of text read in pieces, so that no Python worker holds a whole file: JSONL files
+in byte ranges cut at line starts, Parquet files by row group. Plain Python over the storage
+layer; ``text_job`` runs each piece in its own Spark task.
+
+JSONL: a file larger than ``SPLIT_BYTES`` is cut into ranges of about that size. A first pass
+(one task per range) moves each cut to the next line start and counts the newlines in the
+range, so that the driver knows every range's first line number exactly; it also checks that
+the range is strict UTF-8 and holds more than whitespace. Only when the whole file is UTF-8
+(a UTF-16/32 byte-order mark, or a single bad byte, is not) is it read in ranges: cut at a
+newline, UTF-8 text decodes piece by piece exactly as it decodes whole, so every row, line
+number and rejection is the one ``text_records.file_rows`` gives for the whole file. Any other
+file is read whole, in one task, as a smaller file is.
+
+Parquet: the driver reads the footers (row groups and their row counts); a task reads one row
+group with ``ParquetFile.read_row_group``. Rows are named as Spark's ``_metadata`` names them:
+``source`` the file's URI (``spark_file_path``), ``line`` the 1-based row index in the file.
+"""
+
+from __future__ import annotations
+
+import string
+import unicodedata
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from itertools import groupby
+
+import pyarrow.parquet as pq
+
+from pipeline import storage
+from pipeline.datasets.reasons import Reason
+from pipeline.errors import first_line
+from pipeline.ingest.text_records import RawDocument, TextRecord, range_rows
+
+SPLIT_BYTES = 64 << 20  # JSONL files larger than this are read in ranges of about this size
+SEEK_CHUNK = 64 << 10  # bytes read at a time while looking for the end of a line
+ReadAt = Callable[[int, int], bytes]  # (offset, length) -> the bytes there
+
+
+@contextmanager
+def open_file(uri: str) -> Iterator[ReadAt]:
+    """Random access to one file through the storage layer (ranged GETs on S3)."""
+    filesystem, path = storage.resolve(uri)
+    with filesystem.open_input_file(path) as handle:
+        yield lambda offset, length: handle.read_at(length, offset)
+
+
+def nominal_ranges(size: int, split_bytes: int = SPLIT_BYTES) -> list[tuple[int, int]]:
+    """``[start, end)`` pieces of equal length, at most ``split_bytes``, covering ``size``."""
+    count = max(1, -(-size // split_bytes))
+    step = -(-size // count) if size else 1
+    return [(start, min(size, start + step)) for start in range(0, max(size, 1), step)]
+
+
+def line_start(read_at: ReadAt, pos: int, size: int, chunk: int = SEEK_CHUNK) -> int:
+    """The first line start at or after ``pos``: ``pos`` itself when it is 0 or follows a
+    newline, else just past the next newline (``size`` when there is none)."""
+    if pos <= 0:
+        return 0
+    at = pos - 1
+    while at < size:
+        data = read_at(at, min(chunk, size - at))
+        if not data:
+            break
+        found = data.find(b"\n")
+        if found >= 0:
+            return at + found + 1
+        at += len(data)
+    return size
+
+
+@dataclass(frozen=True)
+class RangeScan:
+    """What the first pass learns of one range of a file: where it really starts and ends
+    (line starts), the newlines in it, whether it is strict UTF-8 with more than whitespace,
+    or why it could not be read."""
+
+    source: str
+    start: int
+    end: int
+    newlines: int = 0
+    utf8: bool = True
+    has_text: bool = False
+    error: str | None = None
+
+
+def scan_range(source: str, read_at: ReadAt, size: int, start: int, end: int) -> RangeScan:
+    """Cut ``[start, end)`` at line starts and look at its bytes (the first pass)."""
+    cut_start = line_start(read_at, start, size)
+    cut_end = size if end >= size else line_start(read_at, end, size)
+    data = read_at(cut_start, cut_end - cut_start) if cut_end > cut_start else b""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return RangeScan(source, cut_start, cut_end, data.count(b"\n"), utf8=False)
+    if cut_start == 0:
+        text = text.removeprefix("\ufeff")  # the byte-order mark is no text
+    return RangeScan(source, cut_start, cut_end, data.count(b"\n"),
+                     has_text=bool(text.replace("\x00", "").strip()))
+
+
+def scan_file_range(source: str, size: int, start: int, end: int) -> RangeScan:
+    """``scan_range`` of a file by URI; a failed read is the scan's ``error``."""
+    try:
+        with open_file(source) as read_at:
+            return scan_range(source, read_at, size, start, end)
+    except Exception as exc:  # the file's outcome (unreadable), not the job's
+        return RangeScan(source, start, end, error=f"cannot be read: {type(exc).__name__}: "
+                                                   f"{first_line(exc)}")
+
+
+@dataclass(frozen=True)
+class ByteRange:
+    """A piece of a JSONL file to parse: bytes ``[start, end)``, starting on line
+    ``first_line``."""
+
+    source: str
+    start: int
+    end: int
+    first_line: int
+
+
+@dataclass(frozen=True)
+class RangePlan:
+    """How to read the large JSONL files: in ranges, whole (not all UTF-8), or not at all
+    (a record for the whole file: nothing but whitespace, or unreadable)."""
+
+    ranges: list[ByteRange]
+    whole: list[str]
+    records: list[TextRecord]
+
+
+def plan_ranges(scans: Sequence[RangeScan]) -> RangePlan:
+    """The first pass's scans (any order) -> what to read: each range's first line is one
+    more than the newlines before it."""
+    ranges, whole, records = [], [], []
+    ordered = sorted(scans, key=lambda scan: (scan.source, scan.start))
+    for source, group in groupby(ordered, key=lambda scan: scan.source):
+        parts = list(group)
+        failed = next((scan.error for scan in parts if scan.error), None)
+        if failed is not None:
+            records.append(TextRecord.rejected(source, None, Reason.UNREADABLE, failed))
+        elif not all(scan.utf8 for scan in parts):
+            whole.append(source)
+        elif not any(scan.has_text for scan in parts):
+            records.append(TextRecord.rejected(source, None, Reason.EMPTY_TEXT,
+                                               "the whole file: only whitespace or NUL "
+                                               "characters"))
+        else:
+            line = 1
+            for scan in parts:
+                if scan.end > scan.start:
+                    ranges.append(ByteRange(source, scan.start, scan.end, line))
+                line += scan.newlines
+    return RangePlan(ranges, whole, records)
+
+
+def read_range(piece: ByteRange, text_col: str, label_col: str
+               ) -> Iterator[RawDocument | TextRecord]:
+    """The rows of one planned range (the second pass), as ``file_rows`` gives them."""
+    try:
+        with open_file(piece.source) as read_at:
+            data = read_at(piece.start, piece.end - piece.start)
+    except Exception as exc:  # gone since the first pass: its lines are not known
+        yield TextRecord.rejected(piece.source, piece.first_line, Reason.UNREADABLE,
+                                  f"bytes {piece.start}-{piece.end} cannot be read: "
+                                  f"{type(exc).__name__}: {first_line(exc)}")
+        return
+    text = data.decode("utf-8").replace("\x00", "")
+    yield from range_rows(piece.source, text, piece.first_line, text_col, label_col)
+
+
+# what java.net.URI leaves unquoted in a path (Spark names files with Hadoop's Path.toUri)
+_URI_PATH_SAFE = frozenset(string.ascii_letters + string.digits + "-_.!~*'()" + ":@&=+$,;/")
+
+
+def spark_file_path(uri: str) -> str:
+    """``uri`` as Spark's ``_metadata.file_path`` spells it: the path part quoted as
+    java.net.URI quotes it (a space is ``%20``; other non-ASCII letters stay)."""
+    if uri.startswith("file:") and not uri.startswith("file://"):
+        head, path = "file:", uri[len("file:"):]
+    else:
+        scheme_end = uri.find("://") + 3
+        slash = uri.find("/", scheme_end)
+        head, path = (uri, "") if slash < 0 else (uri[:slash], uri[slash:])
+    quoted = []
+    for char in path:
+        if char in _URI_PATH_SAFE or (char >= "\x80" and unicodedata.category(char)
+                                      not in ("Zs", "Zl", "Zp", "Cc")):
+            quoted.append(char)
+        else:
+            quoted.append("".join(f"%{byte:02X}" for byte in char.encode("utf-8")))
+    return head + "".join(quoted)
+
+
+@dataclass(frozen=True)
+class RowGroup:
+    """One row group of a Parquet file: its rows are lines ``first_line`` to
+    ``first_line + rows - 1`` of ``source``."""
+
+    source: str  # the file's URI as listed, read through the storage layer
+    index: int
+    first_line: int
+    rows: int
+
+
+@dataclass(frozen=True)
+class ParquetFooter:
+    """What a Parquet file's footer says: its row groups and column names."""
+
+    groups: list[RowGroup]
+    columns: list[str]
+
+
+def read_footer(uri: str) -> ParquetFooter:
+    """The row groups and columns of one Parquet file (a few small reads); raises OSError or
+    ArrowInvalid when it is no Parquet file."""
+    filesystem, path = storage.resolve(uri)
+    with filesystem.open_input_file(path) as handle:
+        parquet = pq.ParquetFile(handle)
+        meta, columns = parquet.metadata, parquet.schema_arrow.names
+    groups, line = [], 1
+    for index in range(meta.num_row_groups):
+        rows = meta.row_group(index).num_rows
+        groups.append(RowGroup(uri, index, line, rows))
+        line += rows
+    return ParquetFooter(groups, list(columns))
+
+
+def read_row_group(group: RowGroup, text_col: str, label_col: str
+                   ) -> Iterator[RawDocument | TextRecord]:
+    """The rows of one row group, ``(source, line, text, label)``; a column the file lacks
+    reads as null (as Spark reads it). A group that cannot be read gives each of its rows an
+    ``unreadable`` record."""
+    name = spark_file_path(group.source)
+    try:
+        filesystem, path = storage.resolve(group.source)
+        with filesystem.open_input_file(path) as handle:
+            parquet = pq.ParquetFile(handle)
+            present = [c for c in dict.fromkeys((text_col, label_col))
+                       if c in parquet.schema_arrow.names]
+            table = parquet.read_row_group(group.index, columns=present)
+    except Exception as exc:  # the rows' outcome (unreadable), not the job's
+        detail = (f"row group {group.index} cannot be read: {type(exc).__name__}: "
+                  f"{first_line(exc)}")
+        for offset in range(group.rows):
+            yield TextRecord.rejected(name, group.first_line + offset, Reason.UNREADABLE,
+                                      detail)
+        return
+    nulls = [None] * table.num_rows
+    texts = table.column(text_col).to_pylist() if text_col in present else nulls
+    labels = table.column(label_col).to_pylist() if label_col in present else nulls
+    for offset, (text, label) in enumerate(zip(texts, labels, strict=True)):
+        yield RawDocument(name, group.first_line + offset, text, label)

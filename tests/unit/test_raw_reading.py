@@ -1,0 +1,260 @@
+"""Reading raw inputs without Hadoop: partition planning, local listing, the size cap, JSONL
+ranges with exact line numbers and Parquet row groups (plain Python, no Spark)."""
+
+from __future__ import annotations
+
+import codecs
+import json
+import random
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline.config import load_config
+from pipeline.datasets.reasons import Reason
+from pipeline.ingest.discover import classify_data_file, classify_folder_file, size_problem
+from pipeline.ingest.text_records import TextRecord, file_rows
+from pipeline.ingest.text_splits import (
+    line_start,
+    nominal_ranges,
+    plan_ranges,
+    read_footer,
+    read_range,
+    read_row_group,
+    scan_file_range,
+    spark_file_path,
+)
+from pipeline.spark import listing
+from pipeline.spark.files import partitions_for, plan_partitions, read_one
+
+TEXT = load_config().text
+
+
+# --- partition planning ---------------------------------------------------------------------
+
+def test_partitions_are_sorted_runs_covering_every_file_once():
+    rng = random.Random(7)
+    wanted = {f"file:/raw/{rng.randrange(10**6):06d}.png": rng.randrange(0, 5000)
+              for _ in range(1000)}
+    plan = plan_partitions(wanted, 8)
+    assert 1 <= len(plan) <= 8 and all(plan)
+    flat = [item for run in plan for item in run]
+    assert flat == sorted(wanted.items())  # every file once, in path order
+    shuffled = dict(sorted(wanted.items(), key=lambda _: rng.random()))
+    assert plan_partitions(shuffled, 8) == plan  # the same listing gives the same tasks
+
+
+def test_small_files_are_balanced_by_count_and_large_ones_by_bytes():
+    small = {f"s3://b/{i:05d}": 100 for i in range(1000)}
+    counts = [len(run) for run in plan_partitions(small, 4)]
+    assert counts == [250, 250, 250, 250]
+    # one 400 MB file and 300 small ones: the big file gets a task to itself
+    mixed = {"s3://b/a-big": 400 << 20, **{f"s3://b/s{i:03d}": 1000 for i in range(300)}}
+    plan = plan_partitions(mixed, 4)
+    assert plan[0] == [("s3://b/a-big", 400 << 20)]
+    assert sum(len(run) for run in plan[1:]) == 300
+    sizes = [sum(max(size, 0) + (1 << 20) for _, size in run) for run in plan[1:]]
+    assert max(sizes) - min(sizes) <= 2 << 20
+
+
+def test_plans_never_hold_empty_partitions():
+    assert plan_partitions({"a": 1, "b": -1}, 10) == [[("a", 1)], [("b", -1)]]
+    assert plan_partitions({"a": 1}, 1) == [[("a", 1)]]
+    assert partitions_for(2, [10] * 5) == 4
+    assert partitions_for(1, [1] * 5000) == 3
+    assert partitions_for(1, [64 << 20]) == 4
+
+
+def test_a_failed_read_is_its_files_outcome(tmp_path):
+    (tmp_path / "ok.bin").write_bytes(b"abc")
+    assert read_one(f"file:{tmp_path}/ok.bin") == (b"abc", None)
+    content, error = read_one(f"file:{tmp_path}/gone.bin")
+    assert content is None and error.startswith("cannot be read: ") and "\n" not in error
+
+
+# --- local listing (no py4j) ----------------------------------------------------------------
+
+def test_local_listing_keeps_hadoops_spelling_and_odd_names(tmp_path):
+    (tmp_path / "raw" / "cat").mkdir(parents=True)
+    (tmp_path / "raw" / "dog").mkdir()
+    (tmp_path / "raw" / "empty" / "deeper").mkdir(parents=True)
+    (tmp_path / "raw" / "cat" / "my cat é.png").write_bytes(b"12345")
+    (tmp_path / "raw" / "cat" / "gone.png").symlink_to(tmp_path / "raw" / "never.png")
+    (tmp_path / "raw" / "dog" / "a.png").write_bytes(b"")
+    root, files = listing.list_tree(None, (tmp_path / "raw").as_uri())
+    assert root == f"file:{tmp_path}/raw"
+    assert files == [(f"file:{tmp_path}/raw/cat/gone.png", -1),
+                     (f"file:{tmp_path}/raw/cat/my cat é.png", 5),
+                     (f"file:{tmp_path}/raw/dog/a.png", 0)]
+    assert read_one(files[1][0]) == (b"12345", None)  # the storage layer reads that spelling
+    assert listing.empty_folders(None, root) == ["empty"]
+    assert listing.locate(None, [f"file:{tmp_path}/raw/dog/a.png",
+                                 f"file:{tmp_path}/raw/dog/b.png"]) == {
+        f"file:{tmp_path}/raw/dog/a.png": (f"file:{tmp_path}/raw/dog/a.png", 0)}
+    single = listing.list_tree(None, files[1][0], allow_file=True)
+    assert single == (f"file:{tmp_path}/raw/cat", [files[1]])
+
+
+def test_schemes_are_routed_to_the_storage_layer_or_hadoop():
+    assert listing.through_storage("file:/x") and listing.through_storage("/x")
+    assert listing.through_storage("s3://bucket/x") and listing.through_storage("s3a://b/x")
+    assert not listing.through_storage("gs://bucket/x")
+    assert not listing.through_storage("abfs://c@account.dfs.core.windows.net/x")
+
+
+# --- the size cap ---------------------------------------------------------------------------
+
+def test_files_over_the_cap_are_judged_from_their_listed_size():
+    assert size_problem(10, 10) is None and size_problem(-1, 10) is None
+    assert size_problem(0, 10)[0] == Reason.EMPTY_FILE
+    reason, detail = size_problem(11, 10)
+    assert reason == Reason.TOO_LARGE and "listed size 11 bytes" in detail
+    found = classify_folder_file("file:/r/cat/big.png", 11, "file:/r", max_bytes=10)
+    assert (found.reason, found.label) == (Reason.TOO_LARGE, "cat")
+    assert classify_folder_file("file:/r/.big.png", 11, "file:/r", max_bytes=10).reason == \
+        Reason.HIDDEN_FILE  # where a file lies is judged first
+    assert classify_data_file("file:/r/a.csv", 11, "file:/r", 10).reason == Reason.TOO_LARGE
+    assert classify_data_file("file:/r/a.csv", 10, "file:/r", 10).reason is None
+
+
+# --- JSONL ranges ---------------------------------------------------------------------------
+
+def _jsonl_corpus(rng: random.Random, lines: int) -> bytes:
+    parts = []
+    for number in range(lines):
+        kind = rng.randrange(8)
+        if kind == 0:
+            parts.append("")  # a blank line still counts
+        elif kind == 1:
+            parts.append('{"text": "cut off')
+        elif kind == 2:
+            parts.append(json.dumps({"text": "x" * rng.randrange(0, 300), "label": "a"}) + "\r")
+        elif kind == 3:
+            parts.append(json.dumps({"text": f"line {number} é 🎬 \u2028 ok", "label": 1},
+                                    ensure_ascii=False))
+        else:
+            parts.append(json.dumps({"text": f"row {number}\x00 here", "label": "b"}))
+    return "\n".join(parts).encode() + (b"\n" if rng.random() < 0.5 else b"")
+
+
+def _ranged(tmp_path, data: bytes, split: int):
+    path = tmp_path / "big.jsonl"
+    path.write_bytes(data)
+    uri = f"file:{path}"
+    scans = [scan_file_range(uri, len(data), start, end)
+             for start, end in nominal_ranges(len(data), split)]
+    random.Random(1).shuffle(scans)  # Spark returns them in any order
+    return uri, plan_ranges(scans)
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("split", [1, 7, 64, 4096])
+def test_jsonl_ranges_give_exactly_the_rows_of_the_whole_file(tmp_path, seed, split):
+    rng = random.Random(seed)
+    data = _jsonl_corpus(rng, 60)
+    if seed % 2:
+        data = codecs.BOM_UTF8 + data
+    uri, plan = _ranged(tmp_path, data, split)
+    assert plan.whole == [] and plan.records == []
+    assert [r.start for r in plan.ranges] == sorted(r.start for r in plan.ranges)
+    assert plan.ranges[0].start == 0 and plan.ranges[-1].end == len(data)
+    for before, after in zip(plan.ranges, plan.ranges[1:], strict=False):
+        assert before.end == after.start and data[after.start - 1:after.start] == b"\n"
+    got = [item for piece in plan.ranges for item in read_range(piece, "text", "label")]
+    assert got == list(file_rows(uri, data, "jsonl", "text", "label", TEXT))
+
+
+def test_a_line_longer_than_many_ranges_stays_whole(tmp_path):
+    long = json.dumps({"text": "word " * 500, "label": "a"})
+    data = f'{{"text": "first", "label": "a"}}\n{long}\n\n{{"text": "last"}}'.encode()
+    uri, plan = _ranged(tmp_path, data, 16)
+    got = [item for piece in plan.ranges for item in read_range(piece, "text", "label")]
+    assert [item.line for item in got] == [1, 2, 4]
+    assert got == list(file_rows(uri, data, "jsonl", "text", "label", TEXT))
+
+
+def test_files_that_are_not_all_utf8_are_read_whole(tmp_path):
+    data = b'{"text": "fine", "label": "a"}\n' * 20 + b'{"text": "caf\xe9", "label": "a"}\n'
+    uri, plan = _ranged(tmp_path, data, 64)
+    assert plan.whole == [uri] and plan.ranges == [] and plan.records == []
+    utf16 = codecs.BOM_UTF16_LE + '{"text": "x", "label": "a"}\n'.encode("utf-16-le") * 9
+    uri, plan = _ranged(tmp_path, utf16, 64)
+    assert plan.whole == [uri]
+
+
+def test_a_file_of_whitespace_is_one_empty_text_record_as_when_read_whole(tmp_path):
+    data = codecs.BOM_UTF8 + b" \n\t\n\x00\r\n" * 40
+    uri, plan = _ranged(tmp_path, data, 16)
+    assert plan.ranges == [] and plan.whole == []
+    assert plan.records == list(file_rows(uri, data, "jsonl", "text", "label", TEXT))
+
+
+def test_a_file_gone_before_the_first_pass_is_unreadable(tmp_path):
+    scans = [scan_file_range(f"file:{tmp_path}/gone.jsonl", 100, 0, 50)]
+    plan = plan_ranges(scans)
+    assert [(r.reason, r.line) for r in plan.records] == [(Reason.UNREADABLE, None)]
+
+
+def test_line_starts_and_nominal_ranges():
+    data = b"ab\ncd\n\nef"
+
+    def read_at(offset: int, length: int) -> bytes:
+        return data[offset:offset + length]
+
+    assert [line_start(read_at, pos, len(data), chunk=2) for pos in range(len(data) + 1)] == [
+        0, 3, 3, 3, 6, 6, 6, 7, 9, 9]
+    assert nominal_ranges(10, 3) == [(0, 3), (3, 6), (6, 9), (9, 10)]
+    assert nominal_ranges(10, 10) == [(0, 10)]
+    assert nominal_ranges(130, 64) == [(0, 44), (44, 88), (88, 130)]
+
+
+# --- Parquet row groups ---------------------------------------------------------------------
+
+def test_parquet_rows_are_read_per_row_group_with_spark_names(tmp_path):
+    frame = pd.DataFrame({"review": [f"text {i}" for i in range(10)],
+                          "label": ["a", None] * 5})
+    folder = tmp_path / "in dir"
+    folder.mkdir()
+    path = folder / "part 0.parquet"
+    pq.write_table(pa.Table.from_pandas(frame), path, row_group_size=4)
+    uri = f"file:{path}"
+    footer = read_footer(uri)
+    assert [(g.index, g.first_line, g.rows) for g in footer.groups] == [(0, 1, 4), (1, 5, 4),
+                                                                        (2, 9, 2)]
+    assert {"review", "label"} <= set(footer.columns)
+    rows = [row for group in footer.groups for row in read_row_group(group, "review", "label")]
+    assert [tuple(row) for row in rows] == [
+        (f"file:{tmp_path}/in%20dir/part%200.parquet", i + 1, f"text {i}", frame.label[i])
+        for i in range(10)]
+    missing = list(read_row_group(footer.groups[2], "review", "stars"))
+    assert [row.label for row in missing] == [None, None]  # an absent column reads as null
+    path.write_bytes(b"no longer parquet")
+    broken = list(read_row_group(footer.groups[1], "review", "label"))
+    assert [(r.line, r.reason) for r in broken] == [(line, Reason.UNREADABLE)
+                                                    for line in range(5, 9)]
+    assert all(isinstance(r, TextRecord) for r in broken)
+
+
+def test_spark_file_paths_quote_as_java_uris_do():
+    assert spark_file_path("file:/tmp/p.parquet") == "file:/tmp/p.parquet"
+    assert spark_file_path("file:/tmp/p é.parquet") == "file:/tmp/p%20é.parquet"
+    assert spark_file_path("file:/a/100%#x.parquet") == "file:/a/100%25%23x.parquet"
+    assert spark_file_path("s3a://bucket/a b/c.parquet") == "s3a://bucket/a%20b/c.parquet"
+    assert spark_file_path("s3://bucket") == "s3://bucket"
+
+
+def test_retrain_accepts_a_new_size_cap_but_not_new_rules():
+    """``ingest.*`` is not recorded in a version's configuration: a retrain may change it."""
+    from types import SimpleNamespace
+
+    from pipeline.config import ConfigError
+    from pipeline.retrain.workflow import _check_same_rules
+
+    built = load_config().to_dict()
+    manifest = SimpleNamespace(kind="images", config={key: built[key] for key in
+                                                      ("images", "split", "dataset")})
+    _check_same_rules(load_config(overrides=["ingest.max_file_bytes=1000"]), manifest, "v0001")
+    with pytest.raises(ConfigError, match=r"images\.height"):
+        _check_same_rules(load_config(overrides=["images.height=32"]), manifest, "v0001")
