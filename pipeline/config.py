@@ -131,6 +131,8 @@ class SplitConfig(_Section):
 
 class DatasetConfig(_Section):
     rows_per_row_group: int = Field(gt=0)
+    min_row_groups: int = Field(gt=0)
+    row_groups_per_file: int = Field(gt=0)
     row_group_size_mb: int = Field(gt=0)
 
 

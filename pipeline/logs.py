@@ -31,7 +31,7 @@ def quiet_third_party() -> None:
     """Silence TensorFlow's C++ logs, Petastorm's FutureWarnings and chatty loggers."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
-    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")
     os.environ.setdefault("PYTHONWARNINGS", "ignore::FutureWarning,ignore::DeprecationWarning")
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"petastorm(\..*)?$")
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"pyarrow(\..*)?$")

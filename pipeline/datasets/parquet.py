@@ -12,11 +12,21 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame
 
 
+def row_group_rows(rows: int, nbytes: int, max_rows: int, max_bytes: int | None) -> int:
+    """Rows per row group for a file of ``rows`` rows and ``nbytes`` bytes: at most
+    ``max_rows`` rows and about ``max_bytes`` bytes, in equal groups (no sliver at the end)."""
+    if max_bytes and nbytes:
+        max_rows = min(max_rows, max(1, max_bytes * rows // nbytes))
+    groups = max(1, -(-rows // max_rows))
+    return max(1, -(-rows // groups))
+
+
 def write_frame(frame: DataFrame, uri: str, rows_per_row_group: int,
-                always_write: bool = False) -> int:
-    """Each partition of ``frame`` as one Parquet file under ``uri``, in row groups of
-    ``rows_per_row_group`` rows; returns the rows written. ``always_write``: an empty frame
-    still leaves one file with the schema, so readers can open the folder."""
+                always_write: bool = False, row_group_bytes: int | None = None) -> int:
+    """Each partition of ``frame`` as one Parquet file under ``uri``, in equal row groups of
+    at most ``rows_per_row_group`` rows and about ``row_group_bytes`` bytes; returns the rows
+    written. ``always_write``: an empty frame still leaves one file with the schema, so
+    readers can open the folder."""
     import pyarrow as pa
     import pyarrow.parquet as pq
     from pyspark.sql.pandas.types import to_arrow_schema
@@ -34,7 +44,9 @@ def write_frame(frame: DataFrame, uri: str, rows_per_row_group: int,
         if table.num_rows:
             name = f"part-{TaskContext.get().partitionId():05d}-{token}.parquet"
             filesystem, path = storage.resolve(storage.join(uri, name))
-            pq.write_table(table, path, filesystem=filesystem, row_group_size=rows_per_row_group)
+            size = row_group_rows(table.num_rows, table.nbytes, rows_per_row_group,
+                                  row_group_bytes)
+            pq.write_table(table, path, filesystem=filesystem, row_group_size=size)
         yield pa.RecordBatch.from_pydict({"rows": [table.num_rows]})
 
     if not storage.is_object_store(uri):  # S3 has no folders; a marker would read as a file

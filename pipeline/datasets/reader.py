@@ -79,7 +79,8 @@ def check_shardable(split: str, row_groups: int, workers: int) -> None:
     if row_groups < workers:
         raise ShardingError(
             f"the {split} split has {row_groups} row groups but {workers} workers need at least "
-            f"one each; re-ingest with a smaller dataset.rows_per_row_group or use fewer workers")
+            f"one each; re-ingest with a larger dataset.min_row_groups (or smaller "
+            f"dataset.rows_per_row_group), or use fewer workers")
 
 
 @contextmanager

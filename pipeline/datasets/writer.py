@@ -20,6 +20,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from pipeline import storage
+from pipeline.config import DatasetConfig
 from pipeline.datasets.commit import WriteMode, begin
 from pipeline.datasets.features import SPLITS
 from pipeline.datasets.manifest import Manifest, SplitInfo
@@ -47,8 +48,7 @@ class VersionSpec:
     schema: Unischema
     config: dict[str, Any]
     label_map: dict[str, int]
-    rows_per_row_group: int
-    row_group_size_mb: int
+    layout: DatasetConfig
     order_column: str
     extra: dict[str, Any] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)  # e.g. vocab.txt: part of the version
@@ -80,16 +80,35 @@ def _fingerprint(records: DataFrame, spec: VersionSpec) -> str:
     return digest.hexdigest()
 
 
+@dataclass(frozen=True)
+class SplitLayout:
+    """How one split is cut: rows per row group (at most) and Parquet files."""
+
+    group_rows: int
+    files: int
+
+
+def plan_layout(rows: int, layout: DatasetConfig) -> SplitLayout:
+    """Row groups of at most ``rows_per_row_group`` rows but at least ``min_row_groups`` of
+    them (so a small split still feeds that many workers), ``row_groups_per_file`` per file
+    (so a large split is not millions of tiny objects)."""
+    group_rows = max(1, min(layout.rows_per_row_group, rows // layout.min_row_groups))
+    groups = math.ceil(rows / group_rows)
+    return SplitLayout(group_rows=group_rows,
+                       files=max(1, math.ceil(groups / layout.row_groups_per_file)))
+
+
 def _write_split(spark: SparkSession, rows: DataFrame, count: int, uri: str,
                  spec: VersionSpec) -> None:
-    parts = max(1, math.ceil(count / spec.rows_per_row_group))
+    plan = plan_layout(count, spec.layout)
     fields = list(spec.schema.fields)
     laid_out = (rows.select(*fields)
-                .repartitionByRange(parts, spec.order_column)
+                .repartitionByRange(plan.files, spec.order_column)
                 .sortWithinPartitions(spec.order_column))
-    with materialize_dataset(spark, uri, spec.schema, spec.row_group_size_mb,
+    with materialize_dataset(spark, uri, spec.schema, spec.layout.row_group_size_mb,
                              filesystem_factory=filesystem_factory(uri)):
-        write_frame(laid_out, uri, spec.rows_per_row_group)
+        write_frame(laid_out, uri, plan.group_rows,
+                    row_group_bytes=spec.layout.row_group_size_mb * 2**20)
 
 
 def write_version(spark: SparkSession, records: DataFrame, discovered: int,
@@ -123,7 +142,7 @@ def write_version(spark: SparkSession, records: DataFrame, discovered: int,
             splits[split] = SplitInfo(rows=rows, row_groups=_count_row_groups(split_uri),
                                       per_label=per_label)
         write_frame(rejected.select("path", "reason", "detail").coalesce(1),
-                    storage.join(staging, QUARANTINE_DIR), spec.rows_per_row_group,
+                    storage.join(staging, QUARANTINE_DIR), spec.layout.rows_per_row_group,
                     always_write=True)
 
         manifest = Manifest(
@@ -132,7 +151,7 @@ def write_version(spark: SparkSession, records: DataFrame, discovered: int,
             config=spec.config, label_map=spec.label_map, discovered=discovered,
             splits=splits, quarantine=dict(sorted(reasons.items())),
             schema=describe(spec.schema), fingerprint=_fingerprint(accepted, spec),
-            extra={**spec.extra, "rows_per_row_group": spec.rows_per_row_group,
+            extra={**spec.extra, "rows_per_row_group": spec.layout.rows_per_row_group,
                    "max_workers": min((s.row_groups for s in splits.values()), default=0)},
         )
         _check_accounting(records, discovered, manifest)

@@ -171,8 +171,7 @@ def ingest_images(spark: SparkSession, cfg: Config, input_path: str | None, outp
             kind="images", source=inputs.source, schema=image_schema(cfg.images),
             config={"images": cfg.images.model_dump(), "split": ratios,
                     "dataset": cfg.dataset.model_dump()},
-            label_map=label_map, rows_per_row_group=cfg.dataset.rows_per_row_group,
-            row_group_size_mb=cfg.dataset.row_group_size_mb, order_column="content_hash",
+            label_map=label_map, layout=cfg.dataset, order_column="content_hash",
             extra={"empty_label_folders": inputs.empty_folders},
             attachments=attachments or {},
         )

@@ -101,6 +101,25 @@ def log_outcome(tracker: Tracker, run_id: str, model, example: np.ndarray,
     retrying(MODEL_WRITE, log_keras_model, tracker, run_id, model, example)
 
 
+def pip_requirements() -> list[str]:
+    """What a Keras model of this environment needs, pinned to the installed versions. Given
+    explicitly, MLflow skips inferring them (a subprocess that loads the model: ~15 s).
+    TensorFlow as ``tensorflow``, installed here maybe as ``tensorflow-cpu`` (Linux only)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def installed(*names: str) -> str:
+        for name in names:
+            try:
+                return version(name)
+            except PackageNotFoundError:
+                continue
+        raise PackageNotFoundError(names[0])
+
+    return [f"mlflow=={installed('mlflow')}", f"cloudpickle=={installed('cloudpickle')}",
+            f"numpy=={installed('numpy')}",
+            f"tensorflow=={installed('tensorflow', 'tensorflow-cpu')}"]
+
+
 def log_keras_model(tracker: Tracker, run_id: str, model, example: np.ndarray) -> None:
     """Log the model with its signature and an input example into the run."""
     import mlflow
@@ -112,4 +131,5 @@ def log_keras_model(tracker: Tracker, run_id: str, model, example: np.ndarray) -
     with tracker.active(), mlflow.start_run(run_id=run_id), redirect_stdout(io.StringIO()):
         mlflow.tensorflow.log_model(model, name=keys.MODEL_ARTIFACT, signature=signature,
                                     input_example=example[:1],
+                                    pip_requirements=pip_requirements(),
                                     keras_model_kwargs={"include_optimizer": False})

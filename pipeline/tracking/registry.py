@@ -3,8 +3,10 @@ aliases. The only module that writes to the registry."""
 
 from __future__ import annotations
 
+import io
 import re
 from collections.abc import Mapping
+from contextlib import redirect_stderr
 from dataclasses import dataclass
 
 from pipeline.errors import PipelineError, first_line
@@ -40,7 +42,8 @@ def register(tracker: Tracker, run_id: str, name: str, tags: Mapping[str, str]) 
     from mlflow.exceptions import MlflowException
 
     try:
-        with tracker.active():
+        # redirect: MLflow prints "Successfully registered model" on stderr
+        with tracker.active(), redirect_stderr(io.StringIO()):
             version = mlflow.register_model(f"runs:/{run_id}/{keys.MODEL_ARTIFACT}", name,
                                             tags=dict(tags), await_registration_for=60)
     except (MlflowException, OSError) as exc:

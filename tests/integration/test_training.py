@@ -65,7 +65,7 @@ def test_mlflow_run_holds_params_metrics_and_manifest(trained):
     assert run.info.status == "FINISHED"
     assert run.data.params["train.workers"] == "2"
     assert run.data.params["dataset_version.fingerprint"] == manifest.fingerprint
-    assert run.data.params["dataset.rows_per_row_group"] == "64"  # the config section too
+    assert run.data.params["dataset.rows_per_row_group"] == "1024"  # the config section too
     assert run.data.tags["dataset.url"] == url
     history = client.get_metric_history(result.run_id, "val_accuracy")
     assert [m.step for m in history] == [0, 1]
@@ -76,6 +76,16 @@ def test_mlflow_run_holds_params_metrics_and_manifest(trained):
     assert len(runs) == 1, "only rank 0 may write to MLflow: one run per training job"
     local = client.download_artifacts(result.run_id, "dataset/manifest.json")
     assert manifest.fingerprint in Path(local).read_text()
+    # requirements pinned to this environment (given, not inferred by a subprocess)
+    from importlib.metadata import version
+
+    import mlflow
+
+    mlflow.set_tracking_uri(cfg.mlflow.tracking_uri)
+    requirements = mlflow.pyfunc.get_model_dependencies(f"runs:/{result.run_id}/model")
+    pinned = Path(requirements).read_text().split()
+    assert f"tensorflow=={version('tensorflow-cpu')}" in pinned  # the portable name
+    assert f"mlflow=={version('mlflow')}" in pinned
 
 
 def test_logged_model_loads_and_predicts(trained):
@@ -145,7 +155,8 @@ def test_uneven_shards_train_without_hanging(spark, digits_raw, tmp_path):
 
     # 3 train row groups over 2 workers: one rank reads twice as many rows as the other
     cfg = make_config(tmp_path, "split.train=0.7", "split.val=0.3", "split.test=0",
-                      "dataset.rows_per_row_group=1200", "train.epochs=2")
+                      "dataset.rows_per_row_group=1200", "dataset.min_row_groups=1",
+                      "train.epochs=2")
     manifest = ingest_images(spark, cfg, str(digits_raw), str(tmp_path / "uneven"))
     url = (tmp_path / "uneven").as_uri()
     assert manifest.splits["train"].row_groups == 3
