@@ -6,6 +6,7 @@ Validated once, here, at the edge; errors name the offending key.
 from __future__ import annotations
 
 import codecs
+import ipaddress
 import logging
 import re
 from collections.abc import Iterable, Mapping
@@ -216,6 +217,28 @@ class TrainConfig(_Section):
         return self
 
 
+# A DNS host name (RFC 1123 labels: letters, digits, inner hyphens) or an IPv4 address: nothing
+# a shell or ssh could read as an option, a word break or a substitution.
+_HOST_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+
+
+def _is_host(name: str) -> bool:
+    """True for ``node1``, ``node1.example.com`` or ``10.0.0.7``; an IP with a bad octet fails."""
+    if not name or len(name) > 253:
+        return False
+    if re.fullmatch(r"[0-9.]+", name):
+        try:
+            ipaddress.IPv4Address(name)
+        except ValueError:
+            return False
+        return True
+    return all(_HOST_LABEL.fullmatch(label) for label in name.split("."))
+
+
+def _is_slots(text: str) -> bool:
+    return text.isascii() and text.isdigit() and 1 <= int(text) <= 100_000
+
+
 class LaunchConfig(_Section):
     """Where and how training runs, not what it learns: a resumed run may change these."""
 
@@ -231,10 +254,12 @@ class LaunchConfig(_Section):
     @field_validator("hosts")
     @classmethod
     def _hosts_format(cls, value: str) -> str:
-        for item in filter(None, value.split(",")):
-            host, sep, slots = item.strip().rpartition(":")
-            if not sep or not host or not slots.isdigit() or int(slots) < 1:
-                raise ValueError(f"{item!r} is not host:slots (e.g. node1:2,node2:2)")
+        """Only ``name:slots`` items: the names reach ssh and Horovod's shell commands."""
+        for item in value.split(",") if value else []:
+            host, sep, slots = item.rpartition(":")
+            if not sep or not _is_host(host) or not _is_slots(slots):
+                raise ValueError(f"{item!r} is not host:slots, a host name or IPv4 address "
+                                 "and a slot count, no spaces (e.g. node1:2,node2:2)")
         return value
 
     @property

@@ -16,6 +16,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pipeline.config import Config, ConfigError, with_overrides
+from pipeline.errors import PipelineError
 from pipeline.tracking import keys, runs
 from pipeline.tracking.registry import ModelRef
 from pipeline.tracking.tracker import Tracker
@@ -84,9 +86,24 @@ def trial_settings(spec: SweepSpec, seed: int) -> list[dict[str, Any]]:
     return random.Random(seed).sample(grid, count)
 
 
+class NoFiniteTrialError(PipelineError, RuntimeError):
+    """Every trial of a sweep ended with a NaN or infinite metric: none can be the best."""
+
+
 def _score(metric: str, result: TrainResult) -> float:
     """Lower is better: the loss, or the accuracy negated."""
     return result.val_loss if keys.lower_is_better(metric) else -result.val_accuracy
+
+
+def best_trial(metric: str, trials: list[tuple[dict[str, Any], TrainResult]]
+               ) -> tuple[dict[str, Any], TrainResult]:
+    """The trial with the best finite ``metric``; a NaN or infinite one is never chosen (NaN
+    compares false with everything, so ``min`` alone could return it); the first wins ties."""
+    finite = [trial for trial in trials if math.isfinite(_score(metric, trial[1]))]
+    if not finite:
+        raise NoFiniteTrialError(f"every sweep trial ended with a NaN or infinite {metric}; "
+                                 "there is no best trial to tag or register")
+    return min(finite, key=lambda trial: _score(metric, trial[1]))
 
 
 def _create_sweep_run(tracker: Tracker, spec: SweepSpec, trials: int) -> str:
@@ -118,7 +135,7 @@ def run_sweep(cfg: Config, data: str, sweep_path: str) -> SweepResult:
         ok = True
     finally:
         runs.end_run(tracker, parent, ok)
-    best_values, best = min(trials, key=lambda trial: _score(spec.metric, trial[1]))
+    best_values, best = best_trial(spec.metric, trials)
     value = best.val_loss if spec.metric == "val_loss" else best.val_accuracy
     runs.set_tags(tracker, best.run_id, {keys.SWEEP_BEST: "true"})
     runs.set_tags(tracker, parent, {keys.SWEEP_BEST_RUN: best.run_id})

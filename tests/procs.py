@@ -21,7 +21,8 @@ def run_pipeline(args: list[str], cwd: Path, timeout: float = 900,
 class Background:
     """``pipeline ARGS`` in its own process group, its stderr in a file we can watch."""
 
-    def __init__(self, args: list[str], cwd: Path, merge_output: bool = False) -> None:
+    def __init__(self, args: list[str], cwd: Path, merge_output: bool = False,
+                 env: dict[str, str] | None = None) -> None:
         # merge_output: stdout goes to the watched file too (spark-submit prints the driver's
         # stderr on its stdout); finish() then returns "" as stdout
         self.log = cwd / f"pipeline-{os.getpid()}-{time.monotonic_ns()}.log"
@@ -30,7 +31,7 @@ class Background:
             [PIPELINE, *args], cwd=cwd,
             stdout=self._log_file if merge_output else subprocess.PIPE,
             stderr=subprocess.STDOUT if merge_output else self._log_file,
-            start_new_session=True)
+            start_new_session=True, env=env)
 
     def wait_for(self, text: str, timeout_s: float = 300) -> None:
         deadline = time.monotonic() + timeout_s

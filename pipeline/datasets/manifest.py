@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from pipeline import storage
 from pipeline.errors import PipelineError
+from pipeline.redaction import redact
 
 MANIFEST_NAME = "manifest.json"
 LATEST_NAME = "LATEST"  # in a folder of versions: the name of the newest one
@@ -40,6 +41,11 @@ class Manifest:
     format_version: int = FORMAT_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
     data: str = ""  # the folder holding the splits, relative; "" = beside the manifest
+
+    def __post_init__(self) -> None:
+        """``source`` is stored redacted (a password or a signed URL's token never lands in
+        the version, its MLflow artifact or lineage), however the manifest was made."""
+        object.__setattr__(self, "source", redact(self.source))
 
     @property
     def quarantined(self) -> int:

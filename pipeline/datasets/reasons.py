@@ -39,6 +39,7 @@ class Reason(StrEnum):
     MISSING_TEXT = "missing_text"
     TEXT_NOT_STRING = "text_not_string"
     UNDECODABLE = "undecodable"
+    BINARY_CONTENT = "binary_content"
     EMPTY_TEXT = "empty_text"
     MISSING_LABEL = "missing_label"
     UNKNOWN_LABEL = "unknown_label"
@@ -62,7 +63,8 @@ class Reason(StrEnum):
 
 MEANINGS: dict[Reason, str] = {
     Reason.EMPTY_FILE: "the file has no bytes",
-    Reason.NOT_AN_IMAGE: "no image format recognised in the file header",
+    Reason.NOT_AN_IMAGE: "no supported image format (PNG, JPEG, GIF, BMP, TIFF, WebP) "
+                         "recognised in the file header",
     Reason.CORRUPT_IMAGE: "an image signature, but the header or the pixels do not decode "
                           "(e.g. a truncated file)",
     Reason.TOO_MANY_PIXELS: "the header claims more than `images.max_pixels` pixels; "
@@ -87,6 +89,8 @@ MEANINGS: dict[Reason, str] = {
     Reason.TEXT_NOT_STRING: "a text that is a number, a list or another non-string",
     Reason.UNDECODABLE: "bytes no configured encoding decodes (`text.on_decode_error: "
                         "replace` keeps them as U+FFFD)",
+    Reason.BINARY_CONTENT: "bytes that are not text: a known binary signature (image, archive, "
+                           "executable, ...) or over 5% control characters once decoded",
     Reason.EMPTY_TEXT: "nothing left after decoding or cleaning",
     Reason.MISSING_LABEL: "no label, an empty one, or one that is not a string or an integer",
     Reason.UNKNOWN_LABEL: "a label outside `text.labels` when that list is set",

@@ -30,6 +30,9 @@ cv2.setNumThreads(1)
 
 # What Pillow raises on bad data (Image.open probes plugins with the same set).
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error)
+# The only decoders that run on an input: any other format (EPS through Ghostscript, ICO, TGA,
+# PSD, ...) is ``not_an_image``, never handed to a plugin. JPEG includes its MPO variant.
+SUPPORTED_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP")
 # File signatures Pillow knows: an unreadable file that starts with one is corrupt, not text.
 _SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"II*\x00", b"MM\x00*")
 # Formats whose extra frames are an animation (extra TIFF pages or MPO previews are not).
@@ -49,13 +52,13 @@ def _open(data: bytes) -> Image.Image:
     if not data:
         raise Rejected(Reason.EMPTY_FILE, "the file has no bytes")
     try:
-        return Image.open(io.BytesIO(data))
+        return Image.open(io.BytesIO(data), formats=SUPPORTED_FORMATS)
     except UnidentifiedImageError:
         if data.startswith(_SIGNATURES) or data[8:12] == b"WEBP":
             raise Rejected(Reason.CORRUPT_IMAGE,
                            "image signature but unreadable header") from None
-        raise Rejected(Reason.NOT_AN_IMAGE,
-                       "no image format recognised in the file header") from None
+        raise Rejected(Reason.NOT_AN_IMAGE, "no supported image format recognised in the "
+                                            "file header") from None
     except _DECODE_ERRORS as exc:
         raise Rejected(Reason.CORRUPT_IMAGE, f"header unreadable: {exc}") from None
 

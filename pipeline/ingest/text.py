@@ -16,6 +16,7 @@ import unicodedata
 
 from pipeline.config import TextConfig
 from pipeline.datasets.reasons import Reason
+from pipeline.ingest import sniff
 from pipeline.ingest.rejection import Rejected
 
 # A byte order mark declares the encoding: no fallback is tried when its codec fails.
@@ -73,12 +74,20 @@ def decode_text(data: bytes, cfg: TextConfig) -> str:
     shift_jis, ...). When nothing decodes, ``on_decode_error: replace`` decodes as UTF-8 (or
     the BOM's codec) with U+FFFD for each bad sequence; ``quarantine`` rejects the document.
     UTF-16 without a BOM is read as UTF-8: ASCII-range text survives, as its NULs are dropped.
+    Bytes that are not text (a known binary signature, or too many control characters once
+    decoded: see ``sniff``) are ``binary_content``, never accepted through the fallback.
     """
+    found = sniff.signature(data)
+    if found is not None:
+        raise Rejected(Reason.BINARY_CONTENT, sniff.describe_signature(found))
     text = _decode(data, cfg)
     text = text.replace("\x00", "")
     if not text.strip():
         detail = "the file has no bytes" if not data else "only whitespace or NUL characters"
         raise Rejected(Reason.EMPTY_TEXT, detail)
+    controls = sniff.count_controls(text)
+    if sniff.too_many_controls(controls, len(text)) and sniff.has_visible(text):
+        raise Rejected(Reason.BINARY_CONTENT, sniff.describe_controls(controls, len(text)))
     return text
 
 

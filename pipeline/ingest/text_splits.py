@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 from pipeline import storage
 from pipeline.datasets.reasons import Reason
 from pipeline.errors import first_line
+from pipeline.ingest import sniff
 from pipeline.ingest.text_records import RawDocument, TextRecord, range_rows
 
 SPLIT_BYTES = 64 << 20  # JSONL files larger than this are read in ranges of about this size
@@ -73,7 +74,9 @@ def line_start(read_at: ReadAt, pos: int, size: int, chunk: int = SEEK_CHUNK) ->
 class RangeScan:
     """What the first pass learns of one range of a file: where it really starts and ends
     (line starts), the newlines in it, whether it is strict UTF-8 with more than whitespace,
-    or why it could not be read."""
+    what ``sniff`` needs to tell binary content (the first range's signature, the characters
+    and control characters without NULs, whether any other character is visible), or why it
+    could not be read."""
 
     source: str
     start: int
@@ -82,6 +85,10 @@ class RangeScan:
     utf8: bool = True
     has_text: bool = False
     error: str | None = None
+    signature: str | None = None
+    chars: int = 0
+    controls: int = 0
+    visible: bool = False
 
 
 def scan_range(source: str, read_at: ReadAt, size: int, start: int, end: int) -> RangeScan:
@@ -95,8 +102,12 @@ def scan_range(source: str, read_at: ReadAt, size: int, start: int, end: int) ->
         return RangeScan(source, cut_start, cut_end, data.count(b"\n"), utf8=False)
     if cut_start == 0:
         text = text.removeprefix("\ufeff")  # the byte-order mark is no text
-    return RangeScan(source, cut_start, cut_end, data.count(b"\n"),
-                     has_text=bool(text.replace("\x00", "").strip()))
+    text = text.replace("\x00", "")
+    controls, has_text = sniff.count_controls(text), bool(text.strip())
+    return RangeScan(source, cut_start, cut_end, data.count(b"\n"), has_text=has_text,
+                     signature=sniff.signature(data) if cut_start == 0 else None,
+                     chars=len(text), controls=controls,
+                     visible=sniff.has_visible(text) if controls else has_text)
 
 
 def scan_file_range(source: str, size: int, start: int, end: int) -> RangeScan:
@@ -142,6 +153,9 @@ def plan_ranges(scans: Sequence[RangeScan]) -> RangePlan:
             records.append(TextRecord.rejected(source, None, Reason.UNREADABLE, failed))
         elif not all(scan.utf8 for scan in parts):
             whole.append(source)
+        elif (binary := _binary(parts)) is not None:
+            records.append(TextRecord.rejected(source, None, Reason.BINARY_CONTENT,
+                                               f"the whole file: {binary}"))
         elif not any(scan.has_text for scan in parts):
             records.append(TextRecord.rejected(source, None, Reason.EMPTY_TEXT,
                                                "the whole file: only whitespace or NUL "
@@ -153,6 +167,18 @@ def plan_ranges(scans: Sequence[RangeScan]) -> RangePlan:
                     ranges.append(ByteRange(source, scan.start, scan.end, line))
                 line += scan.newlines
     return RangePlan(ranges, whole, records)
+
+
+def _binary(parts: Sequence[RangeScan]) -> str | None:
+    """Why a file's ranges are not text, by ``sniff``'s rule over all of them (as
+    ``text.decode_text`` judges the whole file), or None."""
+    found = next((scan.signature for scan in parts if scan.signature), None)
+    if found is not None:
+        return sniff.describe_signature(found)
+    chars, controls = sum(scan.chars for scan in parts), sum(scan.controls for scan in parts)
+    if sniff.too_many_controls(controls, chars) and any(scan.visible for scan in parts):
+        return sniff.describe_controls(controls, chars)
+    return None
 
 
 def read_range(piece: ByteRange, text_col: str, label_col: str

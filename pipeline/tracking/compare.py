@@ -8,10 +8,11 @@ import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote
+from urllib import parse
 
 from pipeline.errors import PipelineError
 from pipeline.tracking import keys
+from pipeline.tracking.runs import quote
 from pipeline.tracking.tracker import Tracker
 
 COLUMNS = ("train.learning_rate", "train.batch_size", "train.epochs", "train.workers")
@@ -41,7 +42,7 @@ def best_runs(tracker: Tracker, metric: str, top: int, experiment: str | None = 
         raise NoRunsError(f"no experiment '{name}' in {tracker.uri}")
     order = "ASC" if keys.lower_is_better(metric) else "DESC"
     runs = client.search_runs([found.experiment_id],
-                              filter_string=f"tags.`{keys.JOB_TAG}` = 'train'",
+                              filter_string=f"tags.`{keys.JOB_TAG}` = {quote('train')}",
                               order_by=[f"metrics.`{metric}` {order}"], max_results=top)
     rows = [RunRow(run_id=r.info.run_id, name=r.info.run_name or "", status=r.info.status,
                    dataset=r.data.tags.get(keys.DATASET_FINGERPRINT, "")[:12],
@@ -55,8 +56,8 @@ def best_runs(tracker: Tracker, metric: str, top: int, experiment: str | None = 
 
 def compare_url(ui_url: str, experiment_id: str, run_ids: list[str]) -> str:
     """The MLflow UI's run-comparison page for these runs."""
-    runs = quote(json.dumps(run_ids, separators=(",", ":")))
-    experiments = quote(json.dumps([experiment_id], separators=(",", ":")))
+    runs = parse.quote(json.dumps(run_ids, separators=(",", ":")))
+    experiments = parse.quote(json.dumps([experiment_id], separators=(",", ":")))
     return f"{ui_url}/#/compare-runs?runs={runs}&experiments={experiments}"
 
 

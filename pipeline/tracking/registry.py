@@ -10,6 +10,7 @@ from contextlib import redirect_stderr
 from dataclasses import dataclass
 
 from pipeline.errors import PipelineError, first_line
+from pipeline.redaction import redact
 from pipeline.tracking import keys
 from pipeline.tracking.runs import quote
 from pipeline.tracking.tracker import Tracker
@@ -45,7 +46,9 @@ def register(tracker: Tracker, run_id: str, name: str, tags: Mapping[str, str]) 
         # redirect: MLflow prints "Successfully registered model" on stderr
         with tracker.active(), redirect_stderr(io.StringIO()):
             version = mlflow.register_model(f"runs:/{run_id}/{keys.MODEL_ARTIFACT}", name,
-                                            tags=dict(tags), await_registration_for=60)
+                                            tags={key: redact(value) for key, value in
+                                                  tags.items()},
+                                            await_registration_for=60)
     except (MlflowException, OSError) as exc:
         raise RegistryError(f"cannot register the model of run {run_id} as '{name}': "
                             f"{first_line(exc)}") from None
@@ -79,7 +82,7 @@ def delete_alias(tracker: Tracker, name: str, alias: str) -> None:
 
 def tag(tracker: Tracker, ref: ModelRef, tags: Mapping[str, str]) -> None:
     for key, value in tags.items():
-        tracker.client.set_model_version_tag(ref.name, ref.version, key, str(value))
+        tracker.client.set_model_version_tag(ref.name, ref.version, key, redact(value))
 
 
 def version_tags(tracker: Tracker, ref: ModelRef) -> dict[str, str]:

@@ -12,6 +12,7 @@ from urllib.parse import urlparse
 from pipeline import storage
 from pipeline.datasets.manifest import VOCAB_NAME, Manifest
 from pipeline.errors import PipelineError
+from pipeline.redaction import redact
 from pipeline.tracking import keys
 from pipeline.tracking.params import library_versions, loggable_params
 from pipeline.tracking.tracker import Tracker
@@ -25,24 +26,25 @@ def dataset_input(manifest: Manifest, dataset_url: str, context: str):
     """The dataset version as an MLflow dataset (the UI's Datasets column): source and digest."""
     from mlflow.entities import Dataset, DatasetInput, InputTag
 
-    name = f"{manifest.kind}:{dataset_url.rstrip('/').rsplit('/', 1)[-1]}"
+    name = redact(f"{manifest.kind}:{dataset_url.rstrip('/').rsplit('/', 1)[-1]}")
     profile = {split: info.rows for split, info in manifest.splits.items()}
     dataset = Dataset(name=name, digest=manifest.fingerprint[:16],
                       source_type=urlparse(dataset_url).scheme or "local",
-                      source=json.dumps({"uri": dataset_url}),
+                      source=json.dumps({"uri": redact(dataset_url)}),
                       schema=json.dumps({"fields": manifest.schema}),
                       profile=json.dumps(profile))
     return DatasetInput(dataset, tags=[InputTag("mlflow.data.context", context)])
 
 
 def lineage_tags(manifest: Manifest, dataset_url: str) -> dict[str, str]:
-    return {keys.DATASET_URL: dataset_url, keys.DATASET_FINGERPRINT: manifest.fingerprint}
+    """The dataset version a run used: its location (redacted) and fingerprint."""
+    return {keys.DATASET_URL: redact(dataset_url), keys.DATASET_FINGERPRINT: manifest.fingerprint}
 
 
 def create_run(tracker: Tracker, job: str, run_name: str, tags: Mapping[str, str] | None = None,
                parent_run_id: str | None = None) -> str:
     """A new run of ``job`` in the tracker's experiment, nested under ``parent_run_id``."""
-    all_tags = {keys.JOB_TAG: job, **(tags or {})}
+    all_tags = {key: redact(value) for key, value in {keys.JOB_TAG: job, **(tags or {})}.items()}
     if parent_run_id:
         all_tags[keys.PARENT_TAG] = parent_run_id
     run = tracker.client.create_run(tracker.experiment_id, run_name=run_name, tags=all_tags)
@@ -90,8 +92,9 @@ def end_run(tracker: Tracker, run_id: str, ok: bool) -> None:
 
 
 def set_tags(tracker: Tracker, run_id: str, tags: Mapping[str, str]) -> None:
+    """Tags on a run, each value redacted (a URI's secrets are never stored)."""
     for key, value in tags.items():
-        tracker.client.set_tag(run_id, key, str(value))
+        tracker.client.set_tag(run_id, key, redact(value))
 
 
 def describe_run(tracker: Tracker, run_id: str, text: str) -> None:
@@ -123,8 +126,8 @@ def latest_unfinished_run(tracker: Tracker, fingerprint: str, model: str) -> str
     found = tracker.client.search_runs(
         [tracker.experiment_id],
         filter_string=(f"tags.`{keys.DATASET_FINGERPRINT}` = {quote(fingerprint)} and "
-                       f"params.model = {quote(model)} and tags.`{keys.JOB_TAG}` = 'train' "
-                       f"and attributes.status != 'FINISHED'"),
+                       f"params.model = {quote(model)} and tags.`{keys.JOB_TAG}` = "
+                       f"{quote('train')} and attributes.status != {quote('FINISHED')}"),
         order_by=["attributes.start_time DESC"], max_results=50)
     standalone = [r for r in found if r.info.status in ("FAILED", "KILLED")
                   and keys.PARENT_TAG not in r.data.tags]  # not live runs, not sweep trials
@@ -196,13 +199,14 @@ def fail_abandoned_retrains(tracker: Tracker, output_uri: str, recovered_by: str
     the lock holder calls this, so their processes are gone."""
     client, experiments = tracker.client, [tracker.experiment_id]
     abandoned = client.search_runs(
-        experiments, f"tags.`{keys.JOB_TAG}` = 'retrain' and tags.`{keys.RETRAIN_OUTPUT}` = "
-                     f"{quote(output_uri)} and attributes.status = 'RUNNING'")
+        experiments, f"tags.`{keys.JOB_TAG}` = {quote('retrain')} and "
+                     f"tags.`{keys.RETRAIN_OUTPUT}` = {quote(redact(output_uri))} and "
+                     f"attributes.status = {quote('RUNNING')}")
     ids = []
     for parent in abandoned:
         children = client.search_runs(experiments, f"tags.`{keys.PARENT_TAG}` = "
                                                    f"{quote(parent.info.run_id)} and "
-                                                   "attributes.status = 'RUNNING'")
+                                                   f"attributes.status = {quote('RUNNING')}")
         for run in [*children, parent]:
             client.set_tag(run.info.run_id, keys.RETRAIN_RECOVERED_BY, recovered_by)
             client.set_terminated(run.info.run_id, "FAILED")

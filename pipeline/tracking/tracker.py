@@ -20,6 +20,7 @@ from pipeline.errors import PipelineError, first_line
 from pipeline.storage import to_uri
 
 _URI_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")  # MLflow sets them for children
+REMOTE_SCHEMES = ("http://", "https://", "databricks")  # tracking servers
 
 
 class TrackingStoreError(PipelineError, RuntimeError):
@@ -53,6 +54,17 @@ class Tracker:
 
         return MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
 
+    @property
+    def artifact_location(self) -> str | None:
+        """Where a new experiment keeps its artifacts. Against a tracking server, a local
+        ``artifact_root`` (the default ``./mlartifacts``) would strand them on this machine:
+        the server's own store (``--artifacts-destination``, proxied) is used instead; a
+        shared location (``s3://``, ``hdfs://``) is used as given."""
+        location = to_uri(self.artifact_root)
+        if self.uri.startswith(REMOTE_SCHEMES) and location.startswith("file:"):
+            return None
+        return location
+
     @cached_property
     def experiment_id(self) -> str:
         """The experiment's id, created on first use; fails clearly if the store is unusable."""
@@ -63,7 +75,7 @@ class Tracker:
             if found is not None:
                 return found.experiment_id
             return self.client.create_experiment(self.experiment,
-                                                 artifact_location=to_uri(self.artifact_root))
+                                                 artifact_location=self.artifact_location)
         except (MlflowException, OSError) as exc:
             raise TrackingStoreError(
                 f"MLflow tracking store {self.uri} is not usable: {first_line(exc)}") from None

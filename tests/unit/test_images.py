@@ -18,6 +18,7 @@ from pipeline.ingest import image_records
 from pipeline.ingest.discover import classify_folder_file
 from pipeline.ingest.image_records import clean_image_file
 from pipeline.ingest.images import (
+    SUPPORTED_FORMATS,
     decode_pixels,
     normalise_mode,
     pixel_hash,
@@ -101,6 +102,24 @@ def test_grayscale_png_becomes_rgb_with_the_same_pixels(digit):
 ])
 def test_non_images_are_rejected_with_a_reason(data, reason):
     assert _reason(data) == reason
+
+
+@pytest.mark.parametrize(("fmt", "name"), [
+    ("EPS", "cat/photo.png"), ("ICO", "cat/photo.jpg"), ("TGA", "cat/photo.png"),
+    ("PPM", "cat/photo.png"), ("PCX", "cat/photo.bmp"), ("SGI", "cat/photo.gif"),
+])
+def test_formats_outside_the_supported_ones_are_never_decoded(photo, monkeypatch, fmt, name):
+    """Pillow could open each of these; only SUPPORTED_FORMATS' decoders may run on an input
+    (EPS would go to Ghostscript)."""
+    import PIL.EpsImagePlugin
+
+    calls = []
+    monkeypatch.setattr(PIL.EpsImagePlugin, "Ghostscript", lambda *a, **k: calls.append(a))
+    data = _encode(Image.fromarray(photo[:32, :32]).convert("RGB"), fmt)
+    assert Image.open(io.BytesIO(data)).format == fmt  # a valid file of that format
+    record = clean_image_file(name, data, "cat", DEFAULTS, {"train": 1.0})
+    assert (record.reason, record.image, calls) == ("not_an_image", None, [])
+    assert fmt not in SUPPORTED_FORMATS
 
 
 @pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP", "TIFF"])

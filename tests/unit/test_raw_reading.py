@@ -191,6 +191,26 @@ def test_a_file_of_whitespace_is_one_empty_text_record_as_when_read_whole(tmp_pa
     assert plan.records == list(file_rows(uri, data, "jsonl", "text", "label", TEXT))
 
 
+@pytest.mark.parametrize("data", [
+    bytes(random.Random(3).choices(b"\x01\x02\x03\x1b\x7f{}abc\n\" ", k=3000)),
+    b"%PDF-1.4\n" + b'{"text": "a pdf that is all ASCII", "label": "a"}\n' * 40,
+], ids=["controls", "pdf-signature"])
+def test_binary_content_in_ranges_is_judged_as_when_read_whole(tmp_path, data):
+    """UTF-8 all through, so read in ranges: the ranges' counts add up to the whole file's."""
+    uri, plan = _ranged(tmp_path, data, 64)
+    assert plan.ranges == [] and plan.whole == []
+    whole = list(file_rows(uri, data, "jsonl", "text", "label", TEXT))
+    assert [r.reason for r in whole] == [Reason.BINARY_CONTENT]
+    assert plan.records == whole
+
+
+def test_controls_spread_over_ranges_of_text_count_for_the_whole_file(tmp_path):
+    row = b'{"text": "plain", "label": "a"}\n'
+    data = row * 30 + b"\x01" * 10 + b"\n" + row * 30  # 10 of ~1900 characters: text
+    _, plan = _ranged(tmp_path, data, 64)
+    assert plan.records == [] and len(plan.ranges) > 1
+
+
 def test_a_file_gone_before_the_first_pass_is_unreadable(tmp_path):
     scans = [scan_file_range(f"file:{tmp_path}/gone.jsonl", 100, 0, 50)]
     plan = plan_ranges(scans)

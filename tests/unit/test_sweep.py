@@ -1,9 +1,12 @@
 """Sweep files: validation that names the problem, grid and seeded random trials."""
 
+import math
+
 import pytest
 
 from pipeline.config import ConfigError, load_config
-from pipeline.sweep import read_sweep, run_sweep, trial_settings
+from pipeline.sweep import NoFiniteTrialError, best_trial, read_sweep, run_sweep, trial_settings
+from pipeline.train.job import TrainResult
 
 
 def _write(tmp_path, text: str):
@@ -48,3 +51,23 @@ def test_a_bad_key_fails_before_any_training(tmp_path):
     path = _write(tmp_path, "method: grid\nparameters:\n  train.learning_rte: [0.1]\n")
     with pytest.raises(ConfigError, match=r"unknown config key 'train\.learning_rte'"):
         run_sweep(load_config(), "/nonexistent/dataset", str(path))
+
+
+def _trial(run_id: str, accuracy: float, loss: float) -> tuple[dict, TrainResult]:
+    return {"run": run_id}, TrainResult(run_id, "m", "d", "f", accuracy, loss, [1], [0], 0, 1,
+                                        [], None)
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+@pytest.mark.parametrize("metric", ["val_accuracy", "val_loss"])
+def test_a_nan_or_infinite_metric_is_never_the_best(metric, bad):
+    """NaN first: ``min`` keeps the first item when every comparison with it is false."""
+    broken = _trial("broken", bad, bad)
+    trials = [broken, _trial("ok", 0.5, 0.9), _trial("better", 0.6, 0.7), broken]
+    assert best_trial(metric, trials)[1].run_id == "better"
+    assert best_trial(metric, trials[::-1])[1].run_id == "better"
+
+
+def test_a_sweep_without_a_finite_trial_has_no_best():
+    with pytest.raises(NoFiniteTrialError, match="NaN or infinite val_loss"):
+        best_trial("val_loss", [_trial("a", math.nan, math.nan), _trial("b", 0.5, math.inf)])

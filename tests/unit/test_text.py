@@ -120,6 +120,85 @@ def test_a_bom_decides_the_codec_and_offsets_count_from_the_file_start():
     assert decode_text(lone, replace) == "a\ufffdb"
 
 
+def _binary_samples() -> dict[str, bytes]:
+    """Real files of binary formats, made here, each as a text document would hold them."""
+    import gzip
+    import io
+    import random
+    import tarfile
+    import zipfile
+
+    import numpy as np
+    from PIL import Image
+
+    def image(fmt: str) -> bytes:
+        buf = io.BytesIO()
+        Image.fromarray(np.arange(48 * 48, dtype=np.uint8).reshape(48, 48)).save(buf, fmt)
+        return buf.getvalue()
+
+    zipped, tarred = io.BytesIO(), io.BytesIO()
+    with zipfile.ZipFile(zipped, "w") as archive:
+        archive.writestr("review.txt", "a plain review inside an archive " * 20)
+    with tarfile.open(fileobj=tarred, mode="w") as archive:  # all text, valid UTF-8
+        content = b"a plain review inside a tar archive, fine."
+        info = tarfile.TarInfo("review.txt")
+        info.size = len(content)
+        archive.addfile(info, io.BytesIO(content))
+    return {
+        "png": image("PNG"), "jpeg": image("JPEG"), "gif": image("GIF"), "tiff": image("TIFF"),
+        "webp": image("WEBP"), "zip": zipped.getvalue(), "tar": tarred.getvalue(),
+        "gzip": gzip.compress(b"a review, compressed " * 50, mtime=0),
+        "elf": b"\x7fELF\x02\x01\x01" + bytes(9) + b"\x02\x00>\x00" + bytes(100),
+        "pdf": b"%PDF-1.7\n1 0 obj << /Type /Catalog >> endobj\ntrailer\n%%EOF\n",
+        "random": random.Random(18).randbytes(4096),
+        "sparse_random": bytes(b if i % 3 else 0 for i, b in
+                               enumerate(random.Random(5).randbytes(3000))),
+    }
+
+
+BINARY = _binary_samples()
+
+
+@pytest.mark.parametrize("name", sorted(BINARY))
+def test_binary_files_under_a_text_name_are_binary_content(name):
+    """Before: the latin-1 fallback decoded every one of them into garbage tokens."""
+    for cfg in (DEFAULTS, text_config("text.on_decode_error=replace")):
+        assert _rejected(decode_text, BINARY[name], cfg).reason == "binary_content"
+    record = clean_text_document("pos/photo.txt", None, BINARY[name], "pos", DEFAULTS, RATIOS)
+    assert (record.reason, record.label_name, record.text) == ("binary_content", "pos", None)
+    (whole,) = file_rows("rows.csv", BINARY[name], "csv", "text", "label", DEFAULTS)
+    assert (whole.reason, whole.line) == ("binary_content", None)
+    assert whole.detail.startswith("the whole file: ")
+
+
+def test_binary_details_say_what_was_found():
+    assert "a PNG image (by its first bytes)" in _rejected(decode_text, BINARY["png"],
+                                                           DEFAULTS).detail
+    assert "are control characters" in _rejected(decode_text, BINARY["random"], DEFAULTS).detail
+
+
+@pytest.mark.parametrize(("controls", "binary"), [(5, False), (6, True)])
+def test_the_control_share_rule_counts_c0_controls_beyond_5_percent(controls, binary):
+    text = ("\x01\x1b" * 50)[:controls] + "a" * (100 - controls)  # 100 characters
+    data = text.encode() + b"\x00" * 50  # NULs are not counted
+    if binary:
+        assert _rejected(decode_text, data, DEFAULTS).reason == "binary_content"
+    else:
+        assert decode_text(data, DEFAULTS) == text
+
+
+@pytest.mark.parametrize("data", [
+    "“Smart quotes” – and dashes — from cp1252, read as latin-1 … fine".encode("cp1252"),
+    "UTF-16 without a byte-order mark, every other byte a NUL".encode("utf-16-le"),
+    b"text padded with NULs by a crash" + bytes(4000),
+    "\u00e9t\u00e9 na\u00efve d\u00e9j\u00e0 vu".encode("utf-32"),
+    "Ligne avec un échappement ANSI \x1b[1mgras\x1b[0m au milieu, assez longue.".encode(),
+    b"BZh91 is not a bzip2 stream without its block magic, PK is a word, MZ too",
+])
+def test_text_stays_text(data):
+    assert decode_text(data, DEFAULTS)
+
+
 # --- cleaning ----------------------------------------------------------------------------
 
 HTML_PAGE = (

@@ -88,3 +88,12 @@ def test_by_alias_is_none_only_when_the_alias_or_model_does_not_exist(tmp_path, 
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
     with pytest.raises(registry.RegistryError, match="cannot read alias 'champion' of 'm'"):
         registry.by_alias(Tracker("http://127.0.0.1:9", "pipeline", "x"), "m", "champion")
+
+
+def test_a_tracking_server_keeps_artifacts_in_its_own_store_unless_shared_storage_is_named():
+    from pipeline.tracking.tracker import Tracker
+
+    assert Tracker("http://mlflow:5000", "e", "./mlartifacts").artifact_location is None
+    assert Tracker("https://mlflow", "e", "/abs/mlartifacts").artifact_location is None
+    assert Tracker("http://mlflow:5000", "e", "s3://b/art").artifact_location == "s3://b/art"
+    assert Tracker("sqlite:///x.db", "e", "/abs/art").artifact_location == "file:///abs/art"

@@ -45,3 +45,21 @@ def test_bad_combinations_are_configuration_errors(overrides, message):
     with pytest.raises(ConfigError) as info:
         load_config(overrides=overrides)
     assert message in str(info.value)
+
+
+@pytest.mark.parametrize("hosts", [
+    "a;rm -rf /:2", "$(x):1", "`x`:1", "-oProxyCommand=x:1", "node1 :2", "node 1:2",
+    "node1:2, node2:2", "node1:2\nnode2:2", "a|b:1", "a&b:1", "a>b:1", "user@node1:2",
+    "node1:2,,node2:2", "node1:0", "node1:-1", "node1:²", "300.1.1.1:2", "-node1:2", "node1-:2",
+    "no_de:2", "nodé:2", ":2", "node1",
+])
+def test_hosts_accepts_only_names_or_addresses_with_slots(hosts):
+    with pytest.raises(ConfigError) as info:
+        load_config(overrides=["launch.launcher=hosts", f"launch.hosts={hosts}"])
+    assert "config key 'launch.hosts'" in str(info.value)
+
+
+def test_hosts_take_names_fqdns_and_ipv4_addresses():
+    cfg = load_config(overrides=["launch.launcher=hosts", "train.workers=2",
+                                 "launch.hosts=node-1.example.com:1,10.0.0.7:1,localhost:4"])
+    assert cfg.launch.host_slots == 6
