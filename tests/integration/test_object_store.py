@@ -124,3 +124,68 @@ def test_a_table_output_is_marked_last_and_not_replaced_in_place(s3):
     assert objects == ["predictions/_SUCCESS", "predictions/part-0.parquet"]
     with pytest.raises(commit.ObjectStoreOverwriteError, match="write to a new output"):
         commit.begin_table(root, "overwrite")
+
+
+# A writer process that dies (os._exit, as a SIGKILL would leave it) just before its Nth call
+# that changes the store: every step of the commit protocol, one process per step.
+DYING_WRITER = """
+import os, sys
+from pipeline import storage
+from pipeline.datasets import commit
+from tests.integration.test_object_store import _manifest
+kill_at, root, mode = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+calls = 0
+def dying(call):
+    def wrapper(*args, **kwargs):
+        global calls
+        calls += 1
+        if calls == kill_at:
+            os._exit(9)
+        return call(*args, **kwargs)
+    return wrapper
+for name in ("write_text", "write_new", "delete_file", "delete_dir"):
+    setattr(storage, name, dying(getattr(storage, name)))
+pending = commit.begin(root, mode)
+storage.write_text(storage.join(pending.data_uri, "train", "part-0.parquet"), "new")
+pending.finish(_manifest("new"))
+"""
+
+
+def _committed_states(root: str) -> list[str]:
+    """What readers accept under ``root``: each version's manifest source, checked against its
+    data (a version whose data does not match its manifest would be half-written)."""
+    from pipeline.datasets.manifest import committed_versions
+
+    urls = [storage.join(root, n) for n in committed_versions(root)] or [root]
+    states = []
+    for url in urls:
+        data_url, manifest = open_version(url)
+        assert storage.read_text(f"{data_url}/train/part-0.parquet") == manifest.source
+        states.append(manifest.source)
+    return states
+
+
+@pytest.mark.parametrize("mode", ["overwrite", "new-version"])
+def test_a_writer_killed_at_each_step_leaves_the_old_state_or_the_new(s3, mode, tmp_path):
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    root = s3.bucket(f"killed-{mode}") + "/ds"
+    _write(commit.begin(root, "error" if mode == "overwrite" else mode), "old")
+    for kill_at in range(1, 30):
+        died = subprocess.run([sys.executable, "-c", DYING_WRITER, str(kill_at), root, mode],
+                              cwd=REPO, capture_output=True, text=True, timeout=120)
+        states = _committed_states(root)
+        if died.returncode == 0:
+            break
+        assert died.returncode == 9, died.stderr[-2000:]
+        if mode == "overwrite":
+            assert states in (["old"], ["new"]), (kill_at, states)
+        else:  # the old version stays; a new one is there whole or not at all
+            assert states[0] == "old" and set(states[1:]) <= {"new"}, (kill_at, states)
+    assert kill_at > 3, "the writer must have died at several steps before completing"
+    assert states[-1] == "new"
+    commit.delete_garbage(commit.garbage(root), older_than_s=0)
+    assert _committed_states(root) == states and commit.garbage(root) == []
