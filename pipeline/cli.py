@@ -125,7 +125,7 @@ def _add_ingest(commands, common: argparse.ArgumentParser) -> None:
                     "manifest. Exit status 3: too many inputs were quarantined.")
     source = images.add_mutually_exclusive_group(required=True)
     source.add_argument("--input", metavar="URI", help="folder of label folders (file://, "
-                                                        "hdfs://, s3a://, or a local path)")
+                                                        "hdfs://, s3://, s3a://, or a path)")
     source.add_argument("--manifest", metavar="FILE",
                         help="CSV or JSONL listing with path,label (paths relative to it)")
     _output_options(images)
@@ -137,7 +137,7 @@ def _add_ingest(commands, common: argparse.ArgumentParser) -> None:
                     "a vocabulary, a quarantine table and a manifest. Exit status 3: too many "
                     "inputs were quarantined.")
     text.add_argument("--input", required=True, metavar="URI",
-                      help="a folder or file (file://, hdfs://, s3a://, or a local path)")
+                      help="a folder or file (file://, hdfs://, s3://, s3a://, or a path)")
     text.add_argument("--format", choices=("auto", "folders", "csv", "jsonl", "parquet"),
                       default="auto", help="how the input is laid out (default: decide from "
                                            "the files, and say what was chosen)")
