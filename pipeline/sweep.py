@@ -25,12 +25,21 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from pipeline import storage
 from pipeline.config import Config, ConfigError, with_overrides
+from pipeline.datasets.manifest import open_version
 from pipeline.errors import PipelineError
 from pipeline.tracking import keys, runs
 from pipeline.tracking.registry import ModelRef
 from pipeline.tracking.tracker import Tracker
-from pipeline.train.job import TrainResult, register_challenger, train
+from pipeline.train.job import (
+    TrainResult,
+    check_registered_name,
+    register_challenger,
+    registered_name,
+    train,
+)
+from pipeline.train.model import choose_model
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +131,11 @@ def run_sweep(cfg: Config, data: str, sweep_path: str) -> SweepResult:
     configs = [with_overrides(cfg, [f"{key}={json.dumps(value)}"  # JSON is YAML
                                     for key, value in values.items()]) for values in settings]
     tracker = Tracker.from_config(cfg.mlflow)
+    if cfg.registry.register_trained:  # before any trial: the best one is registered
+        dataset_url, manifest = open_version(storage.to_uri(data))
+        for model in {choose_model(c.train.model, manifest) for c in configs}:
+            check_registered_name(cfg, tracker, registered_name(cfg, data, model), dataset_url,
+                                  lambda: {manifest.fingerprint})
     parent = _create_sweep_run(tracker, spec, len(settings))
     log.info("sweep %s: %d trials (%s), best by %s", parent, len(settings), spec.method,
              spec.metric)

@@ -12,6 +12,11 @@ filesystem:
   readers switch from the old data to the new at once (``ObjectCommit``).
 What a crashed writer leaves (staging folders, claims without a manifest, generations no
 manifest points at) is never read, and ``garbage`` lists it for ``pipeline datasets gc``.
+
+An overwrite's swap (two renames) holds SIGINT and SIGTERM on the main thread until both are
+done, so Ctrl-C or a scheduler's stop lands after it: the output path is never left empty, and a
+finished version that was not swapped in is kept (``abort`` deletes only unfinished staging).
+``guard_commits`` runs a check right before any commit of this thread (the retrain lock's).
 """
 
 from __future__ import annotations
@@ -19,8 +24,13 @@ from __future__ import annotations
 import json
 import logging
 import re
+import signal
+import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -35,6 +45,47 @@ WriteMode = Literal["error", "overwrite", "new-version"]
 
 class OutputExistsError(PipelineError, FileExistsError):
     """The output already holds a dataset version and the mode says not to replace it."""
+
+
+_GUARDS: ContextVar[tuple[Callable[[], None], ...]] = ContextVar("commit_guards", default=())
+
+
+@contextmanager
+def guard_commits(check: Callable[[], None]) -> Iterator[None]:
+    """Call ``check`` right before each commit made in this context; what it raises stops the
+    commit (the version is aborted). The retrain lock's holder commits nothing once lost."""
+    token = _GUARDS.set((*_GUARDS.get(), check))
+    try:
+        yield
+    finally:
+        _GUARDS.reset(token)
+
+
+def _run_guards() -> None:
+    for check in _GUARDS.get():
+        check()
+
+
+HELD_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+@contextmanager
+def signals_held() -> Iterator[None]:
+    """SIGINT and SIGTERM received in the block take effect when it ends (main thread only:
+    Python runs signal handlers there, so no other thread's block can be interrupted)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    saved = {number: signal.signal(number, lambda n, _frame: received.append(n))
+             for number in HELD_SIGNALS}
+    try:
+        yield
+    finally:
+        for number, handler in saved.items():
+            signal.signal(number, signal.SIG_DFL if handler is None else handler)
+        for number in dict.fromkeys(received):
+            signal.raise_signal(number)  # now: Ctrl-C raises, SIGTERM stops as it would have
 
 
 def check_output(output_uri: str, mode: WriteMode) -> None:
@@ -101,12 +152,13 @@ def commit(staging: str, output_uri: str, mode: WriteMode) -> str:
         parent, _, name = output_uri.rpartition("/")
         # not a ".staging-" name: the previous version must not look safe to delete
         previous = storage.join(parent, f".{name}.previous-{uuid.uuid4().hex[:8]}")
-        storage.rename(output_uri, previous)
-        try:
-            storage.rename(staging, output_uri)
-        except BaseException:
-            storage.rename(previous, output_uri)  # put the old version back
-            raise
+        with signals_held():  # an interrupt between the renames would leave no output
+            storage.rename(output_uri, previous)
+            try:
+                storage.rename(staging, output_uri)
+            except BaseException:
+                storage.rename(previous, output_uri)  # put the old version back
+                raise
         storage.delete_dir(previous)
         target = output_uri
     else:
@@ -135,16 +187,26 @@ class RenameCommit:
     mode: WriteMode
     marker: str = MANIFEST_NAME  # the object whose presence commits: a manifest, or _SUCCESS
     data_uri: str = ""
+    finished: bool = False  # the marker is written: the staging folder is a whole version
 
     def __post_init__(self) -> None:
         self.data_uri = staging_uri(self.output_uri, self.mode)
         storage.make_dirs(self.data_uri)
 
     def finish(self, manifest_json: str) -> str:
+        _run_guards()
         storage.write_text(storage.join(self.data_uri, self.marker), manifest_json)
+        self.finished = True
         return commit(self.data_uri, self.output_uri, self.mode)
 
     def abort(self) -> None:
+        """Remove the staging folder, unless it holds a finished version the commit did not
+        move into place (an interrupt or a failed rename): that is kept, and said."""
+        if self.finished and storage.exists(self.data_uri):
+            log.warning("kept the finished version at %s: it was not committed to %s; rename it "
+                        "into place to keep it, or let pipeline datasets gc remove it",
+                        self.data_uri, self.output_uri)
+            return
         storage.delete_dir(self.data_uri)
 
 
@@ -174,6 +236,7 @@ class ObjectCommit:
             self.data_uri = self.output_uri
 
     def finish(self, manifest_json: str) -> str:
+        _run_guards()
         storage.write_text(storage.join(self.data_uri, self.marker), manifest_json)
         if self.mode == "overwrite":  # the switch: one PUT of the top manifest
             pointer = {**json.loads(manifest_json), "data": self.data_uri.rsplit("/", 1)[1]}
@@ -269,6 +332,12 @@ class Garbage:
     age_s: float  # since its newest file was written
 
 
+def _staging_why(uri: str) -> str:
+    if any(storage.exists(storage.join(uri, marker)) for marker in (MANIFEST_NAME, SUCCESS_NAME)):
+        return "a finished version whose commit was interrupted (rename it into place to keep it)"
+    return "staged by a writer that did not finish"
+
+
 def _garbage_inside(output_uri: str) -> list[tuple[str, str]]:
     """(name, why) of the uncommitted entries inside an output or a folder of versions."""
     names = storage.list_names(output_uri)
@@ -278,7 +347,9 @@ def _garbage_inside(output_uri: str) -> list[tuple[str, str]]:
     except FileNotFoundError:
         current = None
     for name in names:
-        if name.startswith((".staging-", f".{LATEST_NAME}.")):
+        if name.startswith(".staging-"):
+            found.append((name, _staging_why(storage.join(output_uri, name))))
+        elif name.startswith(f".{LATEST_NAME}."):
             found.append((name, "staged by a writer that did not finish"))
         elif VERSION_NAME.fullmatch(name) and not storage.exists(
                 storage.join(output_uri, name, MANIFEST_NAME)):
@@ -297,7 +368,7 @@ def garbage(output_uri: str) -> list[Garbage]:
     entries = [(storage.join(output_uri, n), why) for n, why in _garbage_inside(output_uri)]
     for sibling in storage.list_names(parent):
         if sibling.startswith((f".{name}.staging-", f".{name}.previous-")):
-            why = ("staged by a writer that did not finish" if ".staging-" in sibling else
+            why = (_staging_why(storage.join(parent, sibling)) if ".staging-" in sibling else
                    "a replaced version an interrupted overwrite left aside")
             entries.append((storage.join(parent, sibling), why))
     return [Garbage(uri, why, storage.age_s(uri)) for uri, why in entries]

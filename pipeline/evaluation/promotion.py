@@ -4,6 +4,7 @@ test split by the configured margin; the decision and its numbers go on the mode
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -45,14 +46,20 @@ class Promotion:
 
 
 def promote(cfg: Config, name: str, data: str | None = None, split: str = "test",
-            parent_run_id: str | None = None, challenger: ModelRef | None = None) -> Promotion:
+            parent_run_id: str | None = None, challenger: ModelRef | None = None,
+            guard: Callable[[], None] | None = None) -> Promotion:
     """Evaluate challenger and champion on one split and move the ``champion`` alias or not.
 
     ``data``: the dataset version to compare on; default: the challenger's training data.
     ``parent_run_id``: nest the evaluation runs under this run (a retrain's).
     ``challenger``: the version to judge; default: the one with the ``challenger`` alias.
+    ``guard``: called right before the alias moves (the retrain lock's check).
+    The alias moves only if it still points at the champion that was judged (re-read first);
+    otherwise ``AliasMovedError`` and the challenger stays unjudged. A promotion interrupted
+    between the alias and its decision tag is finished first (``finish_interrupted``).
     """
     tracker = Tracker.from_config(cfg.mlflow)
+    finish_interrupted(tracker, name)
     challenger = challenger or registry.by_alias(tracker, name, CHALLENGER)
     if challenger is None:
         raise registry.RegistryError(f"registered model '{name}' has no '{CHALLENGER}' version; "
@@ -74,21 +81,22 @@ def promote(cfg: Config, name: str, data: str | None = None, split: str = "test"
     except ModelMismatchError as exc:  # new labels or vocabulary: a person decides
         decision = Decision(False, f"the champion {champion} cannot score this data ({exc}); "
                                    "if the new labels are intended, move the alias by hand")
-    if decision.promote:  # the alias first: a decision is recorded only once it holds
-        registry.set_alias(tracker, challenger, CHAMPION)
-    _record(tracker, challenger, champion, decision, evaluations, metric, margin, split)
+    judged = Promotion(challenger, champion, decision, evaluations)
+    _record(tracker, judged, metric, margin, split, guard)
     # a training that finished meanwhile owns the challenger alias: leave it to the next promote
     if decision.promote and registry.by_alias(tracker, name, CHALLENGER) == challenger:
         registry.delete_alias(tracker, name, CHALLENGER)
     log.info("%s: %s (%s)", challenger, "promoted to champion" if decision.promote
              else "stays challenger", decision.reason)
-    return Promotion(challenger, champion, decision, evaluations)
+    return judged
 
 
-def _record(tracker: Tracker, challenger: ModelRef, champion: ModelRef | None,
-            decision: Decision, evaluations: dict[str, Evaluation], metric: str, margin: float,
-            split: str) -> None:
-    verdict = "promoted" if decision.promote else "rejected"
+def _record(tracker: Tracker, judged: Promotion, metric: str, margin: float, split: str,
+            guard: Callable[[], None] | None) -> None:
+    """The numbers on the challenger, then (when promoted) the alias by compare-and-set, then
+    the decision tag: its presence means the version was judged and the alias holds."""
+    challenger, champion, decision = judged.challenger, judged.champion, judged.decision
+    evaluations = judged.evaluations
     numbers = {alias: ev.scores.metric(metric) for alias, ev in evaluations.items()}
     when = f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
     p = keys.PROMOTION
@@ -99,12 +107,52 @@ def _record(tracker: Tracker, challenger: ModelRef, champion: ModelRef | None,
         f"{p}challenger_value": f"{numbers[CHALLENGER]:.6f}",
         f"{p}champion": str(champion) if champion else "none",
         f"{p}champion_value": (f"{numbers[CHAMPION]:.6f}" if CHAMPION in numbers else "none"),
-        f"{p}at": when,
-        keys.DECISION: verdict})  # last: its presence means the version was judged
-    registry.describe(tracker, challenger, (
+        f"{p}at": when})
+    if decision.promote:
+        if guard is not None:
+            guard()
+        registry.move_alias(tracker, challenger, CHAMPION, expected=champion)
+    verdict = "promoted" if decision.promote else "rejected"
+    _write_decision(tracker, challenger, champion if decision.promote else None, verdict, (
         f"{when}: {verdict} against {champion or 'no champion'} on the {split} split "
         f"({evaluations[CHALLENGER].scores.rows} rows, dataset "
-        f"{evaluations[CHALLENGER].dataset_fingerprint[:12]}): {decision.reason}."))
-    if decision.promote and champion is not None and champion != challenger:
-        registry.tag(tracker, champion, {keys.REPLACED_BY: str(challenger),
-                                         keys.REPLACED_AT: when})
+        f"{evaluations[CHALLENGER].dataset_fingerprint[:12]}): {decision.reason}."), when)
+
+
+def _write_decision(tracker: Tracker, judged: ModelRef, replaced: ModelRef | None,
+                    verdict: str, description: str, when: str) -> None:
+    """The decision tag (last of the judgement), the description, and the replaced champion's
+    ``replaced_by``."""
+    registry.tag(tracker, judged, {keys.DECISION: verdict})
+    registry.describe(tracker, judged, description)
+    if replaced is not None and replaced != judged:
+        registry.tag(tracker, replaced, {keys.REPLACED_BY: str(judged), keys.REPLACED_AT: when})
+
+
+def finish_interrupted(tracker: Tracker, name: str) -> ModelRef | None:
+    """Record the decision of a champion that has none: a promotion that stopped between moving
+    the alias and tagging the decision (its numbers are on the version), or an alias moved by
+    hand. Returns the version repaired, if any; retrains and ``promote`` call it first."""
+    champion = registry.by_alias(tracker, name, CHAMPION)
+    if champion is None:
+        return None
+    tags = registry.version_tags(tracker, champion)
+    if keys.DECISION in tags:
+        return None
+    when = f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
+    reason = tags.get(f"{keys.PROMOTION}reason")
+    if reason is None:
+        reason = "the champion alias was set without pipeline promote (by hand)"
+        registry.tag(tracker, champion, {f"{keys.PROMOTION}reason": reason,
+                                         f"{keys.PROMOTION}at": when})
+        replaced = None
+    else:
+        replaced = registry.parse_ref(tags.get(f"{keys.PROMOTION}champion", "none"))
+    log.warning("%s holds '%s' but its decision was not recorded (an interrupted promotion, or "
+                "an alias moved by hand); recording it as promoted", champion, CHAMPION)
+    _write_decision(tracker, champion, replaced, "promoted", (
+        f"{when}: promoted against {replaced or 'no recorded champion'} ({reason}); decision "
+        "recorded after an interruption."), when)
+    if registry.by_alias(tracker, name, CHALLENGER) == champion:
+        registry.delete_alias(tracker, name, CHALLENGER)
+    return champion

@@ -57,18 +57,25 @@ def parse_rows(content: str, fmt: RowFormat, columns: Sequence[str],
     return jsonl_rows(content, columns)
 
 
-def csv_rows(content: str, columns: Sequence[str], pad_short: bool = False) -> Iterator[Row]:
-    """Rows of a CSV with a header; ``line`` is the physical line where a row starts."""
-    reader = csv.reader(io.StringIO(content.removeprefix("\ufeff"), newline=""))
-    try:
-        header = next(reader, [])
-    except csv.Error as exc:
-        raise HeaderError([], [], f"{exc}") from None
+def csv_rows(content: str, columns: Sequence[str], pad_short: bool = False,
+             header: Sequence[str] | None = None, first_line: int = 1) -> Iterator[Row]:
+    """Rows of a CSV with a header; ``line`` is the physical line where a row starts (a line
+    ends at "\\r\\n", "\\r" or "\\n", as the csv reader counts lines).
+
+    ``header`` and ``first_line``: for a range of a file cut at a record boundary after its
+    header, the file's header and the number of the range's first line; without a ``header``
+    the content starts with its own, on line 1."""
+    if header is None:
+        content = content.removeprefix("\ufeff")
+    reader = csv.reader(io.StringIO(content, newline=""))
+    if header is None:
+        header = _first_record(reader)
     missing = [column for column in columns if column not in header]
     if missing:
-        raise HeaderError(header, missing)
+        raise HeaderError(list(header), missing)
     at = [header.index(column) for column in columns]
-    start = reader.line_num + 1
+    offset = first_line - 1
+    start = offset + reader.line_num + 1
     while True:
         try:
             fields = next(reader)
@@ -79,7 +86,48 @@ def csv_rows(content: str, columns: Sequence[str], pad_short: bool = False) -> I
         else:
             if fields:  # a blank line is no row
                 yield _csv_row(start, fields, len(header), at, pad_short)
-        start = reader.line_num + 1
+        start = offset + reader.line_num + 1
+
+
+def _first_record(reader: Iterator[list[str]]) -> list[str]:
+    """The header: the first record ([] when the text is empty or starts with a blank line)."""
+    try:
+        return next(reader, [])
+    except csv.Error as exc:
+        raise HeaderError([], [], f"{exc}") from None
+
+
+def csv_header(content: str) -> tuple[list[str], int]:
+    """(the header of a CSV text, the number of lines it takes), as ``csv_rows`` reads it;
+    raises ``HeaderError`` when it cannot be read."""
+    reader = csv.reader(io.StringIO(content.removeprefix("\ufeff"), newline=""))
+    return _first_record(reader), reader.line_num
+
+
+def csv_line_ends(content: str) -> int:
+    """The line ends in a CSV text as the csv reader counts them: "\\r\\n", "\\r" or "\\n"."""
+    return content.count("\n") + content.count("\r") - content.count("\r\n")
+
+
+def csv_ends_quoted(content: str, quoted: bool) -> bool:
+    """Whether the csv reader (the excel dialect ``csv_rows`` uses) ends ``content`` inside a
+    quoted field, when it starts it at a line start inside one (``quoted``) or at a record
+    boundary. A quote opens a field only at a field's start (after a comma or a line end): in
+    a field that is not quoted it is just a character, and after a closing quote the field
+    goes on unquoted until a comma or a line end; "" in a quoted field is a quote."""
+    at = 0
+    while True:
+        found = content.find('"', at)
+        if found < 0:
+            return quoted
+        if quoted:
+            if content.startswith('"', found + 1):  # "" inside a quoted field
+                at = found + 2
+                continue
+            quoted = False
+        elif found == 0 or content[found - 1] in ",\r\n":
+            quoted = True
+        at = found + 1
 
 
 def _csv_row(line: int, fields: list[str], width: int, at: list[int], pad_short: bool) -> Row:

@@ -196,23 +196,23 @@ def _classify(files: list[tuple[str, int]], root: str, fmt: str, max_bytes: int
     return rejected, labels, sizes
 
 
-def _jsonl_ranges(spark: SparkSession, sizes: dict[str, int], text_col: str, label_col: str
-                  ) -> tuple[RDD | None, dict[str, int]]:
-    """(the items of the JSONL files over ``SPLIT_BYTES``, read in ranges, one task each;
-    the sizes of the files left to read whole)."""
+def _ranges(spark: SparkSession, sizes: dict[str, int], fmt: RowFormat, text_col: str,
+            label_col: str) -> tuple[RDD | None, dict[str, int]]:
+    """(the items of the JSONL or CSV files over ``SPLIT_BYTES``, read in ranges, one task
+    each; the sizes of the files left to read whole)."""
     big = {path: size for path, size in sizes.items()
            if size > SPLIT_BYTES and listing.through_storage(path)}
     if not big:
         return None, sizes
     sc = spark.sparkContext
-    pieces = [(path, size, start, end) for path, size in sorted(big.items())
+    pieces = [(path, size, start, end, fmt) for path, size in sorted(big.items())
               for start, end in nominal_ranges(size, SPLIT_BYTES)]
-    with SparkProgress(spark, "jsonl ranges"):  # the first pass: cuts, line counts
+    with SparkProgress(spark, f"{fmt} ranges"):  # the first pass: cuts, line counts
         scans = sc.parallelize(pieces, len(pieces)).map(
             lambda piece: scan_file_range(*piece)).collect()
-    plan = plan_ranges(scans)
-    log.info("%d JSONL files over %d bytes: %d ranges, %d read whole", len(big), SPLIT_BYTES,
-             len(plan.ranges), len(plan.whole))
+    plan = plan_ranges(scans, (text_col, label_col))
+    log.info("%d %s files over %d bytes: %d ranges, %d read whole", len(big), fmt.upper(),
+             SPLIT_BYTES, len(plan.ranges), len(plan.whole))
     items = sc.parallelize(plan.records, 1) if plan.records else sc.emptyRDD()
     if plan.ranges:
         read = partial(read_range, text_col=text_col, label_col=label_col)
@@ -242,8 +242,8 @@ def _read_documents(spark: SparkSession, input_uri: str, fmt: TextFormat, text_c
     sc = spark.sparkContext
     rejected, labels, sizes = _classify(files, root, fmt, cfg.ingest.max_file_bytes)
     items = sc.parallelize(rejected, 1) if rejected else sc.emptyRDD()
-    if fmt == "jsonl":
-        ranged, sizes = _jsonl_ranges(spark, sizes, text_col, label_col)
+    if fmt in ("jsonl", "csv"):
+        ranged, sizes = _ranges(spark, sizes, fmt, text_col, label_col)
         items = items if ranged is None else items.union(ranged)
     if not sizes:
         return _Documents(fmt, items)
@@ -269,7 +269,7 @@ def _file_rows(row: Row, fmt: RowFormat, text_col: str, label_col: str, cfg: Tex
 def _clean(spark: SparkSession, documents: _Documents, cfg: Config) -> DataFrame:
     """Every document or row as one ``TextRecord`` row, persisted (the caller unpersists)."""
     items = documents.items
-    # one CSV file is one task to parse; spread its rows before the per-row work
+    # a file (or range) is one task to parse; spread its rows before the per-row work
     cleaned = items.repartition(_partitions(spark, items.getNumPartitions())).mapPartitions(
         partial(_clean_partition, cfg=cfg.text, ratios=cfg.split.model_dump()))
     return spark.createDataFrame(cleaned, RECORD_SCHEMA).persist(StorageLevel.MEMORY_AND_DISK)

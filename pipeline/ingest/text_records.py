@@ -6,7 +6,7 @@ inference, which cleans exactly as ingest did.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -14,7 +14,7 @@ import numpy as np
 from pipeline.config import TextConfig
 from pipeline.datasets.reasons import Reason
 from pipeline.ingest.rejection import Rejected
-from pipeline.ingest.rows import HeaderError, Row, RowFormat, jsonl_rows, parse_rows
+from pipeline.ingest.rows import HeaderError, Row, RowFormat, csv_rows, jsonl_rows, parse_rows
 from pipeline.ingest.split import assign_split
 from pipeline.ingest.text import check_length, clean_text, decode_text, normalise_label, text_hash
 from pipeline.ingest.tokens import Tokenizer, tokenize
@@ -73,9 +73,13 @@ def file_rows(source: str, data: bytes, fmt: RowFormat, text_col: str, label_col
             yield TextRecord.rejected(source, 1, Reason.MALFORMED_ROW,
                                       f"line 1: unreadable header: {bad.cause}")
         else:
-            yield TextRecord.rejected(source, 1, Reason.BAD_HEADER,
-                                      f"the header {bad.header} lacks column "
-                                      f"{', '.join(bad.missing)}")
+            yield bad_header(source, bad.header, bad.missing)
+
+
+def bad_header(source: str, header: Sequence[str], missing: Sequence[str]) -> TextRecord:
+    """The one record of a table file whose header lacks a wanted column."""
+    return TextRecord.rejected(source, 1, Reason.BAD_HEADER,
+                               f"the header {list(header)} lacks column {', '.join(missing)}")
 
 
 def _row_item(source: str, row: Row) -> RawDocument | TextRecord:
@@ -86,11 +90,16 @@ def _row_item(source: str, row: Row) -> RawDocument | TextRecord:
     return RawDocument(source, row.line, *row.values)
 
 
-def range_rows(source: str, content: str, first_line: int, text_col: str, label_col: str
+def range_rows(source: str, content: str, first_line: int, text_col: str, label_col: str,
+               fmt: RowFormat = "jsonl", header: Sequence[str] | None = None
                ) -> Iterator[RawDocument | TextRecord]:
-    """The rows of a JSONL range (decoded, NULs removed) whose first line is ``first_line``:
-    exactly the items ``file_rows`` gives for those lines of the whole file."""
-    for row in jsonl_rows(content, (text_col, label_col), first_line):
+    """The rows of a JSONL or CSV range (decoded, NULs removed) whose first line is
+    ``first_line``: exactly the items ``file_rows`` gives for those lines of the whole file.
+    A CSV range after the first gets the file's ``header``; the first reads its own."""
+    columns = (text_col, label_col)
+    rows = (jsonl_rows(content, columns, first_line) if fmt == "jsonl"
+            else csv_rows(content, columns, header=header, first_line=first_line))
+    for row in rows:
         yield _row_item(source, row)
 
 

@@ -1,6 +1,6 @@
-"""Large tables of text read in pieces, so that no Python worker holds a whole file: JSONL files
-in byte ranges cut at line starts, Parquet files by row group. Plain Python over the storage
-layer; ``text_job`` runs each piece in its own Spark task.
+"""Large tables of text read in pieces, so that no Python worker holds a whole file: JSONL and
+CSV files in byte ranges cut at line starts, Parquet files by row group. Plain Python over the
+storage layer; ``text_job`` runs each piece in its own Spark task.
 
 JSONL: a file larger than ``SPLIT_BYTES`` is cut into ranges of about that size. A first pass
 (one task per range) moves each cut to the next line start and counts the newlines in the
@@ -10,6 +10,17 @@ the range is strict UTF-8 and holds more than whitespace. Only when the whole fi
 newline, UTF-8 text decodes piece by piece exactly as it decodes whole, so every row, line
 number and rejection is the one ``text_records.file_rows`` gives for the whole file. Any other
 file is read whole, in one task, as a smaller file is.
+
+CSV: the same ranges and first pass, which also learns, for each range, whether the csv reader
+ends it inside a quoted field when it starts it outside one and when it starts it inside one
+(``rows.csv_ends_quoted``: a quote opens a field only at a field's start, so the state at a line
+start is "between records" or "inside a quoted field"), and counts its line ends as the reader
+counts them ("\\r\\n", "\\r" or "\\n"). The driver follows the state from the file's start: a
+range that starts inside a quoted field (a field holding a newline across the cut) is merged
+into the one before, so every range starts at a record boundary and parses exactly as that part
+of the whole file. The first range also reads the header, which every later range is given; a
+header without the wanted columns is the file's one ``bad_header`` record, and a header that
+cannot be read (or does not end in the first range) sends the file to be read whole.
 
 Parquet: the driver reads the footers (row groups and their row counts); a task reads one row
 group with ``ParquetFile.read_row_group``. Rows are named as Spark's ``_metadata`` names them:
@@ -31,9 +42,16 @@ from pipeline import storage
 from pipeline.datasets.reasons import Reason
 from pipeline.errors import first_line
 from pipeline.ingest import sniff
-from pipeline.ingest.text_records import RawDocument, TextRecord, range_rows
+from pipeline.ingest.rows import (
+    HeaderError,
+    RowFormat,
+    csv_ends_quoted,
+    csv_header,
+    csv_line_ends,
+)
+from pipeline.ingest.text_records import RawDocument, TextRecord, bad_header, range_rows
 
-SPLIT_BYTES = 64 << 20  # JSONL files larger than this are read in ranges of about this size
+SPLIT_BYTES = 64 << 20  # JSONL and CSV files larger than this are read in ranges of this size
 SEEK_CHUNK = 64 << 10  # bytes read at a time while looking for the end of a line
 ReadAt = Callable[[int, int], bytes]  # (offset, length) -> the bytes there
 
@@ -71,6 +89,17 @@ def line_start(read_at: ReadAt, pos: int, size: int, chunk: int = SEEK_CHUNK) ->
 
 
 @dataclass(frozen=True)
+class CsvScan:
+    """What the first pass learns of a CSV range: its line ends as the csv reader counts them,
+    whether it ends inside a quoted field when it starts outside one and when it starts inside
+    one, and (the first range only) the file's header, when it can be read and ends there."""
+
+    lines: int
+    ends_quoted: tuple[bool, bool]
+    header: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
 class RangeScan:
     """What the first pass learns of one range of a file: where it really starts and ends
     (line starts), the newlines in it, whether it is strict UTF-8 with more than whitespace,
@@ -89,32 +118,58 @@ class RangeScan:
     chars: int = 0
     controls: int = 0
     visible: bool = False
+    csv: CsvScan | None = None
 
 
-def scan_range(source: str, read_at: ReadAt, size: int, start: int, end: int) -> RangeScan:
+def scan_range(source: str, read_at: ReadAt, size: int, start: int, end: int,
+               fmt: RowFormat = "jsonl") -> RangeScan:
     """Cut ``[start, end)`` at line starts and look at its bytes (the first pass)."""
     cut_start = line_start(read_at, start, size)
     cut_end = size if end >= size else line_start(read_at, end, size)
     data = read_at(cut_start, cut_end - cut_start) if cut_end > cut_start else b""
     try:
-        text = data.decode("utf-8")
+        text = _range_text(data, cut_start)
     except UnicodeDecodeError:
         return RangeScan(source, cut_start, cut_end, data.count(b"\n"), utf8=False)
-    if cut_start == 0:
-        text = text.removeprefix("\ufeff")  # the byte-order mark is no text
-    text = text.replace("\x00", "")
     controls, has_text = sniff.count_controls(text), bool(text.strip())
     return RangeScan(source, cut_start, cut_end, data.count(b"\n"), has_text=has_text,
                      signature=sniff.signature(data) if cut_start == 0 else None,
                      chars=len(text), controls=controls,
-                     visible=sniff.has_visible(text) if controls else has_text)
+                     visible=sniff.has_visible(text) if controls else has_text,
+                     csv=_scan_csv(text, cut_start, cut_end >= size) if fmt == "csv" else None)
 
 
-def scan_file_range(source: str, size: int, start: int, end: int) -> RangeScan:
+def _range_text(data: bytes, start: int) -> str:
+    """A range's bytes as the whole file's text holds them: strict UTF-8, the byte-order mark
+    at the file's start dropped (as ``text.decode_text`` drops it), NULs removed."""
+    text = data.decode("utf-8")
+    if start == 0:
+        text = text.removeprefix("\ufeff")
+    return text.replace("\x00", "")
+
+
+def _scan_csv(text: str, start: int, last: bool) -> CsvScan:
+    """The CSV facts of one range's text (``last``: it ends the file)."""
+    body = text.removeprefix("\ufeff") if start == 0 else text  # as csv_rows drops one more
+    lines = csv_line_ends(text)
+    ends_quoted = (csv_ends_quoted(body, False), csv_ends_quoted(body, True))
+    if start != 0:
+        return CsvScan(lines, ends_quoted)
+    try:
+        header, header_lines = csv_header(text)
+    except HeaderError:
+        return CsvScan(lines, ends_quoted)
+    # the header ends in this range unless it is the record left open at the range's end
+    whole = last or not ends_quoted[0] or header_lines < lines
+    return CsvScan(lines, ends_quoted, tuple(header) if whole else None)
+
+
+def scan_file_range(source: str, size: int, start: int, end: int, fmt: RowFormat = "jsonl"
+                    ) -> RangeScan:
     """``scan_range`` of a file by URI; a failed read is the scan's ``error``."""
     try:
         with open_file(source) as read_at:
-            return scan_range(source, read_at, size, start, end)
+            return scan_range(source, read_at, size, start, end, fmt)
     except Exception as exc:  # the file's outcome (unreadable), not the job's
         return RangeScan(source, start, end, error=f"cannot be read: {type(exc).__name__}: "
                                                    f"{first_line(exc)}")
@@ -122,51 +177,87 @@ def scan_file_range(source: str, size: int, start: int, end: int) -> RangeScan:
 
 @dataclass(frozen=True)
 class ByteRange:
-    """A piece of a JSONL file to parse: bytes ``[start, end)``, starting on line
-    ``first_line``."""
+    """A piece of a JSONL or CSV file to parse: bytes ``[start, end)``, starting on line
+    ``first_line``; for a CSV range after the first, the file's ``header``."""
 
     source: str
     start: int
     end: int
     first_line: int
+    fmt: RowFormat = "jsonl"
+    header: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
 class RangePlan:
-    """How to read the large JSONL files: in ranges, whole (not all UTF-8), or not at all
-    (a record for the whole file: nothing but whitespace, or unreadable)."""
+    """How to read the large JSONL and CSV files: in ranges, whole (not all UTF-8; a CSV
+    header that cannot be read in the first range), or not at all (a record for the whole
+    file: nothing but whitespace, binary, unreadable, a CSV header without the columns)."""
 
     ranges: list[ByteRange]
     whole: list[str]
     records: list[TextRecord]
 
 
-def plan_ranges(scans: Sequence[RangeScan]) -> RangePlan:
-    """The first pass's scans (any order) -> what to read: each range's first line is one
-    more than the newlines before it."""
-    ranges, whole, records = [], [], []
+def plan_ranges(scans: Sequence[RangeScan], columns: Sequence[str] = ()) -> RangePlan:
+    """The first pass's scans (any order) -> what to read; ``columns``: those a CSV header
+    must have."""
+    plan = RangePlan([], [], [])
     ordered = sorted(scans, key=lambda scan: (scan.source, scan.start))
     for source, group in groupby(ordered, key=lambda scan: scan.source):
-        parts = list(group)
-        failed = next((scan.error for scan in parts if scan.error), None)
-        if failed is not None:
-            records.append(TextRecord.rejected(source, None, Reason.UNREADABLE, failed))
-        elif not all(scan.utf8 for scan in parts):
-            whole.append(source)
-        elif (binary := _binary(parts)) is not None:
-            records.append(TextRecord.rejected(source, None, Reason.BINARY_CONTENT,
-                                               f"the whole file: {binary}"))
-        elif not any(scan.has_text for scan in parts):
-            records.append(TextRecord.rejected(source, None, Reason.EMPTY_TEXT,
-                                               "the whole file: only whitespace or NUL "
-                                               "characters"))
-        else:
-            line = 1
-            for scan in parts:
-                if scan.end > scan.start:
-                    ranges.append(ByteRange(source, scan.start, scan.end, line))
-                line += scan.newlines
-    return RangePlan(ranges, whole, records)
+        found = _plan_file(source, list(group), columns)
+        plan.ranges.extend(found.ranges)
+        plan.whole.extend(found.whole)
+        plan.records.extend(found.records)
+    return plan
+
+
+def _plan_file(source: str, parts: list[RangeScan], columns: Sequence[str]) -> RangePlan:
+    """What to read of one file, from its scans in order."""
+    failed = next((scan.error for scan in parts if scan.error), None)
+    if failed is not None:
+        return RangePlan([], [], [TextRecord.rejected(source, None, Reason.UNREADABLE, failed)])
+    if not all(scan.utf8 for scan in parts):
+        return RangePlan([], [source], [])
+    if (binary := _binary(parts)) is not None:
+        return RangePlan([], [], [TextRecord.rejected(source, None, Reason.BINARY_CONTENT,
+                                                      f"the whole file: {binary}")])
+    if not any(scan.has_text for scan in parts):
+        return RangePlan([], [], [TextRecord.rejected(
+            source, None, Reason.EMPTY_TEXT,
+            "the whole file: only whitespace or NUL characters")])
+    if parts[0].csv is not None:
+        return _plan_csv(source, parts, columns)
+    ranges, line = [], 1  # each range's first line is one more than the newlines before it
+    for scan in parts:
+        if scan.end > scan.start:
+            ranges.append(ByteRange(source, scan.start, scan.end, line))
+        line += scan.newlines
+    return RangePlan(ranges, [], [])
+
+
+def _plan_csv(source: str, parts: list[RangeScan], columns: Sequence[str]) -> RangePlan:
+    """The ranges of a CSV file, each starting at a record boundary: follow the quoted state
+    from the file's start and merge a range that starts inside a quoted field into the one
+    before; its first line is one more than the line ends before it."""
+    header = parts[0].csv.header
+    if header is None:  # unreadable, or longer than the first range: as a smaller file is
+        return RangePlan([], [source], [])
+    missing = [column for column in columns if column not in header]
+    if missing:
+        return RangePlan([], [], [bad_header(source, header, missing)])
+    pieces: list[list[int]] = []  # [start, end, first line]
+    quoted, line = False, 1
+    for scan in parts:
+        if scan.end > scan.start:
+            if quoted:
+                pieces[-1][1] = scan.end
+            else:
+                pieces.append([scan.start, scan.end, line])
+        quoted = scan.csv.ends_quoted[quoted]
+        line += scan.csv.lines
+    return RangePlan([ByteRange(source, start, end, first, "csv", header if start else None)
+                      for start, end, first in pieces], [], [])
 
 
 def _binary(parts: Sequence[RangeScan]) -> str | None:
@@ -192,8 +283,12 @@ def read_range(piece: ByteRange, text_col: str, label_col: str
                                   f"bytes {piece.start}-{piece.end} cannot be read: "
                                   f"{type(exc).__name__}: {first_line(exc)}")
         return
-    text = data.decode("utf-8").replace("\x00", "")
-    yield from range_rows(piece.source, text, piece.first_line, text_col, label_col)
+    text = _range_text(data, piece.start)
+    try:
+        yield from range_rows(piece.source, text, piece.first_line, text_col, label_col,
+                              piece.fmt, piece.header)
+    except HeaderError as bad:  # the first range's header, checked by the first pass
+        yield TextRecord.rejected(piece.source, 1, Reason.BAD_HEADER, f"{bad}")
 
 
 # what java.net.URI leaves unquoted in a path (Spark names files with Hadoop's Path.toUri)

@@ -6,7 +6,10 @@ the target), so the lock refuses them: put ``retrain.lock_dir`` on a path every 
 retrains sees. The holder rewrites a heartbeat while it works, so a lock left by a crash is
 taken over without manual clean-up: at once when its process is gone from this host, otherwise
 once the heartbeat is older than ``stale_after_s``. A holder that loses its lock stops before
-its next side effect (``check``).
+its next side effect (``check``): when another retrain took it over, or when its heartbeat could
+not be written for ``stale_after_s / 2`` (storage errors: others may soon see it stale). The
+heartbeat replaces the lock file by one rename and never deletes it, so a failing replace leaves
+the previous heartbeat in place, never no lock.
 """
 
 from __future__ import annotations
@@ -38,7 +41,10 @@ class LockHeldError(PipelineError, RuntimeError):
 
 
 class LockLostError(PipelineError, RuntimeError):
-    """Another retrain took our lock over (we looked stale): we stop before the next step."""
+    """Our lock was taken over (we looked stale) or its heartbeat kept failing: we stop before
+    the next side effect; the next retrain finishes the work."""
+
+    exit_code = 5  # a concurrent change stopped the job; nothing was overwritten
 
 
 @dataclass(frozen=True)
@@ -71,6 +77,14 @@ def _create_exclusive(temp_uri: str, lock_uri: str) -> bool:
     except FileExistsError:
         return False
     return True
+
+
+def _replace(temp_uri: str, lock_uri: str) -> None:
+    """Move a new heartbeat over the lock with one rename (atomic on local disks and NFS): on
+    failure the old lock stays whole. Never delete-then-move (``storage.replace_file``'s
+    fallback), which would leave no lock while its holder runs when the second move fails."""
+    filesystem, temp_path = storage.resolve(temp_uri)
+    filesystem.move(temp_path, storage.resolve(lock_uri)[1])
 
 
 def _read(lock_uri: str) -> Holder | None:
@@ -111,6 +125,7 @@ class RetrainLock:
         self.holder = Holder(uuid.uuid4().hex, socket.gethostname(), os.getpid(), time.time(),
                              time.time())
         self._stop, self._lost = threading.Event(), threading.Event()
+        self._lost_why = ""
         self._beat: threading.Thread | None = None
 
     def _write_temp(self, holder: Holder) -> str:
@@ -166,36 +181,64 @@ class RetrainLock:
         self._beat.start()
 
     def _heartbeat(self) -> None:
+        """Refresh the heartbeat every ``heartbeat_s``; any failure is logged, and marks the
+        lock lost once nothing could be written for ``stale_after_s / 2`` (or at once when it
+        is not a storage error): the thread never dies silently."""
+        written = time.time()
         while not self._stop.wait(self.heartbeat_s):
-            current = _read(self.uri)
-            if current is None:  # moved aside for a moment by a retrain checking it: not lost
-                continue
-            if current.token != self.holder.token:
-                log.error("the retrain lock %s was taken over by %s", self.uri,
-                          current.describe())
-                self._lost.set()
-                return
-            beat = Holder(**{**asdict(self.holder), "heartbeat_at": time.time()})
-            temp = self._write_temp(beat)
             try:
-                storage.replace_file(temp, self.uri)  # a rename: the lock never disappears
-            except OSError as exc:  # a storage hiccup: the next beat tries again
-                log.warning("could not refresh the retrain lock: %s", exc)
+                if not self._beat_once():
+                    return
+                written = time.time()
+            except Exception as exc:  # any failure must reach the holder, none kills the thread
+                age = time.time() - written
+                log.warning("could not refresh the retrain lock %s: %s", self.uri, exc)
+                if not isinstance(exc, OSError) or age >= self.stale_after_s / 2:
+                    self._mark_lost(f"its heartbeat could not be written for {age:.0f} s "
+                                    f"({type(exc).__name__}: {exc}); another retrain may take "
+                                    "it over")
+                    return
+
+    def _beat_once(self) -> bool:
+        """One heartbeat; False when the lock was taken over (marked lost)."""
+        current = _read(self.uri)
+        if current is None:  # moved aside for a moment by a retrain checking it: not lost
+            return True
+        if current.token != self.holder.token:
+            self._mark_lost(f"another retrain took over ({current.describe()}; this one "
+                            "looked stale)")
+            return False
+        temp = self._write_temp(Holder(**{**asdict(self.holder), "heartbeat_at": time.time()}))
+        try:
+            _replace(temp, self.uri)
+        except BaseException:
+            with contextlib.suppress(OSError):
                 self._delete(temp)
+            raise
+        return True
+
+    def _mark_lost(self, why: str) -> None:
+        log.error("the retrain lock %s is lost: %s", self.uri, why)
+        self._lost_why = why
+        self._lost.set()
 
     def check(self) -> None:
-        """Raise ``LockLostError`` when another retrain took the lock over."""
+        """Raise ``LockLostError`` when the lock was taken over or its heartbeat kept failing."""
         if self._lost.is_set():
-            raise LockLostError(f"another retrain took over {self.uri} (this one looked "
-                                "stale); stopping before the next step")
+            raise LockLostError(f"lost the retrain lock {self.uri}: {self._lost_why}; stopping "
+                                "before the next step (the next retrain finishes the work)")
 
     def release(self) -> None:
         self._stop.set()
         if self._beat is not None:
             self._beat.join()
-        current = _read(self.uri)
-        if current is not None and current.token == self.holder.token:
-            self._delete(self.uri)
+        try:
+            current = _read(self.uri)
+            if current is not None and current.token == self.holder.token:
+                self._delete(self.uri)
+        except OSError as exc:  # never hide the error that ended the holder's work
+            log.warning("could not remove the retrain lock %s (%s); it goes stale after "
+                        "%d s", self.uri, exc, self.stale_after_s)
 
     def __enter__(self) -> RetrainLock:
         self.acquire()

@@ -18,16 +18,23 @@ from typing import Literal
 
 from pipeline import storage
 from pipeline.config import Config, ConfigError, flatten
+from pipeline.datasets.commit import guard_commits
 from pipeline.datasets.manifest import VOCAB_NAME, Manifest, committed_versions, open_version
 from pipeline.errors import PipelineError
-from pipeline.evaluation.promotion import Promotion, promote
+from pipeline.evaluation.promotion import Promotion, finish_interrupted, promote
 from pipeline.retrain import inputs
 from pipeline.retrain.lock import RetrainLock
 from pipeline.tracking import keys, registry, runs
 from pipeline.tracking.models import ModelMismatchError, check_fits
 from pipeline.tracking.registry import CHAMPION, ModelRef
 from pipeline.tracking.tracker import Tracker
-from pipeline.train.job import TrainResult, register_challenger, registered_name, train
+from pipeline.train.job import (
+    TrainResult,
+    check_registered_name,
+    register_challenger,
+    registered_name,
+    train,
+)
 from pipeline.train.model import choose_model
 
 log = logging.getLogger(__name__)
@@ -57,6 +64,13 @@ def _latest(output_uri: str) -> tuple[str, Manifest] | None:
     return open_version(storage.join(output_uri, committed[-1])) if committed else None
 
 
+def _fingerprints(output_uri: str) -> set[str]:
+    """The content fingerprints of every committed version: a model trained elsewhere on one of
+    them (the demo's dataset, re-ingested as v0001) belongs to this folder's lineage."""
+    return {open_version(storage.join(output_uri, name))[1].fingerprint
+            for name in committed_versions(output_uri)}
+
+
 def _check_same_rules(cfg: Config, manifest: Manifest, version_uri: str) -> None:
     """Refuse settings that would move old inputs between splits or change their rows."""
     if manifest.kind != cfg.retrain.kind:
@@ -84,7 +98,9 @@ def _check_same_rules(cfg: Config, manifest: Manifest, version_uri: str) -> None
 
 def _pending(tracker: Tracker, name: str, fingerprint: str
              ) -> tuple[Step | None, ModelRef | None]:
-    """What is left for the content ``fingerprint``: train a model, judge it, or nothing."""
+    """What is left for the content ``fingerprint``: train a model, judge it, or nothing (a
+    promotion interrupted before its decision tag is finished first)."""
+    finish_interrupted(tracker, name)
     trained = registry.versions_tagged(tracker, name, keys.DATASET_FINGERPRINT, fingerprint)
     if not trained:
         return "train", None
@@ -151,6 +167,7 @@ def _nothing_to_do(cfg: Config, tracker: Tracker, source_uri: str, output_uri: s
     if changes.any:
         return None
     name = registered_name(cfg, output_uri, choose_model(cfg.train.model, latest[1]))
+    check_registered_name(cfg, tracker, name, latest[0], partial(_fingerprints, output_uri))
     step, _ = _pending(tracker, name, latest[1].fingerprint)
     if step is None:
         return f"no new data in {source_uri} since {latest[0]}; nothing to do"
@@ -210,7 +227,8 @@ def _version_to_train(cfg: Config, tracker: Tracker, parent: str, source_uri: st
     else:
         lock.check()
         log.info("step 2/5: building the next dataset version in %s", output_uri)
-        url, manifest = _build_version(cfg, source_uri, output_uri, snapshot, latest)
+        with guard_commits(lock.check):  # a holder that lost the lock commits nothing
+            url, manifest = _build_version(cfg, source_uri, output_uri, snapshot, latest)
         runs.log_ingest_run(tracker, parent, manifest, url, {
             "new": len(changes.new), "changed": len(changes.changed),
             "removed": len(changes.removed)})
@@ -241,6 +259,7 @@ def _run_steps(cfg: Config, tracker: Tracker, parent: str, source_uri: str, outp
     version = _version_to_train(cfg, tracker, parent, source_uri, output_uri, snapshot, changes,
                                 latest, lock)
     name = registered_name(cfg, output_uri, choose_model(cfg.train.model, version.manifest))
+    check_registered_name(cfg, tracker, name, version.url, partial(_fingerprints, output_uri))
     step, model_version = _pending(tracker, name, version.manifest.fingerprint)
     done = partial(RetrainResult, changes=changes, dataset_url=version.url, built=version.built,
                    run_id=parent)
@@ -269,7 +288,7 @@ def _judge(cfg: Config, tracker: Tracker, parent: str, name: str, version: _Vers
              challenger)
     lock.check()
     promotion = promote(cfg, name, version.url, "test", parent_run_id=parent,
-                        challenger=challenger)
+                        challenger=challenger, guard=lock.check)
     log.info("step 5/5: %s", promotion.decision.reason)
     verdict = "promoted to champion" if promotion.decision.promote else "not promoted"
     runs.set_tags(tracker, parent, {

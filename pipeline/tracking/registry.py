@@ -22,6 +22,12 @@ class RegistryError(PipelineError, LookupError):
     """A registered model, version or alias does not exist."""
 
 
+class AliasMovedError(PipelineError, RuntimeError):
+    """An alias moved between being read and being moved (another promotion): not overwritten."""
+
+    exit_code = 5  # a concurrent change stopped the job; nothing was overwritten
+
+
 @dataclass(frozen=True)
 class ModelRef:
     """One registered model version."""
@@ -76,6 +82,26 @@ def set_alias(tracker: Tracker, ref: ModelRef, alias: str) -> None:
     tracker.client.set_registered_model_alias(ref.name, alias, ref.version)
 
 
+def move_alias(tracker: Tracker, ref: ModelRef, alias: str, expected: ModelRef | None) -> None:
+    """Point ``alias`` at ``ref`` only if it still points at ``expected`` (None: at no version),
+    re-read right before the move; otherwise raise ``AliasMovedError``. MLflow has no atomic
+    compare-and-set: what is left is the gap between one read and one write, not a judgement."""
+    current = by_alias(tracker, ref.name, alias)
+    if current != expected:
+        raise AliasMovedError(
+            f"'{alias}' of '{ref.name}' now points at {current or 'no version'}, not at "
+            f"{expected or 'no version'} as when {ref} was judged: another promotion moved it "
+            f"meanwhile, and it is not overwritten. Judge {ref} again against the new {alias} "
+            "(pipeline promote, or the next retrain, does)")
+    set_alias(tracker, ref, alias)
+
+
+def parse_ref(text: str) -> ModelRef | None:
+    """``str(ModelRef)`` (``name vN``) back to the reference; None for anything else."""
+    name, _, version = text.rpartition(" v")
+    return ModelRef(name, version) if name and version.isdigit() else None
+
+
 def delete_alias(tracker: Tracker, name: str, alias: str) -> None:
     tracker.client.delete_registered_model_alias(name, alias)
 
@@ -89,12 +115,17 @@ def version_tags(tracker: Tracker, ref: ModelRef) -> dict[str, str]:
     return dict(tracker.client.get_model_version(ref.name, ref.version).tags)
 
 
+def versions(tracker: Tracker, name: str) -> list[tuple[ModelRef, dict[str, str]]]:
+    """(version, its tags) of every version of ``name``, oldest first; none for a new name."""
+    found = tracker.client.search_model_versions(f"name = {quote(name)}")
+    return sorted(((ModelRef(name, str(v.version)), dict(v.tags)) for v in found),
+                  key=lambda item: int(item[0].version))
+
+
 def versions_tagged(tracker: Tracker, name: str, key: str, value: str
                     ) -> list[tuple[ModelRef, dict[str, str]]]:
     """(version, its tags) of every version of ``name`` tagged ``key=value``, oldest first."""
-    found = tracker.client.search_model_versions(f"name = {quote(name)}")
-    return sorted(((ModelRef(name, str(v.version)), dict(v.tags)) for v in found
-                   if dict(v.tags).get(key) == value), key=lambda item: int(item[0].version))
+    return [(ref, tags) for ref, tags in versions(tracker, name) if tags.get(key) == value]
 
 
 def describe(tracker: Tracker, ref: ModelRef, text: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
@@ -13,6 +14,7 @@ from pipeline.config import MOVED_KEYS, Config, ConfigError
 from pipeline.datasets.manifest import Manifest, open_version
 from pipeline.datasets.reader import check_shardable
 from pipeline.errors import InputError, PipelineError
+from pipeline.redaction import redact
 from pipeline.tracking import keys, registry, runs
 from pipeline.tracking.params import loggable_params
 from pipeline.tracking.registry import CHALLENGER, ModelRef
@@ -62,6 +64,39 @@ def registered_name(cfg: Config, data: str, model: str) -> str:
     parts = storage.to_uri(data).rstrip("/").split("/")
     name = parts[-2] if re.fullmatch(r"v\d+", parts[-1]) and len(parts) > 1 else parts[-1]
     return f"{name}-{model}"
+
+
+def dataset_root(url: str) -> str:
+    """Where a dataset lives, to compare locations: the folder of versions for a ``vNNNN``
+    (``s3://b/ds/v0002`` -> ``s3://b/ds``), else the folder itself; ``s3a://`` read as
+    ``s3://``, secrets redacted (as registry tags store them)."""
+    uri = redact(storage.to_uri(url)).rstrip("/")
+    parent, _, last = uri.rpartition("/")
+    root = parent if re.fullmatch(r"v\d+", last) and "/" in parent else uri
+    return re.sub(r"^s3a://", "s3://", root)
+
+
+def check_registered_name(cfg: Config, tracker: Tracker, name: str, dataset_url: str,
+                          fingerprints: Callable[[], Collection[str]] = tuple) -> None:
+    """Refuse a default registered name (``<dataset folder>-<model>``) holding a version trained
+    on another dataset location: two datasets with the same folder name must not share a model
+    silently. A version trained on content this dataset holds too (one of ``fingerprints()``,
+    e.g. the demo's dataset re-ingested as a retrain's first version) is the same lineage. A
+    name set in ``registry.model_name`` is the user's choice."""
+    if cfg.registry.model_name:
+        return
+    ours, same_content = dataset_root(dataset_url), None
+    for ref, tags in registry.versions(tracker, name):
+        theirs = tags.get(keys.DATASET_URL)
+        if theirs is None or dataset_root(theirs) == ours:
+            continue
+        same_content = set(fingerprints()) if same_content is None else same_content
+        if tags.get(keys.DATASET_FINGERPRINT) not in same_content:
+            raise ConfigError(
+                f"config key 'registry.model_name': the default registered name '{name}' "
+                f"(<dataset folder>-<model>) holds {ref}, trained on {dataset_root(theirs)}, "
+                f"another dataset location than {ours}; set registry.model_name to a name of "
+                "this dataset's own (or to this name, to share it on purpose)")
 
 
 def _open_dataset(cfg: Config, data: str) -> tuple[str, Manifest, str]:
@@ -150,6 +185,9 @@ def train(cfg: Config, data: str, resume: str | None = None, parent_run_id: str 
     dataset_url, manifest, model = _open_dataset(cfg, data)
     tracker = Tracker.from_config(cfg.mlflow)
     tracker.experiment_id  # noqa: B018 - the store must answer before any compute is spent
+    if register:
+        check_registered_name(cfg, tracker, registered_name(cfg, data, model), dataset_url,
+                              lambda: {manifest.fingerprint})
     run_id, resume_from = _open_run(cfg, tracker, manifest, dataset_url, model, resume,
                                     parent_run_id)
     root = checkpoints.checkpoint_root(cfg.train.checkpoint_dir, run_id)

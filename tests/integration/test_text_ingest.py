@@ -14,6 +14,7 @@ import pytest
 from pipeline.datasets.reader import read_batches
 from pipeline.ingest import text_job
 from pipeline.ingest.text_job import ingest_text
+from pipeline.ingest.text_splits import plan_ranges
 from pipeline.ingest.tokens import PAD, RESERVED, parse_vocab, tokenize
 from tests.conftest import make_config
 from tests.text_corpus import write_text_corpus
@@ -80,6 +81,36 @@ def test_broken_and_odd_text_is_all_accounted_for(spark, tmp_path, monkeypatch, 
         assert row["token_ids"].shape == (cfg.text.max_len,)
         assert 0 < row["length"] <= cfg.text.max_len
         assert (row["token_ids"][row["length"]:] == PAD).all()
+
+
+def test_a_csv_read_in_ranges_is_the_csv_read_whole(spark, tmp_path, monkeypatch):
+    """The same rows, lines, rejections and fingerprint, with a cut inside a quoted field."""
+    write_text_corpus(tmp_path / "corpus")
+    source = tmp_path / "corpus" / "reviews.csv"
+    data = source.read_bytes()
+    quoted_newline = data.index(b"Spans two lines:\n") + len(b"Spans two lines:")
+    row_start = data.rindex(b"\n", 0, quoted_newline) + 1
+    split = 60
+    assert any(row_start < start <= quoted_newline
+               for start, _ in text_job.nominal_ranges(len(data), split))
+    cfg = make_config(tmp_path)
+    whole = ingest_text(spark, cfg, str(source), str(tmp_path / "whole"))
+    plans = []
+
+    def planned(*args):  # the driver's plan, to check that the cut was merged
+        plans.append(plan_ranges(*args))
+        return plans[-1]
+
+    monkeypatch.setattr(text_job, "SPLIT_BYTES", split)
+    monkeypatch.setattr(text_job, "plan_ranges", planned)
+    ranged = ingest_text(spark, cfg, str(source), str(tmp_path / "ranged"))
+    [plan] = plans
+    assert plan.whole == [] and plan.records == [] and len(plan.ranges) > 2
+    assert quoted_newline + 1 not in [piece.start for piece in plan.ranges]  # merged
+    assert ranged.fingerprint == whole.fingerprint
+    assert (ranged.discovered, ranged.quarantine) == (whole.discovered, whole.quarantine)
+    root = f"file:{tmp_path / 'corpus'}/"
+    assert _outcomes(tmp_path / "ranged", root)[:2] == _outcomes(tmp_path / "whole", root)[:2]
 
 
 def test_parquet_input_with_bad_values(spark, tmp_path):

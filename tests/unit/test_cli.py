@@ -104,7 +104,7 @@ def _declared_exit_codes() -> dict[str, int]:
 
 def test_every_exit_code_in_the_readme_is_owned_and_every_owner_is_in_the_readme():
     table, declared = _exit_code_table(), _declared_exit_codes()
-    assert set(table) == {0, 1, 2, 3, 4, 75, 130}
+    assert set(table) == {0, 1, 2, 3, 4, 5, 75, 130}
     for name, code in declared.items():
         assert code in table, f"{name}.exit_code = {code} is not in README.md, Exit codes"
         assert f"`{name}`" in table[code], f"README.md: code {code} does not name {name}"
@@ -129,9 +129,10 @@ def _readme_row(code: int) -> str:
 def test_the_error_classes_carry_the_codes_the_source_declares():
     from pipeline.retrain.lock import LockHeldError, LockLostError
     from pipeline.submit import SubmitError, UnknownJobError
+    from pipeline.tracking.registry import AliasMovedError
 
-    assert (PipelineError.exit_code, InputError.exit_code, LockLostError.exit_code,
-            SubmitError.exit_code) == (1, 1, 1, 1)
+    assert (PipelineError.exit_code, InputError.exit_code, SubmitError.exit_code) == (1, 1, 1)
+    assert (LockLostError.exit_code, AliasMovedError.exit_code) == (5, 5)
     assert (UsageError.exit_code, ConfigError.exit_code, UnknownJobError.exit_code) == (2, 2, 2)
     assert QuarantineGateError.exit_code == 3
     assert LockHeldError.exit_code == EXIT_LOCKED == 75

@@ -161,3 +161,82 @@ def test_commit_in_error_mode_refuses_an_output_that_appeared_meanwhile(tmp_path
         commit.commit(staging, to_uri(output), "error")
     assert _label(output) == "theirs"
     assert _label(tmp_path / ".digits.staging-1") == "new"
+
+
+# --- interrupts during the overwrite swap ------------------------------------------------------
+
+_SWAP_INTERRUPTED = """
+import os, signal, sys
+from pipeline import storage
+from pipeline.datasets import commit
+
+output, name, handler = sys.argv[1], sys.argv[2], sys.argv[3]
+number = getattr(signal, name)
+def stop(*_):
+    raise KeyboardInterrupt
+
+if handler == "raise":  # as pipeline's CLI does for SIGTERM
+    signal.signal(number, stop)
+real, calls = storage.rename, []
+
+def rename(src, dst):
+    real(src, dst)
+    calls.append(dst)
+    if len(calls) == 1:  # between the swap's two renames
+        os.kill(os.getpid(), number)
+
+storage.rename = rename
+pending = commit.begin(output, "overwrite")
+os.makedirs(pending.data_uri[len("file://"):] + "/train")
+with open(pending.data_uri[len("file://"):] + "/train/part-0.parquet", "w") as f:
+    f.write("new")
+try:  # as the writer does
+    pending.finish("new")
+except BaseException:
+    pending.abort()
+    raise
+"""
+
+
+@pytest.mark.parametrize(("name", "handler"), [("SIGTERM", "default"), ("SIGTERM", "raise"),
+                                               ("SIGINT", "default")])
+def test_an_interrupt_during_the_overwrite_swap_never_leaves_the_output_empty(tmp_path, name,
+                                                                            handler):
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    output = tmp_path / "digits"
+    _version(output, "old")
+    done = subprocess.run([sys.executable, "-c", _SWAP_INTERRUPTED, to_uri(output), name,
+                           handler], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0, done.stderr  # the interrupt still stops the process
+    assert _label(output) in ("old", "new"), sorted(p.name for p in tmp_path.iterdir())
+    assert (output / "train" / "part-0.parquet").read_text() == _label(output)
+    kept = [p for p in tmp_path.iterdir() if ".staging-" in p.name]
+    if _label(output) == "old":  # not swapped: the finished version is kept beside it
+        assert [_label(p) for p in kept] == ["new"]
+    else:
+        assert kept == []
+
+
+def test_abort_keeps_a_finished_version_that_was_not_committed(tmp_path, monkeypatch):
+    output = tmp_path / "digits"
+    _version(output, '{"v": "old"}')
+    pending = commit.begin(to_uri(output), "overwrite")
+
+    def fail(src: str, dst: str) -> None:
+        raise OSError("injected: rename failed")
+
+    monkeypatch.setattr(storage, "rename", fail)
+    with pytest.raises(OSError):
+        pending.finish('{"v": "new"}')
+    pending.abort()
+    staged = Path(urlparse(pending.data_uri).path)
+    assert (_label(staged), _label(output)) == ('{"v": "new"}', '{"v": "old"}')
+    found = commit.garbage(to_uri(output))
+    assert [(g.uri, "interrupted" in g.why) for g in found] == [(pending.data_uri, True)]
+    unfinished = commit.begin(to_uri(tmp_path / "other"), "error")
+    unfinished.abort()  # nothing finished: removed
+    assert not Path(urlparse(unfinished.data_uri).path).exists()

@@ -1,5 +1,5 @@
 """Reading raw inputs without Hadoop: partition planning, local listing, the size cap, JSONL
-ranges with exact line numbers and Parquet row groups (plain Python, no Spark)."""
+and CSV ranges with exact line numbers and Parquet row groups (plain Python, no Spark)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from pipeline.config import load_config
 from pipeline.datasets.reasons import Reason
@@ -139,14 +141,14 @@ def _jsonl_corpus(rng: random.Random, lines: int) -> bytes:
     return "\n".join(parts).encode() + (b"\n" if rng.random() < 0.5 else b"")
 
 
-def _ranged(tmp_path, data: bytes, split: int):
-    path = tmp_path / "big.jsonl"
+def _ranged(tmp_path, data: bytes, split: int, fmt: str = "jsonl"):
+    path = tmp_path / f"big.{fmt}"
     path.write_bytes(data)
     uri = f"file:{path}"
-    scans = [scan_file_range(uri, len(data), start, end)
+    scans = [scan_file_range(uri, len(data), start, end, fmt)
              for start, end in nominal_ranges(len(data), split)]
     random.Random(1).shuffle(scans)  # Spark returns them in any order
-    return uri, plan_ranges(scans)
+    return uri, plan_ranges(scans, ("text", "label"))
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -162,6 +164,13 @@ def test_jsonl_ranges_give_exactly_the_rows_of_the_whole_file(tmp_path, seed, sp
     assert plan.ranges[0].start == 0 and plan.ranges[-1].end == len(data)
     for before, after in zip(plan.ranges, plan.ranges[1:], strict=False):
         assert before.end == after.start and data[after.start - 1:after.start] == b"\n"
+    got = [item for piece in plan.ranges for item in read_range(piece, "text", "label")]
+    assert got == list(file_rows(uri, data, "jsonl", "text", "label", TEXT))
+
+
+def test_a_second_byte_order_mark_is_text_as_when_read_whole(tmp_path):
+    data = codecs.BOM_UTF8 * 2 + b'{"text": "first", "label": "a"}\n' * 9
+    uri, plan = _ranged(tmp_path, data, 16)
     got = [item for piece in plan.ranges for item in read_range(piece, "text", "label")]
     assert got == list(file_rows(uri, data, "jsonl", "text", "label", TEXT))
 
@@ -228,6 +237,117 @@ def test_line_starts_and_nominal_ranges():
     assert nominal_ranges(10, 3) == [(0, 3), (3, 6), (6, 9), (9, 10)]
     assert nominal_ranges(10, 10) == [(0, 10)]
     assert nominal_ranges(130, 64) == [(0, 44), (44, 88), (88, 130)]
+
+
+# --- CSV ranges -----------------------------------------------------------------------------
+
+def _csv_read(tmp_path, data: bytes, split: int):
+    """(the plan, its items as the job reads them, the items of the file read whole)."""
+    uri, plan = _ranged(tmp_path, data, split, "csv")
+    whole = list(file_rows(uri, data, "csv", "text", "label", TEXT))
+    got = list(plan.records)
+    got += [item for piece in plan.ranges for item in read_range(piece, "text", "label")]
+    if plan.whole:
+        assert plan.whole == [uri]
+        got += whole
+    if plan.ranges:  # contiguous, each starting at a line start
+        assert plan.ranges[0].start == 0 and plan.ranges[-1].end == len(data)
+        for before, after in zip(plan.ranges, plan.ranges[1:], strict=False):
+            assert before.end == after.start and data[after.start - 1:after.start] == b"\n"
+    return plan, got, whole
+
+
+CSV_CASES = {
+    "quoted": (b'text,label\r\n"a, b\nand ""c""\r\nd",pos\r\nplain,neg\r\n'
+               b'"x"",""y",neg\r\n"two\n\nblank lines inside",pos\r\n'),
+    "odd-rows": (b"text,label\n\n\nshort\nlong,row,here\n,\n\n\"\",\"\"\nlast,row"),
+    "lone-cr": b"text,label\rone,pos\r\rtwo,neg\r\n\"three\rlines\n\r\",x\r" * 4,
+    "bom": codecs.BOM_UTF8 + b'text,label\r\n"\xc3\xa9t\xc3\xa9\n\xf0\x9f\x8e\xac",pos\r\n' * 9,
+    "two-boms": codecs.BOM_UTF8 * 2 + b"text,label\nfine,pos\n" * 9,
+    # quotes the reader takes as plain characters: inside an unquoted field, after a closing
+    # quote; the parity of the quotes before a cut would put the cuts in the wrong places
+    "stray-quotes": (b'text,label\nx,a","y\nz",pos\nab"c,"d\ne"f"\n"g"h,i"j\n'
+                     b'"k"l"m,"n\n"o\n') * 3,
+    "nuls": b'text,label\r\x00\n"a\x00"\x00",b"\r\x00\nc,d\n' * 5,
+    "reordered": b'label,extra,text\npos,1,"one\ntwo"\nneg,2,three\n' * 6,
+    "header-only": b"text,label\r\n",
+    "header-no-newline": b"text,label",
+    "quoted-header": b'"te\nxt","la\r\nbel",text,label\n1,2,3,4\n' * 4,
+    "unterminated": b'text,label\nok,pos\n"never closed,\nstill,\nopen\n',
+}
+
+
+@pytest.mark.parametrize("split", [1, 2, 3, 5, 8, 13, 40, 4096])
+@pytest.mark.parametrize("case", sorted(CSV_CASES))
+def test_csv_ranges_give_exactly_the_rows_of_the_whole_file(tmp_path, case, split):
+    data = CSV_CASES[case]
+    plan, got, whole = _csv_read(tmp_path, data, split)
+    assert got == whole
+    assert plan.records == []
+    # UTF-8 with a header: read in ranges, unless the header does not end in the first one
+    assert plan.whole == [] or (case == "quoted-header" and split < 16)
+
+
+def test_a_quoted_newline_at_a_cut_merges_the_ranges(tmp_path):
+    head = b'text,label\n"first line of a field\n'
+    data = head + b'the rest of it, after the cut",pos\nnext,neg\n' + b'"again\nquoted",neg\n' * 2
+    uri, plan = _ranged(tmp_path, data, len(head) - 1, "csv")  # a cut just before the newline
+    starts = [piece.start for piece in plan.ranges]
+    assert len(head) not in starts  # inside the quoted field: no record starts there
+    assert [(p.first_line, p.header) for p in plan.ranges[:2]] == [(1, None),
+                                                                   (4, ("text", "label"))]
+    got = [item for piece in plan.ranges for item in read_range(piece, "text", "label")]
+    assert [item.line for item in got] == [2, 4, 5, 7]
+    assert got == list(file_rows(uri, data, "csv", "text", "label", TEXT))
+
+
+def test_a_csv_header_without_the_columns_is_one_record_as_when_read_whole(tmp_path):
+    data = b"review,stars\n" + b"good,5\n" * 40
+    plan, got, whole = _csv_read(tmp_path, data, 16)
+    assert plan.ranges == [] and plan.whole == []
+    assert [(r.reason, r.line) for r in got] == [(Reason.BAD_HEADER, 1)]
+    assert got == whole
+    blank = b"\ntext,label\n" + b"good,pos\n" * 40  # the first record is the blank line
+    assert _csv_read(tmp_path, blank, 16)[1] == list(file_rows(
+        f"file:{tmp_path}/big.csv", blank, "csv", "text", "label", TEXT))
+
+
+def test_csv_files_ranges_cannot_read_exactly_are_read_whole(tmp_path):
+    latin1 = b"text,label\n" + b"caf\xe9,pos\n" * 20
+    assert _csv_read(tmp_path, latin1, 16)[0].whole  # not UTF-8
+    long_header = b'"text\n' + b"x" * 60 + b'\n",label\n' + b"a,b\n" * 20
+    plan, got, whole = _csv_read(tmp_path, long_header, 16)
+    assert plan.whole and got == whole  # the header does not end in the first range
+
+
+def _csv_text(chunks: list[str]) -> bytes:
+    return ("text,label\r\n" + "".join(chunks)).encode()
+
+
+@settings(max_examples=300, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(chunks=st.lists(st.sampled_from(['a', 'é', ',', '"', '""', '\n', '\r', '\r\n', ' ',
+                                        '\x00', '",', ',"', '"\n']), max_size=60),
+       split=st.integers(1, 70))
+def test_any_csv_text_reads_in_ranges_as_whole(tmp_path, chunks, split):
+    plan, got, whole = _csv_read(tmp_path, _csv_text(chunks), split)
+    assert plan.whole == []
+    assert got == whole
+
+
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=st.lists(st.lists(st.text(alphabet='ab ,"\n\r\té', max_size=8), min_size=0,
+                              max_size=4), max_size=25),
+       terminator=st.sampled_from(["\n", "\r\n"]), split=st.integers(1, 90))
+def test_written_csv_reads_in_ranges_as_whole(tmp_path, rows, terminator, split):
+    import csv
+    import io
+
+    out = io.StringIO(newline="")
+    csv.writer(out, lineterminator=terminator).writerows([["text", "label"], *rows])
+    plan, got, whole = _csv_read(tmp_path, out.getvalue().encode(), split)
+    assert plan.whole == [] and got == whole
 
 
 # --- Parquet row groups ---------------------------------------------------------------------
