@@ -89,7 +89,9 @@ def signals_held() -> Iterator[None]:
 
 
 def check_output(output_uri: str, mode: WriteMode) -> None:
-    """Fail before any work when the output exists and may not be replaced."""
+    """Fail before any work when the output cannot be reached (a bucket, credentials) or
+    exists and may not be replaced."""
+    storage.check_location(output_uri)
     if mode == "error" and storage.exists(output_uri):
         raise OutputExistsError(
             f"{output_uri} already exists; pass --mode overwrite to replace it, or "
