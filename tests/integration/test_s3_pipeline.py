@@ -86,3 +86,41 @@ def test_training_evaluation_and_inference_keep_everything_on_s3(flow, s3, spark
     rows = sum(pq.read_table(io.BytesIO(storage.read_bytes(f"s3://flow/{k}"))).num_rows
                for k in written)
     assert rows == 30
+
+
+def test_a_killed_training_resumes_from_its_checkpoints_on_s3(flow, s3, tmp_path):
+    """``--resume`` reads ``latest.json`` and the checkpoint from ``s3://`` and finishes the
+    same run (as tests/integration/test_resume.py does on local disk)."""
+    import json
+    import os
+    import signal
+    import time
+
+    from tests.integration.test_resume import _rank_pid
+    from tests.procs import Background, run_pipeline
+
+    _, root, *_ = flow
+    epochs = 20  # small epochs: the kill must come before the last one
+    settings = [f"mlflow.tracking_uri=sqlite:///{tmp_path / 'mlruns.db'}",
+                f"mlflow.artifact_root={root}/resume-artifacts",
+                f"train.checkpoint_dir={root}/resume-checkpoints", f"train.epochs={epochs}"]
+    data = f"{root}/datasets/digits"
+    job = Background(["train", "--data", data, *settings], tmp_path)
+    deadline = time.monotonic() + 300
+    while not any(k.endswith("/latest.json") for k in s3.keys("flow", "resume-checkpoints/")):
+        assert job.process.poll() is None, job.log.read_text()[-3000:]
+        assert time.monotonic() < deadline, "no checkpoint was written to S3"
+        time.sleep(0.2)
+    pid = _rank_pid(job.process.pid, 1)
+    assert pid is not None, "rank 1 not found"
+    os.kill(pid, signal.SIGKILL)
+    code, _, err = job.finish(timeout_s=120)
+    assert code == 1, err[-3000:]
+
+    (pointer,) = [k for k in s3.keys("flow", "resume-checkpoints/") if k.endswith("latest.json")]
+    saved = json.loads(storage.read_text(f"s3://flow/{pointer}"))["epoch"]
+    assert saved < epochs - 1, "the kill came after the last epoch"
+    done = run_pipeline(["train", "--data", data, "--resume", *settings], tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"epochs {saved + 2}-{epochs} of {epochs}" in done.stdout
+    assert pointer.split("/")[1] in done.stdout + done.stderr  # the same run id
