@@ -7,6 +7,8 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 PIPELINE = str(Path(sys.executable).with_name("pipeline"))
@@ -54,3 +56,21 @@ class Background:
         self._log_file.close()
         return (self.process.returncode, (out or b"").decode(),
                 self.log.read_text(errors="replace"))
+
+
+def wait_until_answers(url: str, process: subprocess.Popen, what: str,
+                       output: Callable[[], str], timeout_s: float = 120) -> None:
+    """Poll ``url`` until it answers 200; fail with ``what``'s output when its process exits
+    or ``timeout_s`` passes first."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not answer at {url} within {timeout_s:.0f} s:\n"
+                                 + output()[-3000:])
+        time.sleep(0.3)

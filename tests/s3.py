@@ -8,11 +8,11 @@ import os
 import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.procs import wait_until_answers
 
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                "AWS_REGION": "us-east-1"}
@@ -58,17 +58,11 @@ def start_s3_server(log: Path) -> Iterator[S3Server]:
         process = subprocess.Popen([str(server), "-H", "127.0.0.1", "-p", str(port)],
                                    stdout=out, stderr=subprocess.STDOUT)
     endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=2).close()
-            break
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                tail = log.read_text()[-2000:]
-                raise RuntimeError(f"moto_server did not start: {tail}") from None
-            time.sleep(0.2)
+    try:
+        wait_until_answers(f"{endpoint}/moto-api/", process, "moto_server", log.read_text, 60)
+    except AssertionError:
+        process.kill()
+        raise
     try:
         yield S3Server(endpoint)
     finally:

@@ -9,14 +9,12 @@ import re
 import shutil
 import signal
 import subprocess
-import time
-import urllib.request
 
 import pytest
 
 from tests.cluster import free_port
 from tests.conftest import REPO, make_config
-from tests.procs import PIPELINE
+from tests.procs import PIPELINE, wait_until_answers
 
 ARTIFACTS = REPO / "test-artifacts"
 RUNS = {"lr 0.001 (browser test)": 0.9731, "lr 0.01 (browser test)": 0.8642}
@@ -43,17 +41,9 @@ def served(tmp_path, digits_dataset):
         end_run(tracker, run_id, ok=True)
     server = subprocess.Popen([PIPELINE, "ui", *settings], cwd=tmp_path, start_new_session=True,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            with urllib.request.urlopen(f"{cfg.mlflow.ui_url}/health", timeout=2) as answer:
-                if answer.status == 200:
-                    break
-        except OSError:
-            pass
-        assert server.poll() is None, server.stdout.read().decode()[-3000:]
-        assert time.monotonic() < deadline, "mlflow server did not answer in 120 s"
-        time.sleep(0.5)
+    wait_until_answers(f"{cfg.mlflow.ui_url}/health", server, "pipeline ui",
+                       lambda: server.stdout.read().decode() if server.poll() is not None
+                       else "(still running, not answering)")
     yield settings, tmp_path
     os.killpg(server.pid, signal.SIGTERM)
     server.wait(timeout=30)

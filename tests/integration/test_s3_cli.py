@@ -10,14 +10,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from tests.cluster import free_port
-from tests.procs import Background, run_pipeline
+from tests.procs import Background, run_pipeline, wait_until_answers
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
 
@@ -44,15 +42,8 @@ def mlflow_server(s3, tmp_path_factory):
         server = subprocess.Popen(command, cwd=root, env=_user_env(s3), stdout=log,
                                   stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/health", timeout=2).close()
-            break
-        except OSError:
-            assert server.poll() is None, (root / "server.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "mlflow server did not answer in 120 s"
-            time.sleep(0.5)
+    wait_until_answers(f"{url}/health", server, "mlflow server",
+                       (root / "server.log").read_text)
     yield url
     os.killpg(server.pid, signal.SIGTERM)
     server.wait(timeout=30)
