@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import signal
 import threading
 import time
@@ -35,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from pipeline import storage
-from pipeline.datasets.manifest import LATEST_NAME, MANIFEST_NAME
+from pipeline.datasets.manifest import LATEST_NAME, MANIFEST_NAME, is_version_name
 from pipeline.errors import PipelineError
 
 log = logging.getLogger(__name__)
@@ -111,14 +110,13 @@ def staging_uri(output_uri: str, mode: WriteMode) -> str:
     return storage.join(parent, f".{name}.staging-{token}")
 
 
-VERSION_NAME = re.compile(r"v\d+")
 CLAIM_NAME = ".claim"
 GENERATION_PREFIX = "g-"
 
 
 def next_version_name(collection_uri: str) -> str:
     """One above every ``vNNNN`` there, committed or only claimed."""
-    numbers = [int(n[1:]) for n in storage.list_names(collection_uri) if VERSION_NAME.fullmatch(n)]
+    numbers = [int(n[1:]) for n in storage.list_names(collection_uri) if is_version_name(n)]
     return f"v{max(numbers, default=0) + 1:04d}"
 
 
@@ -353,7 +351,7 @@ def _garbage_inside(output_uri: str) -> list[tuple[str, str]]:
             found.append((name, _staging_why(storage.join(output_uri, name))))
         elif name.startswith(f".{LATEST_NAME}."):
             found.append((name, "staged by a writer that did not finish"))
-        elif VERSION_NAME.fullmatch(name) and not storage.exists(
+        elif is_version_name(name) and not storage.exists(
                 storage.join(output_uri, name, MANIFEST_NAME)):
             found.append((name, "claimed or written, never committed (no manifest.json)"))
         elif name.startswith(GENERATION_PREFIX) and (current or {}).get("data") != name:

@@ -93,10 +93,15 @@ class NotADatasetError(PipelineError, FileNotFoundError):
     """The path holds no committed dataset version."""
 
 
+def is_version_name(name: str) -> bool:
+    """``vNNNN``: a version's folder in a folder of versions (the one naming rule)."""
+    return re.fullmatch(r"v\d+", name) is not None
+
+
 def committed_versions(collection_uri: str) -> list[str]:
     """The ``vNNNN`` names in a folder of versions that hold a manifest, oldest first (what a
     writer staged or claimed but never committed is not among them)."""
-    names = [n for n in storage.list_names(collection_uri) if re.fullmatch(r"v\d+", n)]
+    names = [n for n in storage.list_names(collection_uri) if is_version_name(n)]
     return sorted((n for n in names if storage.exists(storage.join(collection_uri, n,
                                                                     MANIFEST_NAME))),
                   key=lambda n: int(n[1:]))

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 from pipeline import storage
 from pipeline.config import MOVED_KEYS, Config, ConfigError
-from pipeline.datasets.manifest import Manifest, open_version
+from pipeline.datasets.manifest import Manifest, is_version_name, open_version
 from pipeline.datasets.reader import check_shardable
 from pipeline.errors import InputError, PipelineError
 from pipeline.redaction import redact
@@ -62,7 +62,7 @@ def registered_name(cfg: Config, data: str, model: str) -> str:
     if cfg.registry.model_name:
         return cfg.registry.model_name
     parts = storage.to_uri(data).rstrip("/").split("/")
-    name = parts[-2] if re.fullmatch(r"v\d+", parts[-1]) and len(parts) > 1 else parts[-1]
+    name = parts[-2] if is_version_name(parts[-1]) and len(parts) > 1 else parts[-1]
     return f"{name}-{model}"
 
 
@@ -72,7 +72,7 @@ def dataset_root(url: str) -> str:
     ``s3://``, secrets redacted (as registry tags store them)."""
     uri = redact(storage.to_uri(url)).rstrip("/")
     parent, _, last = uri.rpartition("/")
-    root = parent if re.fullmatch(r"v\d+", last) and "/" in parent else uri
+    root = parent if is_version_name(last) and "/" in parent else uri
     return re.sub(r"^s3a://", "s3://", root)
 
 
