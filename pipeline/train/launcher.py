@@ -22,6 +22,7 @@ from typing import Any, ClassVar, Protocol
 
 from pipeline.config import Config, LaunchConfig, SparkConfig
 from pipeline.errors import PipelineError
+from pipeline.redaction import secret_name
 
 log = logging.getLogger(__name__)
 
@@ -88,19 +89,40 @@ def worker_env(cfg: LaunchConfig) -> dict[str, str]:
 
 
 @contextmanager
-def environment(values: Mapping[str, str]) -> Iterator[None]:
+def environment(values: Mapping[str, str | None]) -> Iterator[None]:
     """``values`` in ``os.environ`` for the block (``horovod.run`` hands its own environment to
-    the workers), then the previous values back."""
+    the workers; a ``None`` value removes the variable), then the previous values back."""
     saved = {key: os.environ.get(key) for key in values}
-    os.environ.update(values)
+    _set_environment(values)
     try:
         yield
     finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+        _set_environment(saved)
+
+
+def _set_environment(values: Mapping[str, str | None]) -> None:
+    for key, value in values.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+def secret_environment() -> dict[str, str]:
+    """The variables whose names say they hold a secret (redaction's rule: AWS keys, MLflow
+    tokens and passwords, ...), Horovod's own settings and ssh's agent socket (a path the
+    driver's ssh needs) aside."""
+    return {key: value for key, value in os.environ.items()
+            if secret_name(key) and not key.startswith("HOROVOD_") and key != "SSH_AUTH_SOCK"}
+
+
+def with_environment(values: Mapping[str, str], fn: Callable[..., Any], *args: Any) -> Any:
+    """Worker side: ``values`` into this process's environment, then ``fn(*args)``. Secrets
+    reach Gloo workers this way, inside Horovod's pickled function, because its launcher
+    writes every exported variable into each worker's command line (``env K=V ...``), which
+    ``ps`` shows to every user of the machine, over ssh too."""
+    os.environ.update(values)
+    return fn(*args)
 
 
 class Launcher(Protocol):
@@ -123,8 +145,10 @@ class GlooLauncher:
 
         hosts = self.hosts(workers)
         log.info("launching %d Horovod workers on %s (Gloo)", workers, hosts)
-        with environment(worker_env(self.cfg)):
-            return horovod.run(fn, args=args, np=workers, hosts=hosts, use_gloo=True,
+        secrets = secret_environment()  # out of the command lines, into the function's payload
+        with environment({**worker_env(self.cfg), **dict.fromkeys(secrets)}):
+            return horovod.run(with_environment, args=(secrets, fn, *args), np=workers,
+                               hosts=hosts, use_gloo=True,
                                start_timeout=self.cfg.start_timeout_s, verbose=0,
                                ssh_port=self.cfg.ssh_port,
                                ssh_identity_file=self.cfg.ssh_identity_file or None)

@@ -8,12 +8,15 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import threading
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
+from pipeline.config import load_config
 from pipeline.train.job import train
+from pipeline.train.launcher import make_launcher
 from tests.cluster import StandaloneCluster
 from tests.conftest import make_config
 from tests.procs import run_pipeline
@@ -65,6 +68,48 @@ def test_hosts_launcher_starts_one_rank_per_host_over_ssh(digits_dataset, local_
         assert f"-p {sshd.port} " in rank and f"-i {sshd.identity} " in rank
         # ... and sshd let it in on that address
         assert sshd.logins()[host] > before[host], sshd.log.read_text()[-3000:]
+
+
+SECRET = "pipeline-probe-9f3c1e"  # a value no other command line holds
+
+
+def _worker_command_lines(stop: threading.Event, seen: set[str]) -> None:
+    """Every distinct command line of a Horovod worker (or of the shell and ssh that start
+    it) until ``stop``, as ``ps`` shows them to any user of the machine."""
+    while not stop.wait(0.02):
+        for path in Path("/proc").glob("[0-9]*/cmdline"):
+            try:
+                line = path.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:  # the process ended
+                continue
+            if "horovod.runner.run_task" in line:
+                seen.add(line)
+
+
+@pytest.mark.parametrize("over_ssh", [False, True], ids=["local", "ssh"])
+def test_secrets_reach_the_workers_but_never_their_command_lines(over_ssh, request,
+                                                                 monkeypatch):
+    monkeypatch.setenv("PIPELINE_PROBE_TOKEN", SECRET)
+    overrides = []
+    if over_ssh:
+        sshd = request.getfixturevalue("sshd")
+        monkeypatch.setenv("PATH", f"{sshd.ssh_bin}{os.pathsep}{os.environ['PATH']}")
+        overrides = ["launch.launcher=hosts", "launch.hosts=127.0.0.2:1,127.0.0.3:1",
+                     f"launch.ssh_port={sshd.port}", f"launch.ssh_identity_file={sshd.identity}"]
+    launcher = make_launcher(load_config(overrides=overrides))
+    seen: set[str] = set()
+    stop = threading.Event()
+    watcher = threading.Thread(target=_worker_command_lines, args=(stop, seen))
+    watcher.start()
+    try:
+        values = launcher.run(os.getenv, ("PIPELINE_PROBE_TOKEN",), 2)
+    finally:
+        stop.set()
+        watcher.join()
+    assert values == [SECRET, SECRET]  # each worker has it in its environment ...
+    assert seen  # ... the watcher saw how they were started ...
+    assert not [line for line in seen if SECRET in line]  # ... and no command line holds it
+    assert os.environ["PIPELINE_PROBE_TOKEN"] == SECRET  # the driver's environment is back
 
 
 def _copy_few(raw: Path, target: Path, labels: int = 3, per_label: int = 2) -> int:
