@@ -265,10 +265,16 @@ def _add_datasets(commands, common: argparse.ArgumentParser) -> None:
 
 
 def _add_ui(commands, common: argparse.ArgumentParser) -> None:
-    commands.add_parser("ui", parents=[common], help="serve the MLflow UI on the store",
-                        description="Run 'mlflow server' on mlflow.tracking_uri, bound to "
-                                    "mlflow.ui_host:mlflow.ui_port (127.0.0.1:5000 by default; "
-                                    "mlflow.ui_host=0.0.0.0 exposes it to the network).")
+    ui = commands.add_parser(
+        "ui", parents=[common], help="serve the MLflow UI on the store",
+        description="Run 'mlflow server' on mlflow.tracking_uri, bound to "
+                    "mlflow.ui_host:mlflow.ui_port (127.0.0.1:5000 by default). Any other host "
+                    "needs --expose; --auth puts MLflow's basic-auth app in front.")
+    ui.add_argument("--expose", action="store_true",
+                    help="allow an mlflow.ui_host other than loopback (prints a warning)")
+    ui.add_argument("--auth", action="store_true",
+                    help="every request needs a user; the admin is MLFLOW_TRACKING_USERNAME "
+                         "with MLFLOW_TRACKING_PASSWORD; users in mlflow.auth_database_uri")
 
 
 def _add_demo(commands, common: argparse.ArgumentParser) -> None:
@@ -617,13 +623,15 @@ def _datasets(cfg: Config, args: argparse.Namespace) -> int:
 def _ui(cfg: Config, args: argparse.Namespace) -> int:
     import subprocess
 
-    from pipeline.tracking.compare import ui_command
     from pipeline.tracking.tracker import Tracker
+    from pipeline.tracking.ui import ui_server
 
-    command = ui_command(Tracker.from_config(cfg.mlflow), cfg.mlflow.ui_host,
-                         cfg.mlflow.ui_port)
-    print(f"MLflow UI on {cfg.mlflow.ui_url} (Ctrl-C stops it): {' '.join(command)}", flush=True)
-    return subprocess.call(command)
+    with ui_server(Tracker.from_config(cfg.mlflow), cfg.mlflow, args.expose, args.auth) as server:
+        if server.warning:
+            log.warning("%s", server.warning)
+        print(f"MLflow UI on {cfg.mlflow.ui_url}{' (users: --auth)' if args.auth else ''} "
+              f"(Ctrl-C stops it): {' '.join(server.command)}", flush=True)
+        return subprocess.call(server.command, env=server.env)
 
 
 def _demo(cfg: Config, args: argparse.Namespace) -> int:

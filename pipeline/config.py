@@ -282,6 +282,7 @@ class MlflowConfig(_Section):
     experiment: str = Field(min_length=1)
     ui_host: str = Field(min_length=1)
     ui_port: int = Field(gt=0, lt=65536)
+    auth_database_uri: str = Field(min_length=1)  # pipeline ui --auth: MLflow's users database
 
     @property
     def ui_url(self) -> str:

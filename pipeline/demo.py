@@ -15,8 +15,8 @@ from pipeline.ingest.text_job import ingest_text
 from pipeline.samples.digits import write_digits
 from pipeline.samples.reviews import write_reviews
 from pipeline.spark import get_spark
-from pipeline.tracking import compare
 from pipeline.tracking.tracker import Tracker
+from pipeline.tracking.ui import ui_command as mlflow_ui_command
 from pipeline.train.job import TrainResult, train
 
 log = logging.getLogger(__name__)
@@ -67,4 +67,4 @@ def run_demo(cfg: Config) -> DemoResult:
 
 def ui_command(cfg: Config) -> str:
     tracker = Tracker.from_config(cfg.mlflow)
-    return " ".join(compare.ui_command(tracker, cfg.mlflow.ui_host, cfg.mlflow.ui_port))
+    return " ".join(mlflow_ui_command(tracker, cfg.mlflow.ui_host, cfg.mlflow.ui_port))

@@ -1,13 +1,10 @@
 """Comparing training runs: the best N by a metric as a table, and the MLflow UI page that
-shows them side by side; ``pipeline ui`` serves that UI on the configured store."""
+shows them side by side (``pipeline ui`` serves that UI: ``tracking/ui.py``)."""
 
 from __future__ import annotations
 
 import json
-import shutil
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 from urllib import parse
 
 from pipeline.errors import PipelineError
@@ -72,11 +69,3 @@ def format_table(rows: list[RunRow], metric: str) -> str:
     widths = [max(len(str(row[i])) for row in [header, *lines]) for i in range(len(header))]
     return "\n".join("  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True))
                      for row in [header, *lines])
-
-
-def ui_command(tracker: Tracker, host: str, port: int) -> list[str]:
-    """``mlflow server`` on the tracker's store, bound to ``host`` (127.0.0.1 by default)."""
-    mlflow = Path(sys.executable).with_name("mlflow")
-    executable = str(mlflow) if mlflow.exists() else (shutil.which("mlflow") or "mlflow")
-    return [executable, "server", "--backend-store-uri", tracker.uri,
-            "--host", host, "--port", str(port)]

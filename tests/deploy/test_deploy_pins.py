@@ -14,7 +14,7 @@ DOCKER = REPO / "deploy" / "docker"
 
 def _pins() -> dict[str, str]:
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    pins = dict(re.match(r"([\w.-]+)==([\w.]+)$", d).groups()
+    pins = dict(re.match(r"([\w.-]+)(?:\[[\w,-]+\])?==([\w.]+)$", d).groups()
                 for d in project["dependencies"] if "==" in d)
     setup = (REPO / "deploy" / "setup_env.sh").read_text()
     pins["horovod"] = re.search(r"HOROVOD_VERSION=([\d.]+)", setup).group(1)

@@ -4,17 +4,21 @@ page that ``pipeline runs compare`` prints; a screenshot is kept in test-artifac
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import re
 import shutil
 import signal
 import subprocess
+import urllib.error
+import urllib.request
 
 import pytest
 
 from tests.cluster import free_port
 from tests.conftest import REPO, make_config
-from tests.procs import PIPELINE, wait_until_answers
+from tests.procs import PIPELINE, run_pipeline, wait_until_answers
 
 ARTIFACTS = REPO / "test-artifacts"
 RUNS = {"lr 0.001 (browser test)": 0.9731, "lr 0.01 (browser test)": 0.8642}
@@ -76,3 +80,61 @@ def test_compare_page_shows_both_runs_in_chromium(served):
         finally:
             browser.close()
     assert (ARTIFACTS / "mlflow_compare_runs.png").stat().st_size > 10_000
+
+
+def test_a_network_facing_ui_needs_expose_and_auth_needs_the_admins_credentials(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_TRACKING_")}
+    store = f"mlflow.tracking_uri=sqlite:///{tmp_path / 'mlruns.db'}"
+    exposed = run_pipeline(["ui", store, "mlflow.ui_host=0.0.0.0"], cwd=tmp_path, env=env,
+                           timeout=120)
+    assert exposed.returncode == 2, exposed.stderr[-2000:]
+    assert "mlflow.ui_host=0.0.0.0" in exposed.stderr and "--expose" in exposed.stderr
+    nobody = run_pipeline(["ui", store, "--auth"], cwd=tmp_path, env=env, timeout=120)
+    assert nobody.returncode == 2, nobody.stderr[-2000:]
+    assert "MLFLOW_TRACKING_USERNAME" in nobody.stderr and "Traceback" not in nobody.stderr
+    assert not (tmp_path / "mlruns.db").exists()  # refused before any server started
+
+
+def _create_experiment(url: str, name: str, user: str | None = None) -> int:
+    """The HTTP status of a write (creating an experiment), with basic auth when ``user``."""
+    request = urllib.request.Request(f"{url}/api/2.0/mlflow/experiments/create",
+                                     data=json.dumps({"name": name}).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    if user:
+        token = base64.b64encode(f"{user}:{PASSWORD}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return answer.status
+    except urllib.error.HTTPError as refused:
+        return refused.code
+
+
+PASSWORD = "a-long-admin-password-7"
+
+
+def test_ui_with_auth_refuses_an_unauthenticated_write(tmp_path):
+    port = free_port()
+    settings = [f"mlflow.tracking_uri=sqlite:///{tmp_path / 'mlruns.db'}",
+                f"mlflow.auth_database_uri=sqlite:///{tmp_path / 'users.db'}",
+                "mlflow.ui_host=0.0.0.0", f"mlflow.ui_port={port}"]
+    (tmp_path / "tmp").mkdir()
+    env = {**os.environ, "MLFLOW_TRACKING_USERNAME": "alice", "MLFLOW_TRACKING_PASSWORD": PASSWORD,
+           "TMPDIR": str(tmp_path / "tmp")}
+    server = subprocess.Popen([PIPELINE, "ui", *settings, "--expose", "--auth"], cwd=tmp_path,
+                              env=env, start_new_session=True, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_answers(f"{url}/health", server, "pipeline ui --auth",
+                           lambda: server.stdout.read().decode() if server.poll() is not None
+                           else "(still running, not answering)", timeout_s=300)
+        assert _create_experiment(url, "anonymous") == 401
+        assert _create_experiment(url, "by the admin", user="alice") == 200
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        output = server.communicate(timeout=60)[0].decode()
+    assert "reachable from the network" in output  # --expose warns
+    users = (tmp_path / "users.db").read_bytes()
+    assert b"alice" in users and PASSWORD.encode() not in users  # a hash, not the password
+    assert not list((tmp_path / "tmp").glob("pipeline-ui-*"))  # its config file is removed
