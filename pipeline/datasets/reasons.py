@@ -36,6 +36,7 @@ class Reason(StrEnum):
     # text documents and rows
     MALFORMED_ROW = "malformed_row"
     BAD_HEADER = "bad_header"
+    NO_ROWS = "no_rows"
     MISSING_TEXT = "missing_text"
     TEXT_NOT_STRING = "text_not_string"
     UNDECODABLE = "undecodable"
@@ -72,7 +73,8 @@ MEANINGS: dict[Reason, str] = {
     Reason.TOO_SMALL: "a side shorter than `images.min_size`",
     Reason.ANIMATED: "an animation, with `images.animation=reject`",
     Reason.ENCODE_FAILED: "the cleaned pixels could not be encoded as `images.encoding`",
-    Reason.HIDDEN_FILE: "a name starting with `.` or `_` below the input root; not read",
+    Reason.HIDDEN_FILE: "a name starting with `.` or `_`, or an upload in progress "
+                        "(`*._COPYING_`), below the input root (Spark skips these); not read",
     Reason.NO_LABEL: "a file not in `ROOT/<label>/`, or a listing row with an empty label",
     Reason.SYMLINK_OUTSIDE_ROOT: "a symbolic link leading out of the input root",
     Reason.OUTSIDE_ROOT: "a path that is not below the input root",
@@ -85,6 +87,8 @@ MEANINGS: dict[Reason, str] = {
     Reason.MALFORMED_ROW: "a CSV row with too few or too many fields, bad JSON, or a JSON "
                           "value that is not an object (file and line in the detail)",
     Reason.BAD_HEADER: "a CSV whose header lacks the text or the label column",
+    Reason.NO_ROWS: "a table file without a row (a CSV header alone, a JSONL file of blank "
+                    "lines, a Parquet file of no rows): recorded, nothing to read",
     Reason.MISSING_TEXT: "no text, or a null",
     Reason.TEXT_NOT_STRING: "a text that is a number, a list or another non-string",
     Reason.UNDECODABLE: "bytes no configured encoding decodes (`text.on_decode_error: "

@@ -32,9 +32,22 @@ class Discovered:
 
 
 def is_hidden(path: str, root: str) -> bool:
-    """Hidden below ``root``: a name starting with '.' or '_' (Spark's readers skip these)."""
+    """Hidden below ``root``: a name starting with '.' or '_', or an upload in progress
+    (``*._COPYING_``): Spark's file readers skip these names."""
     relative = path[len(root.rstrip("/")) + 1:] if path.startswith(root) else path
-    return any(part.startswith((".", "_")) for part in relative.split("/") if part)
+    return any(part.startswith((".", "_")) or part.endswith("._COPYING_")
+               for part in relative.split("/") if part)
+
+
+def _placement_problem(path: str, root: str, escapes_root: bool) -> tuple[Reason, str] | None:
+    """Why a file is not read, judged from where it was found: a hidden name, or a symbolic
+    link that resolves outside the input root (its bytes are never read)."""
+    if is_hidden(path, root):
+        return Reason.HIDDEN_FILE, ("names starting with '.' or '_', or ending '._COPYING_', "
+                                    "are hidden; not read")
+    if escapes_root:
+        return Reason.SYMLINK_OUTSIDE_ROOT, "a symbolic link that resolves outside the input root"
+    return None
 
 
 def size_problem(size: int, max_bytes: int | None = None) -> tuple[Reason, str] | None:
@@ -52,12 +65,8 @@ def classify_folder_file(path: str, size: int, root: str, escapes_root: bool = F
                          max_bytes: int | None = None) -> Discovered:
     """A file found under ``root`` in a ``ROOT/<label>/<file>`` layout; ``max_bytes``: the
     largest listed size read (``ingest.max_file_bytes``)."""
-    if is_hidden(path, root):
-        return Discovered(path, size, reason=Reason.HIDDEN_FILE,
-                          detail="names starting with '.' or '_' are hidden; not read")
-    if escapes_root:
-        return Discovered(path, size, reason=Reason.SYMLINK_OUTSIDE_ROOT,
-                          detail="a symbolic link that resolves outside the input root")
+    if (problem := _placement_problem(path, root, escapes_root)) is not None:
+        return Discovered(path, size, None, *problem)
     try:
         label = label_from_path(path, root)
     except Rejected as rejected:
@@ -67,12 +76,11 @@ def classify_folder_file(path: str, size: int, root: str, escapes_root: bool = F
     return Discovered(path, size, label)
 
 
-def classify_data_file(path: str, size: int, root: str,
+def classify_data_file(path: str, size: int, root: str, escapes_root: bool = False,
                        max_bytes: int | None = None) -> Discovered:
-    """A file of rows (CSV, JSONL) under ``root``: its rows carry their own labels."""
-    if is_hidden(path, root):
-        return Discovered(path, size, reason=Reason.HIDDEN_FILE,
-                          detail="names starting with '.' or '_' are hidden; not read")
+    """A file of rows (CSV, JSONL, Parquet) under ``root``: its rows carry their own labels."""
+    if (problem := _placement_problem(path, root, escapes_root)) is not None:
+        return Discovered(path, size, None, *problem)
     if (problem := size_problem(size, max_bytes)) is not None:
         return Discovered(path, size, None, *problem)
     return Discovered(path, size, label="")

@@ -104,6 +104,17 @@ def csv_header(content: str) -> tuple[list[str], int]:
     return _first_record(reader), reader.line_num
 
 
+def csv_has_row(content: str) -> bool:
+    """Whether a CSV text has a record after its header (a blank line is none), as
+    ``csv_rows`` would find one; a text the reader chokes on has something to report."""
+    reader = csv.reader(io.StringIO(content.removeprefix("\ufeff"), newline=""))
+    try:
+        _first_record(reader)
+        return any(fields for fields in reader)
+    except (csv.Error, HeaderError):
+        return True
+
+
 def csv_line_ends(content: str) -> int:
     """The line ends in a CSV text as the csv reader counts them: "\\r\\n", "\\r" or "\\n"."""
     return content.count("\n") + content.count("\r") - content.count("\r\n")

@@ -136,17 +136,17 @@ def _read_parquet_with_spark(spark: SparkSession, input_uri: str, text_col: str,
 
 def _parquet_footers(root: str, files: list[tuple[str, int]]
                      ) -> tuple[list[RowGroup], list[str], list[TextRecord]]:
-    """(row groups, column names of all files, records of files that are not Parquet).
-    Hidden files (``_SUCCESS``, ``.crc``) are skipped, as Spark's reader skips them."""
+    """(row groups, column names of all files, records of the files not read: hidden ones
+    such as ``_SUCCESS`` and ``.crc``, which Spark's reader skips, links out of the root,
+    empty files, files that are not Parquet, Parquet files without a row)."""
     groups: list[RowGroup] = []
     columns: dict[str, None] = {}
     rejected = []
     for path, size in files:
-        if is_hidden(path, root):
-            continue
-        if size == 0:
-            rejected.append(TextRecord.rejected(spark_file_path(path), None, Reason.EMPTY_FILE,
-                                                "the file has no bytes"))
+        found = classify_data_file(path, size, root, listing.escapes_root(path, root))
+        if found.reason is not None:
+            rejected.append(TextRecord.rejected(spark_file_path(path), None, found.reason,
+                                                found.detail))
             continue
         try:
             footer = read_footer(path)
@@ -155,6 +155,9 @@ def _parquet_footers(root: str, files: list[tuple[str, int]]
                 spark_file_path(path), None, Reason.UNREADABLE,
                 f"no readable Parquet footer: {type(exc).__name__}: {first_line(exc)}"))
             continue
+        if not any(group.rows for group in footer.groups):
+            rejected.append(TextRecord.rejected(spark_file_path(path), None, Reason.NO_ROWS,
+                                                "a Parquet file without a row"))
         groups += footer.groups
         columns.update(dict.fromkeys(footer.columns))
     return groups, list(columns), rejected
@@ -183,11 +186,8 @@ def _classify(files: list[tuple[str, int]], root: str, fmt: str, max_bytes: int
     """(rejected at discovery, candidate path -> label, candidate path -> size)."""
     rejected, labels, sizes = [], {}, {}
     for path, size in files:
-        if fmt == "folders":
-            found = classify_folder_file(path, size, root, listing.escapes_root(path, root),
-                                         max_bytes)
-        else:
-            found = classify_data_file(path, size, root, max_bytes)
+        classify = classify_folder_file if fmt == "folders" else classify_data_file
+        found = classify(path, size, root, listing.escapes_root(path, root), max_bytes)
         if found.reason is not None:
             rejected.append(TextRecord.rejected(path, None, found.reason, found.detail,
                                                 found.label))

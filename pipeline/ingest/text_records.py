@@ -66,8 +66,12 @@ def file_rows(source: str, data: bytes, fmt: RowFormat, text_col: str, label_col
                                   f"the whole file: {rejected.detail}")
         return
     try:
+        found = False
         for row in parse_rows(content, fmt, (text_col, label_col)):
+            found = True
             yield _row_item(source, row)
+        if not found:
+            yield no_rows(source, fmt)
     except HeaderError as bad:
         if bad.cause is not None:
             yield TextRecord.rejected(source, 1, Reason.MALFORMED_ROW,
@@ -80,6 +84,12 @@ def bad_header(source: str, header: Sequence[str], missing: Sequence[str]) -> Te
     """The one record of a table file whose header lacks a wanted column."""
     return TextRecord.rejected(source, 1, Reason.BAD_HEADER,
                                f"the header {list(header)} lacks column {', '.join(missing)}")
+
+
+def no_rows(source: str, fmt: RowFormat) -> TextRecord:
+    """The one record of a table file without a row (a CSV header alone): still accounted for."""
+    return TextRecord.rejected(source, None, Reason.NO_ROWS,
+                               f"the whole file: no {fmt.upper()} row to read")
 
 
 def _row_item(source: str, row: Row) -> RawDocument | TextRecord:

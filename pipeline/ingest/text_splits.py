@@ -46,10 +46,17 @@ from pipeline.ingest.rows import (
     HeaderError,
     RowFormat,
     csv_ends_quoted,
+    csv_has_row,
     csv_header,
     csv_line_ends,
 )
-from pipeline.ingest.text_records import RawDocument, TextRecord, bad_header, range_rows
+from pipeline.ingest.text_records import (
+    RawDocument,
+    TextRecord,
+    bad_header,
+    no_rows,
+    range_rows,
+)
 
 SPLIT_BYTES = 64 << 20  # JSONL and CSV files larger than this are read in ranges of this size
 SEEK_CHUNK = 64 << 10  # bytes read at a time while looking for the end of a line
@@ -92,11 +99,13 @@ def line_start(read_at: ReadAt, pos: int, size: int, chunk: int = SEEK_CHUNK) ->
 class CsvScan:
     """What the first pass learns of a CSV range: its line ends as the csv reader counts them,
     whether it ends inside a quoted field when it starts outside one and when it starts inside
-    one, and (the first range only) the file's header, when it can be read and ends there."""
+    one, whether a record (not the header) is in it, and (the first range only) the file's
+    header, when it can be read and ends there."""
 
     lines: int
     ends_quoted: tuple[bool, bool]
     header: tuple[str, ...] | None = None
+    has_row: bool = True  # a record in it (after the header, in the first range)
 
 
 @dataclass(frozen=True)
@@ -153,15 +162,17 @@ def _scan_csv(text: str, start: int, last: bool) -> CsvScan:
     body = text.removeprefix("\ufeff") if start == 0 else text  # as csv_rows drops one more
     lines = csv_line_ends(text)
     ends_quoted = (csv_ends_quoted(body, False), csv_ends_quoted(body, True))
-    if start != 0:
-        return CsvScan(lines, ends_quoted)
+    if start != 0:  # any line but an empty one is a record for the csv reader
+        return CsvScan(lines, ends_quoted, has_row=bool(text.strip("\r\n")))
     try:
         header, header_lines = csv_header(text)
     except HeaderError:
         return CsvScan(lines, ends_quoted)
     # the header ends in this range unless it is the record left open at the range's end
     whole = last or not ends_quoted[0] or header_lines < lines
-    return CsvScan(lines, ends_quoted, tuple(header) if whole else None)
+    if not whole:
+        return CsvScan(lines, ends_quoted)
+    return CsvScan(lines, ends_quoted, tuple(header), csv_has_row(text))
 
 
 def scan_file_range(source: str, size: int, start: int, end: int, fmt: RowFormat = "jsonl"
@@ -246,6 +257,8 @@ def _plan_csv(source: str, parts: list[RangeScan], columns: Sequence[str]) -> Ra
     missing = [column for column in columns if column not in header]
     if missing:
         return RangePlan([], [], [bad_header(source, header, missing)])
+    if not any(scan.csv.has_row for scan in parts):
+        return RangePlan([], [], [no_rows(source, "csv")])
     pieces: list[list[int]] = []  # [start, end, first line]
     quoted, line = False, 1
     for scan in parts:

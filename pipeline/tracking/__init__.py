@@ -4,6 +4,6 @@ Public: ``tracker.Tracker`` (the store, built once from ``mlflow.*``), ``keys`` 
 metric and artifact name stages hand to each other), ``runs`` (run lifecycle and lineage),
 ``registry`` (versions and aliases), ``models`` (loading logged models and the rule that a
 model fits a dataset version), ``keras`` (rank-0 logging inside a Horovod worker), ``compare``
-(the best runs and their UI page), ``ui`` (``pipeline ui``: exposure and basic auth). Internal: ``params`` (redaction), ``reports`` (figures),
-``retry``.
+(the best runs and their UI page), ``ui`` (``pipeline ui``: exposure and basic auth).
+Internal: ``params`` (redaction), ``reports`` (figures), ``retry``.
 """

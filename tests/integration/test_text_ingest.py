@@ -130,7 +130,8 @@ def test_parquet_input_with_bad_values(spark, tmp_path):
 
 def test_parquet_rows_are_named_as_sparks_reader_names_them(spark, tmp_path):
     """Row groups read by the tasks through the storage layer: the same ``source`` and
-    ``line`` as Spark's ``_metadata.file_path`` and ``row_index + 1``; hidden files skipped."""
+    ``line`` as Spark's ``_metadata.file_path`` and ``row_index + 1``; the files Spark's reader
+    skips or that hold no row are accounted for too."""
     folder = tmp_path / "input"
     folder.mkdir()
     for part in range(2):
@@ -138,16 +139,47 @@ def test_parquet_rows_are_named_as_sparks_reader_names_them(spark, tmp_path):
                               "label": ["fresh", "rotten", None, "plot", "fresh", "", "rotten"]})
         pq.write_table(pa.Table.from_pandas(frame), folder / f"part {part}é.parquet",
                        row_group_size=3)
-    (folder / "_SUCCESS").write_bytes(b"")
-    manifest = ingest_text(spark, make_config(tmp_path), str(folder), str(tmp_path / "out"),
-                           fmt="parquet")
-    assert manifest.discovered == 14 and manifest.accounted()
-    outcome, _, _ = _outcomes(tmp_path / "out", "")
     spark_rows = spark.read.parquet(f"file://{folder}").select(
         "_metadata.file_path", "_metadata.row_index").collect()
-    assert sorted(outcome) == sorted(f"{path}:{index + 1}" for path, index in spark_rows)
-    assert sorted(reason for reason in outcome.values() if reason != "accepted") == [
+    (folder / "_SUCCESS").write_bytes(b"")
+    pq.write_table(pa.table({"text": pa.array([], pa.string()),
+                             "label": pa.array([], pa.string())}), folder / "empty.parquet")
+    (tmp_path / "elsewhere.parquet").write_bytes((folder / "part 0é.parquet").read_bytes())
+    (folder / "linked.parquet").symlink_to(tmp_path / "elsewhere.parquet")
+    manifest = ingest_text(spark, make_config(tmp_path), str(folder), str(tmp_path / "out"),
+                           fmt="parquet")
+    assert manifest.discovered == 17 and manifest.accounted()
+    outcome, _, _ = _outcomes(tmp_path / "out", "")
+    rows = {key: reason for key, reason in outcome.items() if key.rsplit(":", 1)[-1].isdigit()}
+    assert sorted(rows) == sorted(f"{path}:{index + 1}" for path, index in spark_rows)
+    assert sorted(reason for reason in rows.values() if reason != "accepted") == [
         "missing_label"] * 4
+    files = {key.rsplit("/", 1)[-1]: reason for key, reason in outcome.items() if key not in rows}
+    assert files == {"_SUCCESS": "hidden_file", "empty.parquet": "no_rows",
+                     "linked.parquet": "symlink_outside_root"}
+
+
+def test_every_file_of_a_table_folder_is_accounted_for_and_links_out_are_never_read(
+        spark, tmp_path):
+    folder, secret = tmp_path / "input", "PRIVATE-ROW-4f1c never to be read"
+    folder.mkdir()
+    (folder / "a.csv").write_text("text,label\nA warm and funny film,fresh\n"
+                                  "A cold and dull film,rotten\n")
+    (folder / "header_only.csv").write_text("text,label\n")
+    for hidden in (".draft.csv", "_tmp.csv", "b.csv._COPYING_"):
+        (folder / hidden).write_text("text,label\nA hidden film,fresh\n")
+    (tmp_path / "private.csv").write_text(f"text,label\n{secret},fresh\n")
+    (folder / "outside.csv").symlink_to(tmp_path / "private.csv")
+    manifest = ingest_text(spark, make_config(tmp_path), str(folder), str(tmp_path / "out"),
+                           fmt="csv")
+    assert manifest.discovered == 7 and manifest.accounted()
+    outcome, details, rows = _outcomes(tmp_path / "out", f"file:{folder}/")
+    assert outcome == {"a.csv:2": "accepted", "a.csv:3": "accepted",
+                       "header_only.csv": "no_rows", ".draft.csv": "hidden_file",
+                       "_tmp.csv": "hidden_file", "b.csv._COPYING_": "hidden_file",
+                       "outside.csv": "symlink_outside_root"}
+    stored = " ".join(str(value) for value in [*details.values(), *(r["text"] for r in rows)])
+    assert "PRIVATE-ROW" not in stored
 
 
 def test_files_over_max_file_bytes_are_quarantined_unread(spark, tmp_path):

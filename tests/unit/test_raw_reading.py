@@ -117,8 +117,14 @@ def test_files_over_the_cap_are_judged_from_their_listed_size():
     assert (found.reason, found.label) == (Reason.TOO_LARGE, "cat")
     assert classify_folder_file("file:/r/.big.png", 11, "file:/r", max_bytes=10).reason == \
         Reason.HIDDEN_FILE  # where a file lies is judged first
-    assert classify_data_file("file:/r/a.csv", 11, "file:/r", 10).reason == Reason.TOO_LARGE
-    assert classify_data_file("file:/r/a.csv", 10, "file:/r", 10).reason is None
+    assert classify_data_file("file:/r/a.csv", 11, "file:/r", max_bytes=10).reason == \
+        Reason.TOO_LARGE
+    assert classify_data_file("file:/r/a.csv", 10, "file:/r", max_bytes=10).reason is None
+    # tables are accounted for like folder files: where they lie first, never read if outside
+    assert classify_data_file("file:/r/a.csv", 10, "file:/r", True).reason == \
+        Reason.SYMLINK_OUTSIDE_ROOT
+    assert classify_data_file("file:/r/a.csv._COPYING_", 10, "file:/r").reason == \
+        Reason.HIDDEN_FILE  # an HDFS upload in progress, which Spark skips
 
 
 # --- JSONL ranges ---------------------------------------------------------------------------
@@ -272,9 +278,13 @@ CSV_CASES = {
     "reordered": b'label,extra,text\npos,1,"one\ntwo"\nneg,2,three\n' * 6,
     "header-only": b"text,label\r\n",
     "header-no-newline": b"text,label",
+    "header-then-blank-lines": b"text,label\n\n\r\n\n",
     "quoted-header": b'"te\nxt","la\r\nbel",text,label\n1,2,3,4\n' * 4,
     "unterminated": b'text,label\nok,pos\n"never closed,\nstill,\nopen\n',
 }
+
+
+NO_ROWS = ("header-only", "header-no-newline", "header-then-blank-lines")
 
 
 @pytest.mark.parametrize("split", [1, 2, 3, 5, 8, 13, 40, 4096])
@@ -283,7 +293,10 @@ def test_csv_ranges_give_exactly_the_rows_of_the_whole_file(tmp_path, case, spli
     data = CSV_CASES[case]
     plan, got, whole = _csv_read(tmp_path, data, split)
     assert got == whole
-    assert plan.records == []
+    # a header and no row: one no_rows record for the file, decided by the first pass
+    assert plan.records == ([] if case not in NO_ROWS else whole)
+    assert [item.reason for item in whole if case in NO_ROWS] == [Reason.NO_ROWS] * (
+        case in NO_ROWS)
     # UTF-8 with a header: read in ranges, unless the header does not end in the first one
     assert plan.whole == [] or (case == "quoted-header" and split < 16)
 
