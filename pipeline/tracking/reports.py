@@ -52,10 +52,18 @@ def curves_figure(history: Mapping[str, Sequence[float]]):
     return figure
 
 
+GRID_MAX = 30  # classes: past this a grid of counts is unreadable (and huge to draw)
+TOP_CONFUSIONS = 25  # what is drawn instead: the largest true -> predicted mistakes
+
+
 def confusion_figure(confusion: np.ndarray, labels: Sequence[str], title: str):
-    """Counts with the row-normalised share as colour, so small classes stay readable."""
-    plt = _pyplot()
+    """Counts with the row-normalised share as colour, so small classes stay readable; past
+    ``GRID_MAX`` classes, the largest confusions instead (a bounded figure for 1,000 classes;
+    every class's numbers stay in ``per_class.json``)."""
     confusion = np.asarray(confusion)
+    if len(labels) > GRID_MAX:
+        return _top_confusions_figure(confusion, labels, title)
+    plt = _pyplot()
     shares = confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)
     size = max(4.0, 0.5 * len(labels) + 2)
     figure, axis = plt.subplots(figsize=(size, size))
@@ -69,6 +77,31 @@ def confusion_figure(confusion: np.ndarray, labels: Sequence[str], title: str):
     axis.set_xlabel("predicted")
     axis.set_ylabel("true")
     axis.set_title(title)
+    figure.tight_layout()
+    return figure
+
+
+def top_confusions(confusion: np.ndarray, labels: Sequence[str], top: int
+                   ) -> list[tuple[str, str, int]]:
+    """The ``top`` largest off-diagonal counts as (true, predicted, count), largest first."""
+    mistakes = np.array(confusion, dtype=np.int64)
+    np.fill_diagonal(mistakes, 0)
+    order = np.argsort(mistakes, axis=None, kind="stable")[::-1][:top]
+    cells = zip(*np.unravel_index(order, mistakes.shape), strict=True)
+    return [(labels[row], labels[col], int(mistakes[row, col])) for row, col in cells
+            if mistakes[row, col] > 0]
+
+
+def _top_confusions_figure(confusion: np.ndarray, labels: Sequence[str], title: str):
+    plt = _pyplot()
+    found = top_confusions(confusion, labels, TOP_CONFUSIONS)
+    figure, axis = plt.subplots(figsize=(8, 1.5 + 0.3 * max(len(found), 1)))
+    axis.barh(range(len(found)), [count for *_, count in found], color="tab:blue")
+    axis.set_yticks(range(len(found)), [f"{true} -> {predicted}" for true, predicted, _ in found],
+                    fontsize=8)
+    axis.invert_yaxis()
+    axis.set_xlabel("rows (true -> predicted)")
+    axis.set_title(f"{title}: the {len(found)} largest confusions of {len(labels)} classes")
     figure.tight_layout()
     return figure
 

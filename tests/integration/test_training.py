@@ -128,7 +128,9 @@ def test_text_cnn_learns_the_reviews(reviews_dataset, tmp_path):
 @pytest.mark.timeout(1200)  # an LSTM over the reviews, 2 epochs on 2 ranks
 def test_text_rnn_with_lstm_and_cosine_schedule_learns(reviews_dataset, tmp_path):
     url, manifest = reviews_dataset
+    # a one-way LSTM of 32 units: the cell and the schedule are under test, not the width
     cfg = make_config(tmp_path, "train.model=text_rnn", "train.text_rnn.cell=lstm",
+                      "train.text_rnn.bidirectional=false", "train.text_rnn.units=32",
                       "train.learning_rate=0.002", "train.schedule.name=cosine",
                       "train.schedule.warmup_epochs=0", "train.dropout=0.2", "train.epochs=2")
     result = train(cfg, url)

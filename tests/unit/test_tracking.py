@@ -4,7 +4,12 @@ import numpy as np
 import pytest
 
 from pipeline.tracking.params import REDACTED, library_versions, loggable_params
-from pipeline.tracking.reports import confusion_figure, curves_figure, per_class_metrics
+from pipeline.tracking.reports import (
+    confusion_figure,
+    curves_figure,
+    per_class_metrics,
+    top_confusions,
+)
 from pipeline.tracking.retry import Retrying
 
 
@@ -70,6 +75,21 @@ def test_figures_draw_what_they_are_given():
     assert [len(axis.lines) for axis in curves.axes] == [2, 1]
     matrix = confusion_figure(np.array([[3, 1], [0, 4]]), ["a", "b"], "val")
     assert sorted(t.get_text() for t in matrix.axes[0].texts) == ["0", "1", "3", "4"]
+
+
+def test_a_thousand_classes_draw_the_largest_confusions_in_a_bounded_figure():
+    labels = [f"class{i}" for i in range(1000)]
+    confusion = np.diag(np.full(1000, 50))
+    confusion[7, 3], confusion[999, 0], confusion[5, 5] = 40, 12, 90
+    confusion[np.arange(100, 200), np.arange(101, 201)] = 1  # many single mistakes
+    assert top_confusions(confusion, labels, 2) == [("class7", "class3", 40),
+                                                    ("class999", "class0", 12)]
+    figure = confusion_figure(confusion, labels, "test")
+    width, height = figure.get_size_inches()
+    assert width <= 8 and height <= 10  # not a 1000 x 1000 grid of numbers
+    (axis,) = figure.axes
+    names = [tick.get_text() for tick in axis.get_yticklabels()]
+    assert len(names) == 25 and names[:2] == ["class7 -> class3", "class999 -> class0"]
 
 
 def test_by_alias_is_none_only_when_the_alias_or_model_does_not_exist(tmp_path, monkeypatch):
