@@ -10,8 +10,11 @@ so Spark executors, Horovod workers and MLflow see the same settings.
 
 from __future__ import annotations
 
+import atexit
 import functools
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -287,3 +290,12 @@ def replace_text(uri: str, text: str) -> None:
     staged = f"{parent}/.{name}.{os.getpid()}.tmp"
     write_text(staged, text)
     replace_file(staged, uri)
+
+
+def scratch_dir(prefix: str) -> str:
+    """A new private local folder, removed when the process ends: for model copies and
+    downloaded artifacts that must outlive the call that fetched them (Spark re-reads an
+    archive added to a session whenever a task starts), which no one would clean otherwise."""
+    folder = tempfile.mkdtemp(prefix=prefix)
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder

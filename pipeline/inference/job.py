@@ -10,7 +10,6 @@ import dataclasses
 import json
 import logging
 import shutil
-import tempfile
 from collections import Counter
 from dataclasses import dataclass, replace
 from functools import partial
@@ -152,9 +151,9 @@ def predict_files(spark: SparkSession, cfg: Config, model_uri: str, input_path: 
     output_uri = storage.to_uri(output_path)
     check_output(output_uri, mode)
     tracker = Tracker.from_config(cfg.mlflow)
-    # not removed afterwards: Spark checks files added with addArchive again whenever a task
-    # of this session starts, and fails every later job if the source is gone
-    scratch = tempfile.mkdtemp(prefix="pipeline-model-")
+    # removed when the process ends, not before: Spark checks files added with addArchive
+    # again whenever a task of this session starts, and fails every later job if one is gone
+    scratch = storage.scratch_dir("pipeline-model-")
     return _predict_with(spark, tracker, model_uri, input_path, output_uri, mode, scratch,
                          cfg.ingest.max_file_bytes)
 

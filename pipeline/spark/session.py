@@ -7,11 +7,11 @@ import logging
 import os
 import shutil
 import sys
-import tempfile
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pipeline import storage
 from pipeline.config import SparkConfig
 from pipeline.errors import PipelineError
 
@@ -32,7 +32,7 @@ def log4j2_config() -> Path:
     packaged = resources.files("pipeline") / "resources" / "log4j2.properties"
     if isinstance(packaged, Path):
         return packaged
-    extracted = Path(tempfile.mkdtemp(prefix="pipeline-log4j2-")) / "log4j2.properties"
+    extracted = Path(storage.scratch_dir("pipeline-log4j2-")) / "log4j2.properties"
     extracted.write_bytes(packaged.read_bytes())
     return extracted
 

@@ -45,7 +45,8 @@ def load_predictor(tracker: Tracker, model_uri: str) -> Predict:
 
     try:
         with tracker.active():
-            return quiet_predict(mlflow.pyfunc.load_model(model_uri))
+            return quiet_predict(mlflow.pyfunc.load_model(
+                model_uri, dst_path=storage.scratch_dir("pipeline-model-")))
     except (MlflowException, OSError) as exc:
         raise RegistryError(f"cannot load model {model_uri}: {first_line(exc)}") from None
 
@@ -62,7 +63,8 @@ def load_keras_model(tracker: Tracker, model_uri: str):
     import mlflow.tensorflow
 
     with tracker.active():
-        return mlflow.tensorflow.load_model(model_uri)
+        return mlflow.tensorflow.load_model(
+            model_uri, dst_path=storage.scratch_dir("pipeline-model-"))
 
 
 def model_run(tracker: Tracker, model_uri: str) -> str:
@@ -100,7 +102,8 @@ def training_inputs(tracker: Tracker, run_id: str) -> tuple[Manifest, str | None
     from mlflow.exceptions import MlflowException
 
     try:
-        folder = Path(tracker.client.download_artifacts(run_id, keys.DATASET_ARTIFACTS))
+        folder = Path(tracker.client.download_artifacts(
+            run_id, keys.DATASET_ARTIFACTS, storage.scratch_dir("pipeline-inputs-")))
         manifest = Manifest.from_json((folder / "manifest.json").read_text(encoding="utf-8"))
     except (MlflowException, OSError):
         raise TrainingInputsError(f"run {run_id} has no {keys.MANIFEST_ARTIFACT}: it was not "

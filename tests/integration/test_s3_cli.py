@@ -91,10 +91,14 @@ def test_ingest_train_predict_on_s3_with_the_aws_environment_alone(s3, mlflow_se
     name = trained["model_version"]["name"]
     assert trained["dataset_url"] == "s3://cli/ds/v0002"  # the newest committed version
 
+    scratch = tmp_path / "tmp"  # the model copies and downloads go here, and go away
+    scratch.mkdir()
     predicted = _json(run_pipeline(
         ["predict", "--model", f"models:/{name}@challenger", "--input", "s3://cli/new",
-         "--output", "s3://cli/pred", "--json", *settings], tmp_path, env=env))
+         "--output", "s3://cli/pred", "--json", *settings], tmp_path,
+        env={**env, "TMPDIR": str(scratch)}))
     assert predicted["inputs"] == predicted["predicted"] == 20
+    assert not list(scratch.iterdir()), "temporary folders left behind"
 
     keys = s3.keys("cli")
     for version in ("v0001", "v0002"):
