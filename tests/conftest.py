@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
+import functools
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -30,11 +34,32 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(FOLDER_MARKERS[folder])
 
 
+@functools.cache
+def _migrated_store() -> Path:
+    """An empty MLflow SQLite store with every schema migration applied, made once per test
+    process by MLflow itself: a new store spends seconds migrating, a copy of this none."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    folder = Path(tempfile.mkdtemp(prefix="pipeline-tests-store-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    SqlAlchemyStore(f"sqlite:///{folder / 'mlruns.db'}", str(folder / "mlartifacts"))
+    return folder / "mlruns.db"
+
+
+def fresh_store(folder: Path) -> str:
+    """The tracking URI of ``folder``/mlruns.db: a new empty store unless one is there."""
+    database = folder / "mlruns.db"
+    if not database.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(_migrated_store(), database)
+    return f"sqlite:///{database}"
+
+
 def make_config(tmp: Path, *overrides: str) -> Config:
     """The embedded defaults, with every path under ``tmp`` and Spark on 2 local cores."""
     return load_config(overrides=[
         f"data_dir={tmp / 'data'}",
-        f"mlflow.tracking_uri=sqlite:///{tmp / 'mlruns.db'}",
+        f"mlflow.tracking_uri={fresh_store(tmp)}",
         f"mlflow.artifact_root={tmp / 'mlartifacts'}",
         f"train.checkpoint_dir={tmp / 'checkpoints'}",
         "spark.master=local[2]",

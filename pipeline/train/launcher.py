@@ -125,6 +125,22 @@ def with_environment(values: Mapping[str, str], fn: Callable[..., Any], *args: A
     return fn(*args)
 
 
+@contextmanager
+def gloo_build_trusted() -> Iterator[None]:
+    """Skip Horovod's per-launch "is Gloo built?" check for the block: it forks a process that
+    imports TensorFlow only to ask (5-20 s per training). The install checks the build once
+    (``deploy/setup_env.sh``, ``pipeline doctor``: ``horovodrun --check-build``), and a build
+    without Gloo still fails, in each worker's ``hvd.init()``, with Horovod's own message."""
+    from horovod.runner import launch as horovod_launch
+
+    checked = horovod_launch.gloo_built
+    horovod_launch.gloo_built = lambda verbose=False: True
+    try:
+        yield
+    finally:
+        horovod_launch.gloo_built = checked
+
+
 class Launcher(Protocol):
     """Runs ``fn(*args)`` on ``workers`` Horovod ranks and returns their results by rank."""
 
@@ -146,7 +162,8 @@ class GlooLauncher:
         hosts = self.hosts(workers)
         log.info("launching %d Horovod workers on %s (Gloo)", workers, hosts)
         secrets = secret_environment()  # out of the command lines, into the function's payload
-        with environment({**worker_env(self.cfg), **dict.fromkeys(secrets)}):
+        with environment({**worker_env(self.cfg), **dict.fromkeys(secrets)}), \
+                gloo_build_trusted():
             return horovod.run(with_environment, args=(secrets, fn, *args), np=workers,
                                hosts=hosts, use_gloo=True,
                                start_timeout=self.cfg.start_timeout_s, verbose=0,
@@ -170,9 +187,10 @@ class SparkLauncher:
         session = get_spark(self.spark, app_name=self.app_name)
         try:
             log.info("launching %d Horovod workers as Spark tasks (Gloo)", workers)
-            return horovod.spark.run(fn, args=args, num_proc=workers,
-                                     start_timeout=self.cfg.start_timeout_s, use_gloo=True,
-                                     env={**os.environ, **worker_env(self.cfg)}, verbose=0)
+            with gloo_build_trusted():
+                return horovod.spark.run(fn, args=args, num_proc=workers,
+                                         start_timeout=self.cfg.start_timeout_s, use_gloo=True,
+                                         env={**os.environ, **worker_env(self.cfg)}, verbose=0)
         finally:
             session.stop()
 

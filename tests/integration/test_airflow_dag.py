@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO
+from tests.conftest import REPO, fresh_store
 
 # the first test sets up Airflow's venv; the last runs two real retrains under Airflow
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
@@ -174,7 +174,7 @@ def _retrain_config(tmp: Path) -> Path:
         "dataset": {"rows_per_row_group": 16},
         "train": {"epochs": 1, "checkpoint_dir": str(tmp / "checkpoints")},
         "launch": {"reader_workers": 1},
-        "mlflow": {"tracking_uri": f"sqlite:///{tmp / 'mlruns.db'}",
+        "mlflow": {"tracking_uri": fresh_store(tmp),
                    "artifact_root": str(tmp / "mlartifacts")},
         "retrain": {"kind": "images", "input": str(tmp / "raw" / "digits"),
                     "output": str(tmp / "versions" / "digits")},

@@ -18,7 +18,7 @@ from pipeline.config import load_config
 from pipeline.train.job import train
 from pipeline.train.launcher import make_launcher
 from tests.cluster import StandaloneCluster
-from tests.conftest import make_config
+from tests.conftest import fresh_store, make_config
 from tests.procs import run_pipeline
 from tests.sshd import LoopbackSshd
 
@@ -126,7 +126,7 @@ def test_spark_launcher_on_a_standalone_cluster_matches_local(digits_dataset, di
                                                               local_result, tmp_path):
     """Trains with ``pipeline submit train``, then predicts with that run's model through
     ``pipeline submit predict`` on the same cluster."""
-    stores = [f"mlflow.tracking_uri=sqlite:///{tmp_path / 'mlruns.db'}",
+    stores = [f"mlflow.tracking_uri={fresh_store(tmp_path)}",
               f"mlflow.artifact_root={tmp_path / 'mlartifacts'}"]
     raw = tmp_path / "raw"
     inputs = _copy_few(digits_raw, raw)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import fresh_store
 from tests.procs import Background, run_pipeline
 
 # the killed-worker fixture and the resume test start up to four trainings
@@ -18,7 +19,7 @@ EPOCHS = 6
 
 
 def _settings(tmp: Path) -> list[str]:
-    return [f"mlflow.tracking_uri=sqlite:///{tmp / 'mlruns.db'}",
+    return [f"mlflow.tracking_uri={fresh_store(tmp)}",
             f"mlflow.artifact_root={tmp / 'mlartifacts'}",
             f"train.checkpoint_dir={tmp / 'checkpoints'}", f"train.epochs={EPOCHS}"]
 

@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from pipeline.evaluation.promotion import decide
+from tests.conftest import fresh_store
 from tests.procs import PIPELINE, Background, run_pipeline
 
 # a scenario test runs up to three retrains (ingest, train, evaluate, promote) of its own
@@ -27,7 +28,7 @@ class Workspace:
     def __init__(self, root: Path, digits_raw: Path) -> None:
         self.root, self.digits_raw = root, digits_raw
         self.raw, self.versions = root / "raw", root / "versions" / "digits"
-        self.tracking_uri = f"sqlite:///{root / 'mlruns.db'}"
+        self.tracking_uri = fresh_store(root)
         self.config = root / "retrain.yaml"
         self.config.write_text(yaml.safe_dump({
             "data_dir": str(root / "data"),
@@ -137,7 +138,7 @@ def test_retrain_of_an_empty_input_folder_does_nothing(tmp_path):
     (tmp_path / "raw").mkdir()
     result = run_pipeline(["retrain", f"retrain.input={tmp_path / 'raw'}",
                            f"retrain.output={tmp_path / 'versions'}",
-                           f"mlflow.tracking_uri=sqlite:///{tmp_path / 'mlruns.db'}"],
+                           f"mlflow.tracking_uri={fresh_store(tmp_path)}"],
                           cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "nothing to do" in result.stdout

@@ -17,7 +17,7 @@ from pipeline.evaluation.job import evaluate
 from pipeline.inference.job import predict_files
 from pipeline.ingest.image_job import ingest_images
 from pipeline.train.job import train
-from tests.conftest import make_config
+from tests.conftest import fresh_store, make_config
 
 PER_LABEL = 60  # 600 real digits: enough row groups for 2 workers, quick to train
 
@@ -101,7 +101,7 @@ def test_a_killed_training_resumes_from_its_checkpoints_on_s3(flow, s3, tmp_path
 
     _, root, *_ = flow
     epochs = 6  # as test_resume.py: the kill comes right after the first checkpoint
-    settings = [f"mlflow.tracking_uri=sqlite:///{tmp_path / 'mlruns.db'}",
+    settings = [f"mlflow.tracking_uri={fresh_store(tmp_path)}",
                 f"mlflow.artifact_root={root}/resume-artifacts",
                 f"train.checkpoint_dir={root}/resume-checkpoints", f"train.epochs={epochs}"]
     data = f"{root}/datasets/digits"

@@ -11,6 +11,7 @@ import os
 import pytest
 import yaml
 
+from tests.conftest import fresh_store
 from tests.integration.test_s3_pipeline import _upload
 from tests.procs import run_pipeline
 
@@ -25,7 +26,7 @@ def test_retrain_reads_and_writes_s3(s3, digits_raw, tmp_path):
         "data_dir": str(tmp_path / "data"), "spark": {"master": "local[2]"},
         "dataset": {"rows_per_row_group": 8},
         "train": {"epochs": 1, "checkpoint_dir": f"{root}/checkpoints"},
-        "mlflow": {"tracking_uri": f"sqlite:///{tmp_path / 'mlruns.db'}",
+        "mlflow": {"tracking_uri": fresh_store(tmp_path),
                    "artifact_root": f"{root}/mlartifacts"},
         "retrain": {"kind": "images", "input": f"{root}/raw", "output": f"{root}/versions",
                     "lock_dir": str(tmp_path / "lock")}}))
