@@ -37,7 +37,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @functools.cache
 def _migrated_store() -> Path:
     """An empty MLflow SQLite store with every schema migration applied, made once per test
-    process by MLflow itself: a new store spends seconds migrating, a copy of this none."""
+    process by MLflow itself: a new store spends seconds migrating, a copy of this none. Its
+    Default experiment keeps this folder as artifact location: tests log to ``pipeline``."""
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
     folder = Path(tempfile.mkdtemp(prefix="pipeline-tests-store-"))

@@ -87,8 +87,8 @@ MEANINGS: dict[Reason, str] = {
     Reason.MALFORMED_ROW: "a CSV row with too few or too many fields, bad JSON, or a JSON "
                           "value that is not an object (file and line in the detail)",
     Reason.BAD_HEADER: "a CSV whose header lacks the text or the label column",
-    Reason.NO_ROWS: "a table file without a row (a CSV header alone, a JSONL file of blank "
-                    "lines, a Parquet file of no rows): recorded, nothing to read",
+    Reason.NO_ROWS: "a table file without a row (a CSV header alone, a Parquet file of no "
+                    "rows): recorded, nothing to read",
     Reason.MISSING_TEXT: "no text, or a null",
     Reason.TEXT_NOT_STRING: "a text that is a number, a list or another non-string",
     Reason.UNDECODABLE: "bytes no configured encoding decodes (`text.on_decode_error: "

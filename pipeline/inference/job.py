@@ -33,7 +33,7 @@ from pipeline.inference.records import (
     predict_inputs,
     text_input,
 )
-from pipeline.ingest.discover import is_hidden, size_problem
+from pipeline.ingest.discover import placement_problem, size_problem
 from pipeline.spark import SparkProgress, listing, read_files
 from pipeline.tracking.models import (
     check_fits,
@@ -99,11 +99,8 @@ def _classify(path: str, size: int, root: str, max_bytes: int | None = None
               ) -> tuple[str | None, Reason | None, str | None]:
     """(true label or None, rejection reason, detail) for a file found under ``root``;
     ``max_bytes``: the largest listed size read (``ingest.max_file_bytes``)."""
-    if is_hidden(path, root):
-        return None, Reason.HIDDEN_FILE, "names starting with '.' or '_' are hidden; not read"
-    if listing.escapes_root(path, root):
-        return (None, Reason.SYMLINK_OUTSIDE_ROOT,
-                "a symbolic link that resolves outside the root")
+    if (problem := placement_problem(path, root, listing.escapes_root(path, root))) is not None:
+        return None, *problem
     parts = path[len(root.rstrip("/")) + 1:].split("/")
     label = parts[0] if len(parts) > 1 else None
     if (problem := size_problem(size, max_bytes)) is not None:

@@ -39,7 +39,7 @@ def is_hidden(path: str, root: str) -> bool:
                for part in relative.split("/") if part)
 
 
-def _placement_problem(path: str, root: str, escapes_root: bool) -> tuple[Reason, str] | None:
+def placement_problem(path: str, root: str, escapes_root: bool) -> tuple[Reason, str] | None:
     """Why a file is not read, judged from where it was found: a hidden name, or a symbolic
     link that resolves outside the input root (its bytes are never read)."""
     if is_hidden(path, root):
@@ -65,7 +65,7 @@ def classify_folder_file(path: str, size: int, root: str, escapes_root: bool = F
                          max_bytes: int | None = None) -> Discovered:
     """A file found under ``root`` in a ``ROOT/<label>/<file>`` layout; ``max_bytes``: the
     largest listed size read (``ingest.max_file_bytes``)."""
-    if (problem := _placement_problem(path, root, escapes_root)) is not None:
+    if (problem := placement_problem(path, root, escapes_root)) is not None:
         return Discovered(path, size, None, *problem)
     try:
         label = label_from_path(path, root)
@@ -79,7 +79,7 @@ def classify_folder_file(path: str, size: int, root: str, escapes_root: bool = F
 def classify_data_file(path: str, size: int, root: str, escapes_root: bool = False,
                        max_bytes: int | None = None) -> Discovered:
     """A file of rows (CSV, JSONL, Parquet) under ``root``: its rows carry their own labels."""
-    if (problem := _placement_problem(path, root, escapes_root)) is not None:
+    if (problem := placement_problem(path, root, escapes_root)) is not None:
         return Discovered(path, size, None, *problem)
     if (problem := size_problem(size, max_bytes)) is not None:
         return Discovered(path, size, None, *problem)

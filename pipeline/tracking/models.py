@@ -68,13 +68,18 @@ def load_keras_model(tracker: Tracker, model_uri: str):
 
 
 def model_run(tracker: Tracker, model_uri: str) -> str:
-    """The id of the training run that logged the model."""
+    """The id of the training run that logged the model (read from its ``MLmodel``, fetched
+    into a scratch folder: ``get_model_info`` would leave a temporary folder per call)."""
     import mlflow
     from mlflow.exceptions import MlflowException
+    from mlflow.models import Model
 
     try:
         with tracker.active():
-            run_id = mlflow.models.get_model_info(model_uri).run_id
+            mlmodel = mlflow.artifacts.download_artifacts(
+                artifact_uri=f"{model_uri.rstrip('/')}/MLmodel",
+                dst_path=storage.scratch_dir("pipeline-model-"))
+            run_id = Model.load(mlmodel).run_id
     except (MlflowException, OSError) as exc:
         raise RegistryError(f"cannot load model {model_uri}: {first_line(exc)}") from None
     if not run_id:

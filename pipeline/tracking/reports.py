@@ -7,8 +7,12 @@ drawn with matplotlib's non-interactive backend.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def per_class_metrics(confusion: np.ndarray, labels: Sequence[str]) -> dict[str, list]:
@@ -35,7 +39,7 @@ def _pyplot():
     return plt
 
 
-def curves_figure(history: Mapping[str, Sequence[float]]):
+def curves_figure(history: Mapping[str, Sequence[float]]) -> Figure:
     """Loss and accuracy per epoch, training beside validation."""
     plt = _pyplot()
     figure, axes = plt.subplots(1, 2, figsize=(10, 4))
@@ -56,7 +60,7 @@ GRID_MAX = 30  # classes: past this a grid of counts is unreadable (and huge to 
 TOP_CONFUSIONS = 25  # what is drawn instead: the largest true -> predicted mistakes
 
 
-def confusion_figure(confusion: np.ndarray, labels: Sequence[str], title: str):
+def confusion_figure(confusion: np.ndarray, labels: Sequence[str], title: str) -> Figure:
     """Counts with the row-normalised share as colour, so small classes stay readable; past
     ``GRID_MAX`` classes, the largest confusions instead (a bounded figure for 1,000 classes;
     every class's numbers stay in ``per_class.json``)."""
@@ -86,13 +90,14 @@ def top_confusions(confusion: np.ndarray, labels: Sequence[str], top: int
     """The ``top`` largest off-diagonal counts as (true, predicted, count), largest first."""
     mistakes = np.array(confusion, dtype=np.int64)
     np.fill_diagonal(mistakes, 0)
-    order = np.argsort(mistakes, axis=None, kind="stable")[::-1][:top]
+    order = np.argsort(-mistakes, axis=None, kind="stable")[:top]  # ties: row, then column
     cells = zip(*np.unravel_index(order, mistakes.shape), strict=True)
     return [(labels[row], labels[col], int(mistakes[row, col])) for row, col in cells
             if mistakes[row, col] > 0]
 
 
-def _top_confusions_figure(confusion: np.ndarray, labels: Sequence[str], title: str):
+def _top_confusions_figure(confusion: np.ndarray, labels: Sequence[str], title: str
+                           ) -> Figure:
     plt = _pyplot()
     found = top_confusions(confusion, labels, TOP_CONFUSIONS)
     figure, axis = plt.subplots(figsize=(8, 1.5 + 0.3 * max(len(found), 1)))

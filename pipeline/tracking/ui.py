@@ -19,7 +19,8 @@ from pipeline.errors import UsageError
 from pipeline.tracking.tracker import Tracker
 
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
-# the admin of an --auth UI is whoever starts it, with the credentials MLflow clients send
+# the first --auth start creates the admin with the credentials MLflow clients send; later
+# starts keep the users database (MLflow never resets an existing user's password)
 ADMIN_USER, ADMIN_PASSWORD = "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"
 MIN_PASSWORD = 12  # MLflow refuses a shorter password for the admin it creates
 

@@ -8,12 +8,15 @@ stall check after ``launch.stall_timeout_s``. Either way the error names the ran
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -116,12 +119,33 @@ def secret_environment() -> dict[str, str]:
             if secret_name(key) and not key.startswith("HOROVOD_") and key != "SSH_AUTH_SOCK"}
 
 
-def with_environment(values: Mapping[str, str], fn: Callable[..., Any], *args: Any) -> Any:
-    """Worker side: ``values`` into this process's environment, then ``fn(*args)``. Secrets
-    reach Gloo workers this way, inside Horovod's pickled function, because its launcher
-    writes every exported variable into each worker's command line (``env K=V ...``), which
-    ``ps`` shows to every user of the machine, over ssh too."""
-    os.environ.update(values)
+@contextmanager
+def secret_handoff(secrets: Mapping[str, str], local: bool) -> Iterator[str | dict[str, str]]:
+    """How workers get ``secrets`` without a command line: on this machine, the path of a file
+    only this user can read, removed after the block; for ranks on other hosts, the values,
+    inside Horovod's pickled function (which its rendezvous server hands out over HTTP)."""
+    if not local or not secrets:
+        yield dict(secrets)
+        return
+    folder = tempfile.mkdtemp(prefix="pipeline-secrets-")  # mode 0700
+    path = os.path.join(folder, "environment.json")
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as handle:
+        json.dump(dict(secrets), handle)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def with_environment(secrets: str | Mapping[str, str], fn: Callable[..., Any], *args: Any) -> Any:
+    """Worker side: the ``secret_handoff`` values (or the file holding them) into this
+    process's environment, then ``fn(*args)``. Horovod's Gloo launcher would write every
+    exported variable into each worker's command line (``env K=V ...``), which ``ps`` shows to
+    every user of the machine, over ssh too."""
+    if isinstance(secrets, str):
+        with open(secrets, encoding="utf-8") as handle:
+            secrets = json.load(handle)
+    os.environ.update(secrets)
     return fn(*args)
 
 
@@ -161,10 +185,11 @@ class GlooLauncher:
 
         hosts = self.hosts(workers)
         log.info("launching %d Horovod workers on %s (Gloo)", workers, hosts)
-        secrets = secret_environment()  # out of the command lines, into the function's payload
+        secrets = secret_environment()  # out of the command lines: see secret_handoff
         with environment({**worker_env(self.cfg), **dict.fromkeys(secrets)}), \
+                secret_handoff(secrets, local=self.cfg.launcher == "local") as handoff, \
                 gloo_build_trusted():
-            return horovod.run(with_environment, args=(secrets, fn, *args), np=workers,
+            return horovod.run(with_environment, args=(handoff, fn, *args), np=workers,
                                hosts=hosts, use_gloo=True,
                                start_timeout=self.cfg.start_timeout_s, verbose=0,
                                ssh_port=self.cfg.ssh_port,

@@ -1,6 +1,8 @@
 """Reading Horovod's failure report: the error names the rank and how it ended."""
 
 import os
+import stat
+from pathlib import Path
 
 from pipeline.config import load_config
 from pipeline.train.launcher import (
@@ -11,6 +13,9 @@ from pipeline.train.launcher import (
     environment,
     make_launcher,
     parse_failure,
+    secret_environment,
+    secret_handoff,
+    with_environment,
     worker_env,
 )
 
@@ -74,3 +79,19 @@ def test_the_hosts_launcher_hands_the_ssh_settings_to_horovod(monkeypatch):
         ("a:1,b:1", 2222, "/k/id")
     make_launcher(load_config()).run(print, (), 2)  # defaults: ssh's own
     assert (calls[1]["ssh_port"], calls[1]["ssh_identity_file"]) == (None, None)
+
+
+def test_secrets_go_to_local_workers_in_a_file_only_this_user_reads(monkeypatch):
+    monkeypatch.setenv("PIPELINE_TEST_SECRET_KEY", "s3cr3t")
+    monkeypatch.setenv("SSH_AUTH_SOCK", "/tmp/agent")  # a path ssh needs, no secret
+    secrets = secret_environment()
+    assert secrets["PIPELINE_TEST_SECRET_KEY"] == "s3cr3t" and "SSH_AUTH_SOCK" not in secrets
+    with secret_handoff(secrets, local=True) as handoff:
+        path = Path(handoff)
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+        monkeypatch.delenv("PIPELINE_TEST_SECRET_KEY")
+        assert with_environment(handoff, os.getenv, "PIPELINE_TEST_SECRET_KEY") == "s3cr3t"
+    assert not path.parent.exists()  # removed with the ranks
+    with secret_handoff(secrets, local=False) as handoff:  # other hosts: the values themselves
+        assert handoff == secrets
