@@ -23,7 +23,9 @@ LAYERS: dict[str, int] = {
 }
 ADAPTER_ORDER = ["storage", "spark", "datasets", "tracking"]  # each imports only those before it
 STAGES = 2  # they talk through dataset versions and the tracker, but for STAGE_IMPORTS:
-STAGE_IMPORTS = {("inference", "ingest")}  # inference reuses ingest's per-record preprocessing
+# inference reuses ingest's per-record preprocessing; training packages inference's raw-input
+# model beside the Keras model it trained
+STAGE_IMPORTS = {("inference", "ingest"), ("train", "inference")}
 HOMES = {"mlflow": "tracking", "petastorm": "datasets", "horovod": "train"}
 ADD_IT = "add it to LAYERS in dev/check_layers.py"
 

@@ -277,6 +277,18 @@ def _add_ui(commands, common: argparse.ArgumentParser) -> None:
                          "with MLFLOW_TRACKING_PASSWORD; users in mlflow.auth_database_uri")
 
 
+def _add_serve(commands, common: argparse.ArgumentParser) -> None:
+    serve = commands.add_parser(
+        "serve", parents=[common], help="answer raw images or texts over HTTP",
+        description="Run 'mlflow models serve' on 127.0.0.1 for a raw-input model (any model "
+                    "URI: models:/NAME@champion, runs:/RUN/raw_model) in this environment. "
+                    "POST /invocations {\"dataframe_split\": {\"columns\": [\"image\"], "
+                    "\"data\": [[\"<base64 file bytes>\"]]}} (or a \"text\" column) answers "
+                    "label, confidence, probabilities and error per row.")
+    _model_uri_option(serve)
+    serve.add_argument("--port", type=int, default=5001, help="default: 5001")
+
+
 def _add_demo(commands, common: argparse.ArgumentParser) -> None:
     commands.add_parser("demo", parents=[common], help="the whole pipeline on bundled digits",
                         description="Write the bundled MNIST digits as PNG files and the "
@@ -326,7 +338,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"pipeline {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_doctor, _add_ingest, _add_train, _add_evaluate, _add_promote, _add_predict,
-                _add_retrain, _add_runs, _add_datasets, _add_ui, _add_demo, _add_submit):
+                _add_retrain, _add_runs, _add_datasets, _add_ui, _add_serve, _add_demo,
+                _add_submit):
         add(commands, common)
     return parser
 
@@ -634,6 +647,18 @@ def _ui(cfg: Config, args: argparse.Namespace) -> int:
         return subprocess.call(server.command, env=server.env)
 
 
+def _serve(cfg: Config, args: argparse.Namespace) -> int:
+    import subprocess
+
+    from pipeline.tracking.serving import serve_command, serve_environment
+    from pipeline.tracking.tracker import Tracker
+
+    command = serve_command(args.model_uri, args.port)
+    print(f"serving {args.model_uri} on http://127.0.0.1:{args.port}/invocations (Ctrl-C stops "
+          f"it): {' '.join(command)}", flush=True)
+    return subprocess.call(command, env=serve_environment(Tracker.from_config(cfg.mlflow)))
+
+
 def _demo(cfg: Config, args: argparse.Namespace) -> int:
     from pipeline.demo import run_demo, ui_command
 
@@ -672,7 +697,8 @@ def _submit(cfg: Config, args: argparse.Namespace) -> int:
 
 HANDLERS = {"doctor": _doctor, "ingest": _ingest, "train": _train, "evaluate": _evaluate,
             "promote": _promote, "predict": _predict, "retrain": _retrain, "runs": _runs,
-            "datasets": _datasets, "ui": _ui, "demo": _demo, "submit": _submit}
+            "datasets": _datasets, "ui": _ui, "serve": _serve, "demo": _demo,
+            "submit": _submit}
 
 
 # --- main ------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from pipeline.config import Config, load_config
@@ -66,6 +67,17 @@ def make_config(tmp: Path, *overrides: str) -> Config:
         "spark.master=local[2]",
         *overrides,
     ])
+
+
+def stored_rows(url: str, field: str) -> dict[str, np.ndarray]:
+    """source -> the stored feature of every row of every split of a dataset version."""
+    from pipeline.datasets.reader import read_batches
+
+    rows = {}
+    for split in ("train", "val", "test"):
+        for batch in read_batches(url, split, (field, "source"), 512):
+            rows.update(zip(batch["source"], batch[field], strict=True))
+    return rows
 
 
 @pytest.fixture(scope="session")

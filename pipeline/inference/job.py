@@ -20,19 +20,14 @@ from pyspark.sql import SparkSession
 from pyspark.sql import types as T
 
 from pipeline import storage
-from pipeline.config import Config, ImagesConfig, TextConfig
+from pipeline.config import Config
 from pipeline.datasets.commit import WriteMode, begin_table, check_output
 from pipeline.datasets.features import Feature, feature_of
 from pipeline.datasets.manifest import LATEST_NAME, MANIFEST_NAME, open_version
 from pipeline.datasets.parquet import write_frame
 from pipeline.datasets.reasons import Reason
 from pipeline.datasets.writer import AccountingError
-from pipeline.inference.records import (
-    Prediction,
-    image_input,
-    predict_inputs,
-    text_input,
-)
+from pipeline.inference.records import Prediction, predict_inputs, preparer
 from pipeline.ingest.discover import placement_problem, size_problem
 from pipeline.spark import SparkProgress, listing, read_files
 from pipeline.tracking.models import (
@@ -82,13 +77,7 @@ class _Model:
     feature: Feature
 
     def prepare(self):
-        if self.kind == "images":
-            return partial(image_input, cfg=ImagesConfig(**self.preprocessing))
-        from pipeline.ingest.tokens import Tokenizer
-
-        text = TextConfig(**self.preprocessing)
-        tokenizer = Tokenizer.from_vocab_text(self.vocab, text.token_pattern, text.max_len)
-        return partial(text_input, cfg=text, tokenizer=tokenizer)
+        return preparer(self.kind, self.preprocessing, self.vocab)
 
     def prepare_stored(self):
         """For a dataset version's rows: its stored bytes, decoded as training decodes them."""

@@ -4,6 +4,7 @@ model's probabilities -> a prediction row. Plain Python: no Spark, no MLflow."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import NamedTuple
 
 import numpy as np
@@ -37,16 +38,33 @@ class Prediction(NamedTuple):
         return cls(source, true_label, None, None, None, str(reason), detail)
 
 
-def image_input(content: bytes, cfg: ImagesConfig) -> np.ndarray:
+def image_input(content: bytes | None, cfg: ImagesConfig) -> np.ndarray:
     """Raw image bytes -> float32 (h, w, c): cleaned, resized and encoded as ingest stores it,
     then decoded as training reads it; raises ``Rejected``."""
-    return image_feature(cfg).decode(prepare_image(content, cfg).encoded)
+    if content is None:
+        raise Rejected(Reason.EMPTY_FILE, "no image bytes")
+    return image_feature(cfg).decode(prepare_image(bytes(content), cfg).encoded)
 
 
-def text_input(content: bytes, cfg: TextConfig, tokenizer: Tokenizer) -> np.ndarray:
-    """Raw text bytes -> int32 token ids of the vocabulary, cleaned as ingest cleans."""
+def text_input(content: bytes | str | None, cfg: TextConfig, tokenizer: Tokenizer
+               ) -> np.ndarray:
+    """Raw text (a file's bytes or a string) -> int32 token ids of the vocabulary, cleaned as
+    ingest cleans."""
     ids, _ = encode_document(content, cfg, tokenizer)
     return np.asarray(ids, dtype=np.int32)
+
+
+def preparer(kind: str, preprocessing: dict, vocab: str | None
+             ) -> Callable[[bytes | str | None], np.ndarray]:
+    """The raw-input preparation of a dataset version, from its manifest's ``config[kind]``
+    (and vocabulary text): a bad setting fails here, named, not on every input."""
+    if kind == "images":
+        return partial(image_input, cfg=ImagesConfig(**preprocessing))
+    if vocab is None:
+        raise ValueError("a text dataset version's preprocessing needs its vocabulary")
+    text = TextConfig(**preprocessing)
+    tokenizer = Tokenizer.from_vocab_text(vocab, text.token_pattern, text.max_len)
+    return partial(text_input, cfg=text, tokenizer=tokenizer)
 
 
 def predict_inputs(items: Sequence[tuple[str, str | None, bytes]],

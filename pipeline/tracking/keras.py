@@ -90,21 +90,23 @@ def _run_history(client, run_id: str, keras_history: dict[str, list[float]]
 
 def log_outcome(tracker: Tracker, run_id: str, model, example: np.ndarray,
                 confusion: np.ndarray, labels: list[str], keras_history: dict[str, list[float]],
-                retrying: Retrying) -> None:
-    """After training: the validation report, the curves of the whole run, then the model."""
+                retrying: Retrying) -> bool:
+    """After training: the validation report, the curves of the whole run, then the model
+    (True when it is logged)."""
     from pipeline.tracking.reports import log_report
 
     client = tracker.client
     history = _run_history(client, run_id, keras_history)
     retrying("the validation report", log_report, client, run_id, confusion, labels, "val",
              history)
-    retrying(MODEL_WRITE, log_keras_model, tracker, run_id, model, example)
+    return retrying(MODEL_WRITE, log_keras_model, tracker, run_id, model, example)
 
 
-def pip_requirements() -> list[str]:
-    """What a Keras model of this environment needs, pinned to the installed versions. Given
-    explicitly, MLflow skips inferring them (a subprocess that loads the model: ~15 s).
-    TensorFlow as ``tensorflow``, installed here maybe as ``tensorflow-cpu`` (Linux only)."""
+def pip_requirements(*extra: str) -> list[str]:
+    """What a Keras model of this environment needs (and the ``extra`` distributions), pinned
+    to the installed versions. Given explicitly, MLflow skips inferring them (a subprocess that
+    loads the model: ~15 s). TensorFlow as ``tensorflow``, installed here maybe as
+    ``tensorflow-cpu`` (Linux only)."""
     from importlib.metadata import PackageNotFoundError, version
 
     def installed(*names: str) -> str:
@@ -117,7 +119,8 @@ def pip_requirements() -> list[str]:
 
     return [f"mlflow=={installed('mlflow')}", f"cloudpickle=={installed('cloudpickle')}",
             f"numpy=={installed('numpy')}",
-            f"tensorflow=={installed('tensorflow', 'tensorflow-cpu')}"]
+            f"tensorflow=={installed('tensorflow', 'tensorflow-cpu')}",
+            *(f"{name}=={installed(name)}" for name in extra)]
 
 
 def log_keras_model(tracker: Tracker, run_id: str, model, example: np.ndarray) -> None:

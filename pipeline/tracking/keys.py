@@ -21,7 +21,9 @@ TRAIN_RUN_ID = "train.run_id"  # on a model version: the run that trained it
 CHAMPION, CHALLENGER = "champion", "challenger"
 
 # artifacts of a training run: what the model needs to preprocess its inputs
-MODEL_ARTIFACT = "model"
+MODEL_ARTIFACT = "model"  # the Keras model, taking tensors
+RAW_MODEL_ARTIFACT = "raw_model"  # the raw-input model (registered): files and texts in
+RAW_MODEL_KERAS, RAW_MODEL_DATASET = "keras", "dataset"  # its artifacts: model, preprocessing
 DATASET_ARTIFACTS = "dataset"
 MANIFEST_ARTIFACT = f"{DATASET_ARTIFACTS}/manifest.json"
 LABELS_ARTIFACT = f"{DATASET_ARTIFACTS}/labels.json"

@@ -38,33 +38,50 @@ def quiet_predict(model) -> Predict:
     return predict
 
 
-def load_predictor(tracker: Tracker, model_uri: str) -> Predict:
-    """The logged model's ``predict`` (inputs -> class probabilities), from any model URI."""
+def keras_folder(model_dir: str) -> str:
+    """The Keras model in a downloaded model folder: inside a raw-input model, or the folder
+    itself (a Keras model, as logged and registered before raw-input models existed)."""
+    inner = Path(model_dir, "artifacts", keys.RAW_MODEL_KERAS)
+    return str(inner) if (inner / "MLmodel").is_file() else model_dir
+
+
+def _download(tracker: Tracker, model_uri: str) -> str:
+    """The model's folder, downloaded into a scratch folder; a clear error if it cannot be."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
     try:
         with tracker.active():
-            return quiet_predict(mlflow.pyfunc.load_model(
-                model_uri, dst_path=storage.scratch_dir("pipeline-model-")))
+            return mlflow.artifacts.download_artifacts(
+                artifact_uri=model_uri, dst_path=storage.scratch_dir("pipeline-model-"))
+    except (MlflowException, OSError) as exc:
+        raise RegistryError(f"cannot load model {model_uri}: {first_line(exc)}") from None
+
+
+def load_predictor(tracker: Tracker, model_uri: str) -> Predict:
+    """The tensor model's ``predict`` (inputs -> class probabilities), from any model URI."""
+    from mlflow.exceptions import MlflowException
+
+    folder = _download(tracker, model_uri)
+    try:
+        return load_local_predictor(folder)
     except (MlflowException, OSError) as exc:
         raise RegistryError(f"cannot load model {model_uri}: {first_line(exc)}") from None
 
 
 def load_local_predictor(path: str) -> Predict:
-    """``predict`` of a model folder already on this machine (e.g. shipped to a Spark task)."""
+    """The tensor ``predict`` of a model folder already on this machine (e.g. shipped to a
+    Spark task)."""
     import mlflow
 
-    return quiet_predict(mlflow.pyfunc.load_model(path))
+    return quiet_predict(mlflow.pyfunc.load_model(keras_folder(path)))
 
 
 def load_keras_model(tracker: Tracker, model_uri: str):
     """The Keras model inside a logged model (e.g. the champion a warm start copies)."""
     import mlflow.tensorflow
 
-    with tracker.active():
-        return mlflow.tensorflow.load_model(
-            model_uri, dst_path=storage.scratch_dir("pipeline-model-"))
+    return mlflow.tensorflow.load_model(keras_folder(_download(tracker, model_uri)))
 
 
 def model_run(tracker: Tracker, model_uri: str) -> str:

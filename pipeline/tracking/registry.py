@@ -44,14 +44,14 @@ class ModelRef:
 
 
 def register(tracker: Tracker, run_id: str, name: str, tags: Mapping[str, str]) -> ModelRef:
-    """The run's model as a new version of ``name`` (created if new), tagged."""
+    """The run's raw-input model as a new version of ``name`` (created if new), tagged."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
     try:
         # redirect: MLflow prints "Successfully registered model" on stderr
         with tracker.active(), redirect_stderr(io.StringIO()):
-            version = mlflow.register_model(f"runs:/{run_id}/{keys.MODEL_ARTIFACT}", name,
+            version = mlflow.register_model(f"runs:/{run_id}/{keys.RAW_MODEL_ARTIFACT}", name,
                                             tags={key: redact(value) for key, value in
                                                   tags.items()},
                                             await_registration_for=60)

@@ -63,14 +63,15 @@ def admin_credentials() -> tuple[str, str]:
     return user, password
 
 
-def _mlflow_executable() -> str:
+def mlflow_executable() -> str:
+    """The ``mlflow`` command of this environment (beside its Python), else on ``PATH``."""
     mlflow = Path(sys.executable).with_name("mlflow")
     return str(mlflow) if mlflow.exists() else (shutil.which("mlflow") or "mlflow")
 
 
 def ui_command(tracker: Tracker, host: str, port: int) -> list[str]:
     """``mlflow server`` on the tracker's store, bound to ``host`` (127.0.0.1 by default)."""
-    return [_mlflow_executable(), "server", "--backend-store-uri", tracker.uri,
+    return [mlflow_executable(), "server", "--backend-store-uri", tracker.uri,
             "--host", host, "--port", str(port)]
 
 

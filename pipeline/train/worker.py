@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 import math
 
+from pipeline import storage
+from pipeline.datasets.manifest import VOCAB_NAME
 from pipeline.datasets.reader import model_batches
 from pipeline.logs import setup_logging
 from pipeline.train.inputs import training_examples
@@ -57,6 +59,19 @@ def _callbacks(spec: WorkerSpec, hvd, validation, schedule, steps: int, retrying
         chain.append(MlflowEpochLogger(spec.tracker, spec.run_id, cfg.epochs, steps, retrying))
         chain.append(cb.StepProgress(cfg.epochs, steps, cfg.batch_size * hvd.size()))
     return chain
+
+
+def _log_raw_model(spec: WorkerSpec, model, example, retrying) -> None:
+    """Beside the Keras model: the raw-input model (what is registered and served), with the
+    dataset's preprocessing; a raw input example made from validation rows."""
+    from pipeline.inference.raw_model import RawInputPredictor, raw_example
+    from pipeline.tracking.retry import MODEL_WRITE
+    from pipeline.tracking.serving import log_raw_model
+
+    vocab = (storage.read_text(storage.join(spec.dataset_url, VOCAB_NAME))
+             if spec.manifest.kind == "text" else None)
+    retrying(MODEL_WRITE, log_raw_model, spec.tracker, spec.run_id, model, spec.manifest, vocab,
+             RawInputPredictor.from_folder, raw_example(spec.manifest, example, vocab))
 
 
 class WarmStartError(RuntimeError):
@@ -146,8 +161,9 @@ def train_worker(spec: WorkerSpec) -> dict:
     steps_run = int(model.optimizer.iterations.numpy()) - start_step  # measured, not planned
     if rank == 0:
         example, _ = next(model_batches(spec.dataset_url, spec.manifest, "val", 4))
-        log_outcome(spec.tracker, spec.run_id, model, example, validation.confusion,
-                    spec.manifest.labels, history.history, retrying)
+        if log_outcome(spec.tracker, spec.run_id, model, example, validation.confusion,
+                       spec.manifest.labels, history.history, retrying):
+            _log_raw_model(spec, model, example, retrying)
     return {"rank": rank, "local_rank": hvd.local_rank(), "steps": steps_run,
             "initial_epoch": initial_epoch, "mlflow_failures": retrying.failures,
             "history": {k: [float(v) for v in vs] for k, vs in history.history.items()}}

@@ -14,7 +14,7 @@ from pipeline.datasets.features import feature_of
 from pipeline.datasets.reader import read_batches
 from pipeline.inference.job import predict_files
 from pipeline.train.job import train
-from tests.conftest import make_config
+from tests.conftest import make_config, stored_rows
 
 
 def _copy_some(raw: Path, target: Path, per_label: int) -> dict[str, str]:
@@ -28,15 +28,6 @@ def _copy_some(raw: Path, target: Path, per_label: int) -> dict[str, str]:
             copied[copy.as_uri().replace("file:///", "file:/")] = (
                 original.as_uri().replace("file:///", "file:/"))
     return copied
-
-
-def _stored_rows(url: str, field: str) -> dict[str, np.ndarray]:
-    """source -> the stored feature of every row of every split of a dataset version."""
-    rows = {}
-    for split in ("train", "val", "test"):
-        for batch in read_batches(url, split, (field, "source"), 512):
-            rows.update(zip(batch["source"], batch[field], strict=True))
-    return rows
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +51,7 @@ def _predict(kind_dataset, trained, raw: Path, tmp: Path, spark, broken: dict[st
     out = pd.read_parquet(tmp / "predictions").set_index("source")
     assert len(out) == summary.inputs == len(copied) + len(broken)  # one row per file
     mlflow.set_tracking_uri(cfg.mlflow.tracking_uri)
-    model = mlflow.pyfunc.load_model(result.model_version.uri)
+    model = mlflow.pyfunc.load_model(f"runs:/{result.run_id}/model")  # the tensor model
     return manifest, copied, out, model
 
 
@@ -75,7 +66,7 @@ def test_images_are_predicted_from_ingests_pixels(spark, digits_raw, digits_data
                                                               "tiny.png"}
     assert out.loc[reasons.index, "predicted_label"].isna().all()
 
-    stored = _stored_rows(digits_dataset[0], "image")
+    stored = stored_rows(digits_dataset[0], "image")
     sources = [s for s in copied if copied[s] in stored]  # accepted by ingest
     assert len(sources) >= 140
     pixels = feature_of(manifest).model_input(np.stack([stored[copied[s]] for s in sources]))
@@ -95,7 +86,7 @@ def test_text_is_predicted_from_ingests_token_ids(spark, reviews_raw, reviews_da
                                             spark, broken)
     assert set(out["reason"].dropna()) == {"empty_text"}
     assert out["reason"].notna().sum() == 2
-    stored = _stored_rows(reviews_dataset[0], "token_ids")
+    stored = stored_rows(reviews_dataset[0], "token_ids")
     sources = [s for s in copied if copied[s] in stored]
     assert len(sources) >= 40
     expected = np.asarray(model.predict(np.stack([stored[copied[s]] for s in sources])
@@ -120,7 +111,7 @@ def test_a_dataset_version_is_predicted_row_by_row(spark, digits_dataset, digits
     assert len(out) == rows and out["reason"].isna().all()
 
     mlflow.set_tracking_uri(cfg.mlflow.tracking_uri)
-    model = mlflow.pyfunc.load_model(result.model_version.uri)
+    model = mlflow.pyfunc.load_model(f"runs:/{result.run_id}/model")  # the tensor model
     batch = next(read_batches(url, "test", ("image", "label_name", "source"), 128))
     expected = np.asarray(model.predict(feature_of(manifest).model_input(batch["image"])))
     got = np.stack(out.loc[list(batch["source"]), "probabilities"].to_numpy())
