@@ -289,6 +289,20 @@ def _add_serve(commands, common: argparse.ArgumentParser) -> None:
     serve.add_argument("--port", type=int, default=5001, help="default: 5001")
 
 
+def _add_export(commands, common: argparse.ArgumentParser) -> None:
+    export = commands.add_parser(
+        "export", parents=[common], help="write a model as a TensorFlow SavedModel",
+        description="Write the Keras network of a logged or registered model as a TensorFlow "
+                    "SavedModel with a serving_default signature (inputs: the model's tensors; "
+                    "outputs: probabilities) for TensorFlow servers. ONNX is not offered: see "
+                    "README.")
+    _model_uri_option(export)
+    export.add_argument("--format", choices=("savedmodel",), default="savedmodel",
+                        help="savedmodel (the only one; default)")
+    export.add_argument("--output", required=True, metavar="URI", help="a new folder")
+    _json_option(export)
+
+
 def _add_demo(commands, common: argparse.ArgumentParser) -> None:
     commands.add_parser("demo", parents=[common], help="the whole pipeline on bundled digits",
                         description="Write the bundled MNIST digits as PNG files and the "
@@ -338,8 +352,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"pipeline {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_doctor, _add_ingest, _add_train, _add_evaluate, _add_promote, _add_predict,
-                _add_retrain, _add_runs, _add_datasets, _add_ui, _add_serve, _add_demo,
-                _add_submit):
+                _add_retrain, _add_runs, _add_datasets, _add_ui, _add_serve, _add_export,
+                _add_demo, _add_submit):
         add(commands, common)
     return parser
 
@@ -659,6 +673,17 @@ def _serve(cfg: Config, args: argparse.Namespace) -> int:
     return subprocess.call(command, env=serve_environment(Tracker.from_config(cfg.mlflow)))
 
 
+def _export(cfg: Config, args: argparse.Namespace) -> int:
+    from pipeline.tracking.tracker import Tracker
+    from pipeline.train.export import export_savedmodel
+
+    export = export_savedmodel(Tracker.from_config(cfg.mlflow), args.model_uri, args.output)
+    _report(args, export, f"SavedModel of {args.model_uri}: signature serving_default, inputs "
+                          f"{export.inputs}, outputs {export.outputs}",
+            f"written to {export.output_uri}")
+    return 0
+
+
 def _demo(cfg: Config, args: argparse.Namespace) -> int:
     from pipeline.demo import run_demo, ui_command
 
@@ -697,7 +722,7 @@ def _submit(cfg: Config, args: argparse.Namespace) -> int:
 
 HANDLERS = {"doctor": _doctor, "ingest": _ingest, "train": _train, "evaluate": _evaluate,
             "promote": _promote, "predict": _predict, "retrain": _retrain, "runs": _runs,
-            "datasets": _datasets, "ui": _ui, "serve": _serve, "demo": _demo,
+            "datasets": _datasets, "ui": _ui, "serve": _serve, "export": _export, "demo": _demo,
             "submit": _submit}
 
 

@@ -196,6 +196,7 @@ class TrainConfig(_Section):
     dropout: float = Field(ge=0, lt=1)
     l2: float = Field(ge=0)
     early_stopping: EarlyStoppingConfig
+    keep_best: Literal["val_loss", "val_accuracy"] | None  # None: the last epoch's weights
     augment: AugmentConfig
     image_cnn: ImageCnnConfig
     text_cnn: TextCnnConfig

@@ -8,6 +8,11 @@ JOB_TAG = "pipeline.job"
 PARENT_TAG = "mlflow.parentRunId"  # nested runs (sweep trials, retrain steps)
 NOTE_TAG = "mlflow.note.content"  # a run's description in the UI
 
+# where a run came from (MLflow's standard source tags, and ours)
+SOURCE_NAME, SOURCE_COMMIT = "mlflow.source.name", "mlflow.source.git.commit"
+SOURCE_DIRTY = "pipeline.source.dirty"  # true: tracked files differed from the commit
+CODE_VERSION = "pipeline.version"  # the package version, with or without a checkout
+
 # dataset lineage, on runs and on model versions
 DATASET_URL = "dataset.url"
 DATASET_FINGERPRINT = "dataset.fingerprint"
@@ -16,6 +21,8 @@ DATASET_FINGERPRINT = "dataset.fingerprint"
 CHECKPOINT_URI = "checkpoint.uri"
 WARM_START_MODEL = "warm_start.model"
 TRAIN_RUN_ID = "train.run_id"  # on a model version: the run that trained it
+BEST_EPOCH = "best_epoch"  # 1-based: the epoch whose weights the logged model has
+BEST_PREFIX = "best_"  # metrics of that epoch: best_val_loss, best_val_accuracy
 
 # registry aliases
 CHAMPION, CHALLENGER = "champion", "challenger"

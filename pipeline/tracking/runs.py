@@ -15,6 +15,7 @@ from pipeline.errors import PipelineError
 from pipeline.redaction import redact
 from pipeline.tracking import keys
 from pipeline.tracking.params import library_versions, loggable_params
+from pipeline.tracking.source import source_tags
 from pipeline.tracking.tracker import Tracker
 
 
@@ -43,8 +44,10 @@ def lineage_tags(manifest: Manifest, dataset_url: str) -> dict[str, str]:
 
 def create_run(tracker: Tracker, job: str, run_name: str, tags: Mapping[str, str] | None = None,
                parent_run_id: str | None = None) -> str:
-    """A new run of ``job`` in the tracker's experiment, nested under ``parent_run_id``."""
-    all_tags = {key: redact(value) for key, value in {keys.JOB_TAG: job, **(tags or {})}.items()}
+    """A new run of ``job`` in the tracker's experiment, nested under ``parent_run_id``, with
+    the command line and code version that made it."""
+    all_tags = {key: redact(value) for key, value in
+                {keys.JOB_TAG: job, **source_tags(), **(tags or {})}.items()}
     if parent_run_id:
         all_tags[keys.PARENT_TAG] = parent_run_id
     run = tracker.client.create_run(tracker.experiment_id, run_name=run_name, tags=all_tags)

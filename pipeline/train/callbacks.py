@@ -1,14 +1,15 @@
 """Keras callbacks that run inside every worker: exact validation, the learning rate in the
-logs, early stopping that survives a resume, and rank 0's per-epoch checkpoint.
+logs, early stopping that survives a resume, and rank 0's best epoch and per-epoch checkpoint.
 
 Order matters (Keras calls them in list order at an epoch end): the timer stops the clock,
-validation adds ``val_*``,
-early stopping reads them, the checkpoint records them and the MLflow logger writes them.
+validation adds ``val_*``, early stopping and the best epoch read them, the checkpoint records
+them and the MLflow logger writes them.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 
 import numpy as np
@@ -17,6 +18,7 @@ import tensorflow as tf
 from pipeline.datasets.reader import model_batches
 from pipeline.errors import PipelineError
 from pipeline.logs import Progress, format_duration
+from pipeline.tracking.keys import lower_is_better
 from pipeline.train import checkpoints
 from pipeline.train.optim import make_loss
 from pipeline.train.spec import WorkerSpec
@@ -108,19 +110,60 @@ class ResumableEarlyStopping(tf.keras.callbacks.EarlyStopping):
         return {"best": float(self.best), "wait": self.wait}
 
 
-class CheckpointEachEpoch(tf.keras.callbacks.Callback):
-    """Rank 0 only: model, optimiser state, the epoch's metrics and early-stopping state."""
+class KeepBestEpoch(tf.keras.callbacks.Callback):
+    """Rank 0 only: the model ends training with the weights of the epoch whose ``monitor``
+    value was best (``train.keep_best``), not the last epoch's. ``best`` carries over a resume
+    (from the checkpoint, which keeps that epoch's folder)."""
 
-    def __init__(self, root: str, early_stopping: ResumableEarlyStopping | None) -> None:
+    def __init__(self, monitor: str, root: str, resumed: dict, validation: ExactValidation
+                 ) -> None:
+        super().__init__()
+        self._monitor, self._root, self._validation = monitor, root, validation
+        self.best: dict = dict(resumed)  # epoch (0-based) and its logs
+        self._weights = None  # the best epoch's, when it ran in this job
+        self.confusion = None  # the best epoch's validation counts, when known
+
+    def _improves(self, value: float) -> bool:
+        if not math.isfinite(value):
+            return False
+        if not self.best:
+            return True
+        best = self.best["logs"][self._monitor]
+        return value < best if lower_is_better(self._monitor) else value > best
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self._improves(float(logs[self._monitor])):
+            self.best = {"epoch": epoch, "logs": {k: float(v) for k, v in logs.items()}}
+            self._weights = self.model.get_weights()
+            self.confusion = self._validation.confusion
+
+    def on_train_end(self, logs=None):
+        if self._weights is not None:
+            self.model.set_weights(self._weights)
+        elif self.best:  # before a resume: its checkpoint was kept for this
+            self.confusion = checkpoints.restore_weights(
+                checkpoints.Checkpoint(self._root, self.best["epoch"]), self.model)
+
+
+class CheckpointEachEpoch(tf.keras.callbacks.Callback):
+    """Rank 0 only: model, optimiser state, the epoch's metrics, early-stopping state and the
+    best epoch so far."""
+
+    def __init__(self, root: str, early_stopping: ResumableEarlyStopping | None,
+                 keep_best: KeepBestEpoch | None, validation: ExactValidation) -> None:
         super().__init__()
         self._root = root
         self._early_stopping = early_stopping
+        self._keep_best = keep_best
+        self._validation = validation
 
     def on_epoch_end(self, epoch, logs=None):
         state = self._early_stopping.state() if self._early_stopping else {}
         scalars = {k: float(v) for k, v in (logs or {}).items()}
-        checkpoint = checkpoints.Checkpoint(self._root, epoch, scalars, state)
-        checkpoints.save(checkpoint, self.model, self.model.optimizer)
+        best = self._keep_best.best if self._keep_best else {}
+        checkpoint = checkpoints.Checkpoint(self._root, epoch, scalars, state, best)
+        checkpoints.save(checkpoint, self.model, self.model.optimizer,
+                         self._validation.confusion)
 
 
 class StepProgress(tf.keras.callbacks.Callback):

@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 
 # what a run learns: a resume must match these; every other section may change
 LEARNING_KEYS = ("train.", "model", "dataset_version.")
+# learning keys added in a release, as logged for the behaviour runs had before them
+ADDED_KEYS = {"train.keep_best": "None"}  # older runs kept the last epoch
 
 
 class ResumeError(PipelineError, ValueError):
@@ -48,6 +50,7 @@ class TrainResult:
     local_ranks: list[int]
     initial_epoch: int
     epochs_run: int
+    best_epoch: int | None  # 1-based: the epoch whose weights the model kept (train.keep_best)
     mlflow_failures: list[str]  # writes that still failed after retries (training went on)
     model_version: ModelRef | None  # registered with alias challenger (``register=True``)
 
@@ -114,7 +117,7 @@ def _open_dataset(cfg: Config, data: str) -> tuple[str, Manifest, str]:
 
 
 def _differing_learning_keys(tracker: Tracker, run_id: str, params: dict) -> list[str]:
-    logged = runs.logged_params(tracker, run_id)
+    logged = {**ADDED_KEYS, **runs.logged_params(tracker, run_id)}
     flat = loggable_params(params)
     moved = {f"{section}.{key}" for section, key in MOVED_KEYS}  # logged by older releases
     return sorted(k for k in flat.keys() | logged.keys() if k.startswith(LEARNING_KEYS)
@@ -161,16 +164,31 @@ def _open_run(cfg: Config, tracker: Tracker, manifest: Manifest, dataset_url: st
 
 def _result(run_id: str, model: str, dataset_url: str, manifest: Manifest,
             results: list[dict]) -> TrainResult:
-    history = results[0]["history"]
+    """What rank 0 reported; validation metrics of the kept epoch (the best one, or the last)."""
+    history, best = results[0]["history"], results[0]["best"]
     for failure in results[0]["mlflow_failures"]:
         log.warning("not recorded in MLflow run %s: %s", run_id, failure)
+    kept = best["logs"] if best else {k: v[-1] for k, v in history.items()}
     return TrainResult(run_id=run_id, model=model, dataset_url=dataset_url,
                        dataset_fingerprint=manifest.fingerprint,
-                       val_accuracy=history["val_accuracy"][-1], val_loss=history["val_loss"][-1],
+                       val_accuracy=kept["val_accuracy"], val_loss=kept["val_loss"],
                        steps_per_rank=[r["steps"] for r in results],
                        local_ranks=[r["local_rank"] for r in results],
                        initial_epoch=results[0]["initial_epoch"], epochs_run=len(history["loss"]),
+                       best_epoch=best["epoch"] + 1 if best else None,
                        mlflow_failures=results[0]["mlflow_failures"], model_version=None)
+
+
+def _record_best_epoch(tracker: Tracker, result: TrainResult) -> None:
+    """On the run: which epoch the model is, and its validation metrics."""
+    if result.best_epoch is None:
+        return
+    runs.set_tags(tracker, result.run_id, {keys.BEST_EPOCH: str(result.best_epoch)})
+    runs.log_metrics(tracker, result.run_id, {keys.BEST_PREFIX + "val_loss": result.val_loss,
+                                              keys.BEST_PREFIX + "val_accuracy":
+                                              result.val_accuracy})
+    log.info("the model keeps epoch %d (val_loss %.4f, val_accuracy %.4f)", result.best_epoch,
+             result.val_loss, result.val_accuracy)
 
 
 def train(cfg: Config, data: str, resume: str | None = None, parent_run_id: str | None = None,
@@ -203,6 +221,7 @@ def train(cfg: Config, data: str, resume: str | None = None, parent_run_id: str 
     finally:
         runs.end_run(tracker, run_id, ok)
     result = _result(run_id, model, dataset_url, manifest, results)
+    _record_best_epoch(tracker, result)
     if not result.model_logged:
         log.warning("run %s has no logged model, so nothing was registered", run_id)
     elif register:

@@ -37,7 +37,8 @@ def _configure_devices(tf, hvd, threads: int) -> None:
     tf.config.threading.set_inter_op_parallelism_threads(threads)
 
 
-def _callbacks(spec: WorkerSpec, hvd, validation, schedule, steps: int, retrying) -> list:
+def _callbacks(spec: WorkerSpec, hvd, validation, schedule, steps: int, retrying,
+               keep_best) -> list:
     from pipeline.train import callbacks as cb
 
     cfg, rank = spec.train, hvd.rank()
@@ -55,10 +56,23 @@ def _callbacks(spec: WorkerSpec, hvd, validation, schedule, steps: int, retrying
     if rank == 0:
         from pipeline.tracking.keras import MlflowEpochLogger
 
-        chain.append(cb.CheckpointEachEpoch(spec.checkpoint_root, early_stopping))
+        chain += [keep_best] if keep_best else []
+        chain.append(cb.CheckpointEachEpoch(spec.checkpoint_root, early_stopping, keep_best,
+                                            validation))
         chain.append(MlflowEpochLogger(spec.tracker, spec.run_id, cfg.epochs, steps, retrying))
         chain.append(cb.StepProgress(cfg.epochs, steps, cfg.batch_size * hvd.size()))
     return chain
+
+
+def _log_models(spec: WorkerSpec, model, history: dict, retrying, confusion) -> None:
+    """Rank 0, after training: the report of the kept epoch (``confusion``), the Keras model,
+    then the raw-input model."""
+    from pipeline.tracking.keras import log_outcome
+
+    example, _ = next(model_batches(spec.dataset_url, spec.manifest, "val", 4))
+    if log_outcome(spec.tracker, spec.run_id, model, example, confusion, spec.manifest.labels,
+                   history, retrying):
+        _log_raw_model(spec, model, example, retrying)
 
 
 def _log_raw_model(spec: WorkerSpec, model, example, retrying) -> None:
@@ -134,9 +148,9 @@ def train_worker(spec: WorkerSpec) -> dict:
     import horovod.tensorflow.keras as hvd
     import tensorflow as tf
 
-    from pipeline.tracking.keras import disable_autolog, log_outcome, start_system_metrics
+    from pipeline.tracking.keras import disable_autolog, start_system_metrics
     from pipeline.tracking.retry import Retrying
-    from pipeline.train.callbacks import ExactValidation
+    from pipeline.train.callbacks import ExactValidation, KeepBestEpoch
 
     disable_autolog()
     hvd.init()
@@ -149,21 +163,24 @@ def train_worker(spec: WorkerSpec) -> dict:
         log.info("training %s on %d workers: %d steps per epoch, epochs %d-%d of %d",
                  spec.model, size, steps, initial_epoch + 1, cfg.epochs, cfg.epochs)
     validation, retrying = ExactValidation(spec, hvd_tf), Retrying()
+    keep_best = (KeepBestEpoch(cfg.keep_best, spec.checkpoint_root, spec.resume_from.best
+                               if spec.resume_from else {}, validation)
+                 if rank == 0 and cfg.keep_best else None)
     monitor = start_system_metrics(spec.tracker, spec.run_id, resumed=spec.resume_from
                                    is not None) if rank == 0 else None
     try:
         history = _fit(spec, tf, model, initial_epoch,
-                       _callbacks(spec, hvd, validation, schedule, steps, retrying), steps,
-                       rank, size)
+                       _callbacks(spec, hvd, validation, schedule, steps, retrying, keep_best),
+                       steps, rank, size)
     finally:
         if monitor is not None:
             monitor.finish()
     steps_run = int(model.optimizer.iterations.numpy()) - start_step  # measured, not planned
     if rank == 0:
-        example, _ = next(model_batches(spec.dataset_url, spec.manifest, "val", 4))
-        if log_outcome(spec.tracker, spec.run_id, model, example, validation.confusion,
-                       spec.manifest.labels, history.history, retrying):
-            _log_raw_model(spec, model, example, retrying)
+        _log_models(spec, model, history.history, retrying,
+                    keep_best.confusion if keep_best and keep_best.confusion is not None
+                    else validation.confusion)
     return {"rank": rank, "local_rank": hvd.local_rank(), "steps": steps_run,
             "initial_epoch": initial_epoch, "mlflow_failures": retrying.failures,
+            "best": keep_best.best if keep_best else {},
             "history": {k: [float(v) for v in vs] for k, vs in history.history.items()}}

@@ -12,6 +12,7 @@ from pipeline.datasets.reader import read_batches
 from pipeline.evaluation.job import evaluate
 from pipeline.evaluation.promotion import promote
 from pipeline.tracking import registry
+from pipeline.tracking.source import code_version
 from pipeline.tracking.tracker import Tracker
 from pipeline.train.job import train
 from tests.conftest import make_config
@@ -56,6 +57,10 @@ def test_the_training_run_holds_what_a_decision_needs(first, digits_dataset):
                 "samples_per_s"):
         assert [m.step for m in client.get_metric_history(result.run_id, key)] == [0, 1], key
     assert any(key.startswith("system/cpu") for key in run.data.metrics), run.data.metrics
+    commit, _, _ = code_version()  # the UI's Source field: what made the run
+    assert commit and run.data.tags["mlflow.source.git.commit"] == commit
+    assert run.data.tags["pipeline.source.dirty"] in ("true", "false")
+    assert run.data.tags["mlflow.source.name"] and SECRET not in run.data.tags["mlflow.source.name"]
 
     local = Path(client.download_artifacts(result.run_id, ""))
     for name in ("dataset/manifest.json", "dataset/labels.json", "training_curves.png",

@@ -22,7 +22,7 @@ from pipeline.datasets.features import feature_of
 from pipeline.train.job import train
 from tests.cluster import free_port
 from tests.conftest import make_config, stored_rows
-from tests.procs import PIPELINE, wait_until_answers
+from tests.procs import PIPELINE, run_pipeline, wait_until_answers
 
 OUTPUT = ["label", "confidence", "probabilities", "error"]
 BROKEN_IMAGES = [b"", b"not an image at all"]  # an empty upload, a text file sent as image
@@ -176,3 +176,28 @@ def test_spark_udf_applies_the_model_to_raw_bytes(spark, image_model, digits_raw
     assert got["label"].iloc[-2:].isna().all() and got["error"].iloc[:-2].isna().all()
     np.testing.assert_allclose(got["confidence"].iloc[:-2], expected["confidence"].iloc[:-2],
                                atol=1e-6)
+
+
+def test_export_writes_a_savedmodel_that_tensorflow_serves(image_model, digits_dataset,
+                                                            tmp_path):
+    import tensorflow as tf
+
+    from pipeline.datasets.reader import read_batches
+
+    cfg, result = image_model
+    url, manifest = digits_dataset
+    out = tmp_path / "savedmodel"
+    done = run_pipeline(["export", "--model", result.model_version.uri, "--output", str(out),
+                         "--json", f"mlflow.tracking_uri={cfg.mlflow.tracking_uri}"], tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout)["inputs"] == {"inputs": [None, *feature_of(manifest).shape]}
+    again = run_pipeline(["export", "--model", result.model_version.uri, "--output", str(out),
+                          f"mlflow.tracking_uri={cfg.mlflow.tracking_uri}"], tmp_path)
+    assert again.returncode == 1 and "already exists" in again.stderr
+
+    serving = tf.saved_model.load(str(out)).signatures["serving_default"]
+    batch = next(read_batches(url, "test", ("image",), 64))
+    inputs = feature_of(manifest).model_input(batch["image"])
+    got = serving(inputs=tf.constant(inputs))["probabilities"].numpy()
+    keras = _load(cfg, f"runs:/{result.run_id}/model")
+    np.testing.assert_allclose(got, np.asarray(keras.predict(inputs)), atol=1e-5)

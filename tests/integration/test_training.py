@@ -105,11 +105,11 @@ def test_logged_model_loads_and_predicts(trained):
     assert correct / total == pytest.approx(result.val_accuracy, abs=1e-6)
 
 
-def test_text_cnn_learns_the_reviews(reviews_dataset, tmp_path):
+def test_text_cnn_learns_the_reviews_and_keeps_its_best_epoch(reviews_dataset, tmp_path):
     import mlflow
 
     url, manifest = reviews_dataset
-    cfg = make_config(tmp_path, "train.epochs=2")
+    cfg = make_config(tmp_path, "train.epochs=3", "train.learning_rate=0.005")
     result = train(cfg, url)
     val = manifest.splits["val"]
     majority = max(val.per_label.values()) / val.rows
@@ -119,10 +119,20 @@ def test_text_cnn_learns_the_reviews(reviews_dataset, tmp_path):
     mlflow.set_tracking_uri(cfg.mlflow.tracking_uri)
     run = mlflow.get_run(result.run_id)
     assert run.data.params["model"] == "text_cnn"
+    losses = [m.value for m in sorted(mlflow.MlflowClient().get_metric_history(
+        result.run_id, "val_loss"), key=lambda m: m.step)]
+    assert len(losses) == 3 and result.best_epoch == int(np.argmin(losses)) + 1
+    assert result.val_loss == pytest.approx(min(losses))
+    assert run.data.tags["best_epoch"] == str(result.best_epoch)
+    assert run.data.metrics["best_val_loss"] == pytest.approx(min(losses))
     model = mlflow.pyfunc.load_model(f"runs:/{result.run_id}/model")
-    batch = next(read_batches(url, "val", ("token_ids", "label"), 256))
-    probs = np.asarray(model.predict(batch["token_ids"].astype("int32")))
-    assert probs.shape == (len(batch["label"]), manifest.num_classes)
+    correct = total = 0  # the logged model is the kept epoch's
+    for batch in read_batches(url, "val", ("token_ids", "label"), 256):
+        probs = np.asarray(model.predict(batch["token_ids"].astype("int32")))
+        assert probs.shape == (len(batch["label"]), manifest.num_classes)
+        correct += int((probs.argmax(axis=1) == batch["label"]).sum())
+        total += len(batch["label"])
+    assert correct / total == pytest.approx(result.val_accuracy, abs=1e-6)
 
 
 @pytest.mark.timeout(1200)  # an LSTM over the reviews, 2 epochs on 2 ranks

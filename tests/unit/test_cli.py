@@ -265,7 +265,7 @@ def _train_result(run_id: str = "run1", accuracy: float = 0.9):
     return TrainResult(run_id=run_id, model="image_cnn", dataset_url="file:///d/v0001",
                        dataset_fingerprint="f" * 64, val_accuracy=np.float64(accuracy),
                        val_loss=float("nan"), steps_per_rank=[10, 10], local_ranks=[0, 1],
-                       initial_epoch=0, epochs_run=3, mlflow_failures=[],
+                       initial_epoch=0, epochs_run=3, best_epoch=2, mlflow_failures=[],
                        model_version=ModelRef("digits", "3"))
 
 
@@ -296,7 +296,7 @@ EVALUATION = {"run_id": "ev1", "model_uri": "models:/digits@challenger", "model"
 TRAINING = {"run_id": "run1", "model": "image_cnn", "dataset_url": "file:///d/v0001",
             "dataset_fingerprint": "f" * 64, "val_accuracy": 0.9, "val_loss": None,
             "steps_per_rank": [10, 10], "local_ranks": [0, 1], "initial_epoch": 0,
-            "epochs_run": 3, "mlflow_failures": [], "model_version": DIGITS_3}
+            "epochs_run": 3, "best_epoch": 2, "mlflow_failures": [], "model_version": DIGITS_3}
 PROMOTION = {"challenger": DIGITS_3, "champion": None,
              "decision": {"promote": True, "reason": "no champion yet"},
              "evaluations": {"challenger": EVALUATION}}

@@ -55,7 +55,7 @@ def test_a_bad_key_fails_before_any_training(tmp_path):
 
 def _trial(run_id: str, accuracy: float, loss: float) -> tuple[dict, TrainResult]:
     return {"run": run_id}, TrainResult(run_id, "m", "d", "f", accuracy, loss, [1], [0], 0, 1,
-                                        [], None)
+                                        None, [], None)
 
 
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])

@@ -1,0 +1,28 @@
+"""Runs say where they came from: the command line (secrets redacted) and the code version."""
+
+from __future__ import annotations
+
+import subprocess
+
+from pipeline.tracking.source import code_version, command_line
+from tests.conftest import REPO
+
+
+def test_the_command_line_is_recorded_without_its_secrets():
+    line = command_line(["/venv/bin/pipeline", "train", "--data", "s3://b/digits",
+                         "spark.conf.spark.hadoop.fs.s3a.secret.key=abc123",
+                         "mlflow.tracking_uri=http://bob:pw123@h:5000", "--epochs", "3"])
+    assert line.startswith("pipeline train --data s3://b/digits spark.conf.spark.hadoop")
+    assert line.endswith("--epochs 3")
+    assert "abc123" not in line and "pw123" not in line and line.count("<redacted>") == 2
+
+
+def test_a_checkout_gives_its_commit_and_whether_it_was_changed():
+    commit, dirty, version = code_version()
+    head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    changed = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain",
+                              "--untracked-files=no"], capture_output=True, text=True,
+                             check=True).stdout.strip() != ""
+    assert commit == head and dirty is changed
+    assert version == "0.1.0"
