@@ -569,9 +569,15 @@ def _evaluate(cfg: Config, args: argparse.Namespace) -> int:
     from pipeline.evaluation.job import evaluate
 
     result = evaluate(cfg, args.model_uri, args.data, args.split)
+    review = result.scores.review
+    worst = review.worst_slice
     _report(args, result,
             f"{result.model or result.model_uri} on {args.split} ({result.scores.rows} rows): "
             f"accuracy {result.scores.accuracy:.4f}, loss {result.scores.loss:.4f}",
+            f"macro-F1 {review.macro_f1:.4f}, ROC-AUC {review.roc_auc:.4f}, "
+            f"calibration error {review.ece:.4f}",
+            f"worst slice: {worst[0]}={worst[1]}, accuracy {worst[2]['accuracy']:.4f} "
+            f"({worst[2]['rows']} rows)" if worst else "worst slice: none with enough rows",
             f"evaluation run id {result.run_id}")
     return 0
 
@@ -699,6 +705,9 @@ def _demo(cfg: Config, args: argparse.Namespace) -> int:
     for promotion in result.promotions:
         verdict = "is champion" if promotion.decision.promote else "stays challenger"
         print(f"{promotion.challenger} {verdict} ({promotion.decision.reason})")
+        if promotion.decision.promote:
+            print(f"  serve it: pipeline serve --model "
+                  f"models:/{promotion.challenger.name}@champion")
     print("compare the runs: pipeline runs compare")
     print(f"open the MLflow UI: pipeline ui  (= {ui_command(cfg)})")
     return 0

@@ -298,6 +298,13 @@ class RegistryConfig(_Section):
     register_trained: bool
     metric: Literal["accuracy", "loss"]
     margin: float = Field(ge=0)
+    slice_min_rows: int = Field(ge=1)
+    slice_margin: float = Field(ge=0)
+    min_accuracy: float = Field(ge=0, le=1)
+    min_macro_f1: float = Field(ge=0, le=1)
+    max_ece: float = Field(ge=0, le=1)
+    serving_check: bool
+    serving_sample: int = Field(ge=1)
 
 
 class RetrainConfig(_Section):

@@ -27,6 +27,15 @@ class Evaluation:
     scores: Scores
 
 
+def _worst_slice_tag(scores: Scores, split: str) -> dict[str, str]:
+    """``eval.<split>.worst_slice``: e.g. ``source=3 (accuracy 0.8123, 117 rows)``."""
+    if not scores.review.worst_slice:
+        return {}
+    kind, value, row = scores.review.worst_slice
+    return {keys.eval_tag(split, "worst_slice"):
+            f"{kind}={value} (accuracy {row['accuracy']:.4f}, {row['rows']} rows)"}
+
+
 def evaluate(cfg: Config, model_uri: str, data: str, split: str = "test",
              parent_run_id: str | None = None) -> Evaluation:
     """Every row of ``split`` once through the model; metrics and figures in a new run (nested
@@ -40,16 +49,19 @@ def evaluate(cfg: Config, model_uri: str, data: str, split: str = "test",
     predict = load_predictor(tracker, resolved)
     log.info("evaluating %s on %s/%s (%d rows)", ref or model_uri, dataset_url, split,
              manifest.splits[split].rows if split in manifest.splits else 0)
-    scores = score_split(predict, dataset_url, manifest, split)
+    scores = score_split(predict, dataset_url, manifest, split, cfg.registry.slice_min_rows)
     run_id = runs.log_evaluation_run(tracker, model_uri, ref, manifest, dataset_url, split,
                                      scores, parent_run_id)
     if ref is not None:
         registry.tag(tracker, ref, {
-            keys.eval_tag(split, "accuracy"): f"{scores.accuracy:.6f}",
-            keys.eval_tag(split, "loss"): f"{scores.loss:.6f}",
-            keys.eval_tag(split, "rows"): str(scores.rows),
+            **{keys.eval_tag(split, name): f"{value:.6f}" if name != "rows" else str(value)
+               for name, value in runs.review_metrics(scores).items()},
+            **_worst_slice_tag(scores, split),
             keys.eval_tag(split, "dataset_fingerprint"): manifest.fingerprint,
             keys.eval_tag(split, "run_id"): run_id})
     log.info("%s on %s: accuracy %.4f, loss %.4f (run %s)", ref or model_uri, split,
              scores.accuracy, scores.loss, run_id)
+    if scores.review.worst_slice:
+        log.info("worst slice: %s", _worst_slice_tag(scores, split)[keys.eval_tag(
+            split, "worst_slice")])
     return Evaluation(run_id, model_uri, ref, split, manifest.fingerprint, scores)

@@ -1,16 +1,22 @@
 """``pipeline promote``: the challenger replaces the champion only when it beats it on the same
-test split by the configured margin; the decision and its numbers go on the model version."""
+test split by the configured margin and is blessed (thresholds, no slice clearly worse, served
+over HTTP with the same answers); the decision and every number go on the model version."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from pipeline import storage
 from pipeline.config import Config
+from pipeline.datasets.manifest import open_version
+from pipeline.evaluation.blessing import Check, slice_check, threshold_check
 from pipeline.evaluation.job import Evaluation, evaluate
-from pipeline.tracking import keys, registry
+from pipeline.evaluation.serving_check import serving_check
+from pipeline.tracking import keys, registry, runs
+from pipeline.tracking.model_card import Judgement, card_link, write_model_card
 from pipeline.tracking.models import ModelMismatchError
 from pipeline.tracking.registry import CHALLENGER, CHAMPION, ModelRef
 from pipeline.tracking.tracker import Tracker
@@ -43,6 +49,31 @@ class Promotion:
     champion: ModelRef | None  # before the decision
     decision: Decision
     evaluations: dict[str, Evaluation]  # by alias
+    checks: list[Check] = field(default_factory=list)  # the blessing, when it got that far
+    serving: dict[str, float] = field(default_factory=dict)  # what the serving check measured
+
+
+def bless(cfg: Config, tracker: Tracker, decision: Decision, evaluations: dict[str, Evaluation],
+          challenger: ModelRef, data: str, split: str
+          ) -> tuple[Decision, list[Check], dict[str, float]]:
+    """A challenger that wins must also pass the thresholds and the slice check, then (only
+    then: it costs a server start) the serving check; any failure keeps the champion."""
+    if not decision.promote:
+        return decision, [], {}
+    mine = evaluations[CHALLENGER].scores
+    theirs = evaluations[CHAMPION].scores if CHAMPION in evaluations else None
+    checks = [threshold_check(cfg.registry, mine), slice_check(cfg.registry, mine, theirs)]
+    measured: dict[str, float] = {}
+    if all(c.passed for c in checks) and cfg.registry.serving_check:
+        dataset_url, manifest = open_version(storage.to_uri(data))
+        report = serving_check(tracker, challenger.uri, dataset_url, manifest, split,
+                               cfg.registry.serving_sample)
+        checks.append(report.check)
+        measured = report.numbers
+    failed = [f"{c.name}: {c.detail}" for c in checks if not c.passed]
+    if failed:
+        decision = Decision(False, f"{decision.reason}; not blessed: {'; '.join(failed)}")
+    return decision, checks, measured
 
 
 def promote(cfg: Config, name: str, data: str | None = None, split: str = "test",
@@ -81,7 +112,9 @@ def promote(cfg: Config, name: str, data: str | None = None, split: str = "test"
     except ModelMismatchError as exc:  # new labels or vocabulary: a person decides
         decision = Decision(False, f"the champion {champion} cannot score this data ({exc}); "
                                    "if the new labels are intended, move the alias by hand")
-    judged = Promotion(challenger, champion, decision, evaluations)
+    decision, checks, measured = bless(cfg, tracker, decision, evaluations, challenger, data,
+                                       split)
+    judged = Promotion(challenger, champion, decision, evaluations, checks, measured)
     _record(tracker, judged, metric, margin, split, guard)
     # a training that finished meanwhile owns the challenger alias: leave it to the next promote
     if decision.promote and registry.by_alias(tracker, name, CHALLENGER) == challenger:
@@ -107,7 +140,10 @@ def _record(tracker: Tracker, judged: Promotion, metric: str, margin: float, spl
         f"{p}challenger_value": f"{numbers[CHALLENGER]:.6f}",
         f"{p}champion": str(champion) if champion else "none",
         f"{p}champion_value": (f"{numbers[CHAMPION]:.6f}" if CHAMPION in numbers else "none"),
-        f"{p}at": when})
+        f"{p}at": when,
+        **{f"{p}check.{c.name}": f"{'passed' if c.passed else 'failed'}: {c.detail}"
+           for c in judged.checks},
+        **{f"{p}serving.{k}": f"{v:.6g}" for k, v in judged.serving.items()}})
     if decision.promote:
         if guard is not None:
             guard()
@@ -116,7 +152,23 @@ def _record(tracker: Tracker, judged: Promotion, metric: str, margin: float, spl
     _write_decision(tracker, challenger, champion if decision.promote else None, verdict, (
         f"{when}: {verdict} against {champion or 'no champion'} on the {split} split "
         f"({evaluations[CHALLENGER].scores.rows} rows, dataset "
-        f"{evaluations[CHALLENGER].dataset_fingerprint[:12]}): {decision.reason}."), when)
+        f"{evaluations[CHALLENGER].dataset_fingerprint[:12]}): {decision.reason}."
+        + _card(tracker, judged, verdict, split)), when)
+
+
+def _card(tracker: Tracker, judged: Promotion, verdict: str, split: str) -> str:
+    """Rewrite the challenger's model card with this judgement; the link for its description
+    ("" for a version no pipeline training made)."""
+    run_id = registry.version_tags(tracker, judged.challenger).get(keys.TRAIN_RUN_ID)
+    if run_id is None:
+        return ""
+    scores = judged.evaluations[CHALLENGER].scores
+    review = scores.review
+    path = write_model_card(tracker, judged.challenger, run_id, Judgement(
+        verdict, judged.decision.reason, split, runs.review_metrics(scores),
+        review.slices if review else {}, scores.confusion,
+        [(c.name, c.passed, c.detail) for c in judged.checks]))
+    return " " + card_link(run_id, path)
 
 
 def _write_decision(tracker: Tracker, judged: ModelRef, replaced: ModelRef | None,

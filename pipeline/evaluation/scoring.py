@@ -7,10 +7,24 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pipeline.datasets.features import feature_of
 from pipeline.datasets.manifest import Manifest
-from pipeline.datasets.reader import model_batches
+from pipeline.datasets.reader import read_batches
 from pipeline.errors import InputError
+from pipeline.evaluation import metrics
 from pipeline.tracking.models import checked_predict
+
+
+@dataclass(frozen=True)
+class Review:
+    """Beyond accuracy: what a reviewer of a model version reads."""
+
+    macro_f1: float
+    roc_auc: float  # macro one-vs-rest
+    ece: float  # expected calibration error
+    calibration: list[dict]  # per confidence bin: rows, confidence, accuracy
+    slices: dict[str, dict[str, dict]]  # kind -> value -> rows, accuracy
+    worst_slice: list | None  # [kind, value, its row] among slices of enough rows
 
 
 @dataclass(frozen=True)
@@ -19,27 +33,50 @@ class Scores:
     loss: float  # categorical cross-entropy of the predicted probabilities
     accuracy: float
     confusion: np.ndarray  # rows: true label, columns: predicted
+    review: Review | None = None
 
     def metric(self, name: str) -> float:
         return {"accuracy": self.accuracy, "loss": self.loss}[name]
 
 
+def _slices(batch: dict[str, np.ndarray], manifest: Manifest) -> dict[str, list[str]]:
+    """Each row's slice values: label, source folder, and for text the length bucket."""
+    slices = {"label": [manifest.labels[i] for i in batch["label"]],
+              "source": [metrics.source_folder(s) for s in batch["source"]]}
+    if "length" in batch:
+        slices["length"] = [metrics.length_bucket(int(n)) for n in batch["length"]]
+    return slices
+
+
 def score_split(predict: Callable[[np.ndarray], np.ndarray], dataset_url: str,
-                manifest: Manifest, split: str, batch_size: int = 256) -> Scores:
+                manifest: Manifest, split: str, slice_min_rows: int = 30,
+                batch_size: int = 256) -> Scores:
     """``predict`` (inputs -> class probabilities) on every row of ``split``, count checked."""
     if split not in manifest.splits or manifest.splits[split].rows == 0:
         raise InputError(f"{dataset_url} has no rows in a '{split}' split "
                          f"(splits: {', '.join(sorted(manifest.splits))})")
-    classes = manifest.num_classes
-    confusion = np.zeros((classes, classes), np.int64)
-    loss_sum = 0.0
-    for inputs, labels in model_batches(dataset_url, manifest, split, batch_size):
-        probs = checked_predict(predict, inputs, classes, dataset_url)
+    feature, tally, loss_sum = feature_of(manifest), metrics.Tally(manifest.num_classes), 0.0
+    fields = (feature.field, "label", "source", *(("length",) if manifest.kind == "text" else ()))
+    for batch in read_batches(dataset_url, split, fields, batch_size):
+        labels = batch["label"].astype(np.int64)
+        probs = checked_predict(predict, feature.model_input(batch[feature.field]),
+                                manifest.num_classes, dataset_url)
         loss_sum += float(-np.log(probs[np.arange(len(labels)), labels].clip(1e-7, 1)).sum())
-        np.add.at(confusion, (labels, probs.argmax(axis=1)), 1)
-    rows, expected = int(confusion.sum()), manifest.splits[split].rows
+        tally.add(probs, labels, _slices(batch, manifest))
+    rows, expected = int(tally.confusion.sum()), manifest.splits[split].rows
     if rows != expected:
         raise InputError(f"read {rows} rows of {dataset_url}/{split}, its manifest says "
                          f"{expected}")
-    return Scores(rows=rows, loss=loss_sum / rows, accuracy=float(np.trace(confusion)) / rows,
-                  confusion=confusion)
+    return Scores(rows=rows, loss=loss_sum / rows,
+                  accuracy=float(np.trace(tally.confusion)) / rows, confusion=tally.confusion,
+                  review=_review(tally, slice_min_rows))
+
+
+def _review(tally: metrics.Tally, slice_min_rows: int) -> Review:
+    slices = metrics.slice_table(tally.slices)
+    worst = metrics.worst_slice(slices, slice_min_rows)
+    return Review(macro_f1=metrics.macro_f1(tally.confusion),
+                  roc_auc=metrics.roc_auc(tally.scores_of_class, tally.scores_of_all),
+                  ece=metrics.expected_calibration_error(tally.calibration),
+                  calibration=metrics.calibration_table(tally.calibration), slices=slices,
+                  worst_slice=list(worst) if worst else None)

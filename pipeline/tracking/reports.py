@@ -15,8 +15,8 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 
-def per_class_metrics(confusion: np.ndarray, labels: Sequence[str]) -> dict[str, list]:
-    """Precision, recall, F1 and support per class, as table columns."""
+def class_scores(confusion: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(precision, recall, F1) per class; 0 where a class is never predicted or never true."""
     confusion = np.asarray(confusion, dtype=np.float64)
     hits = np.diag(confusion)
     predicted, actual = confusion.sum(axis=0), confusion.sum(axis=1)
@@ -24,6 +24,13 @@ def per_class_metrics(confusion: np.ndarray, labels: Sequence[str]) -> dict[str,
     recall = np.divide(hits, actual, out=np.zeros_like(hits), where=actual > 0)
     both = precision + recall
     f1 = np.divide(2 * precision * recall, both, out=np.zeros_like(hits), where=both > 0)
+    return precision, recall, f1
+
+
+def per_class_metrics(confusion: np.ndarray, labels: Sequence[str]) -> dict[str, list]:
+    """Precision, recall, F1 and support per class, as table columns."""
+    precision, recall, f1 = class_scores(confusion)
+    actual = np.asarray(confusion).sum(axis=1)
     return {"label": list(labels), "support": [int(n) for n in actual],
             "precision": [round(float(v), 4) for v in precision],
             "recall": [round(float(v), 4) for v in recall],
@@ -126,3 +133,35 @@ def log_report(client, run_id: str, confusion: np.ndarray, labels: Sequence[str]
         for figure in figures.values():
             plt.close(figure)
     client.log_table(run_id, per_class_metrics(confusion, labels), f"{split}/per_class.json")
+
+
+def reliability_figure(calibration: Sequence[Mapping], title: str) -> Figure:
+    """Accuracy against confidence per bin, beside the diagonal of perfect calibration."""
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(5, 5))
+    filled = [b for b in calibration if b["rows"]]
+    axis.plot([0, 1], [0, 1], ":", color="grey", label="perfectly calibrated")
+    axis.bar([(b["low"] + b["high"]) / 2 for b in filled], [b["accuracy"] for b in filled],
+             width=[b["high"] - b["low"] for b in filled], alpha=0.6, edgecolor="black",
+             label="accuracy")
+    axis.plot([b["confidence"] for b in filled], [b["accuracy"] for b in filled], "o-",
+              label="at mean confidence")
+    axis.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence (predicted class)",
+             ylabel="accuracy", title=title)
+    axis.legend(loc="upper left")
+    figure.tight_layout()
+    return figure
+
+
+def log_review(client, run_id: str, review, split: str) -> None:
+    """An evaluation's review under ``<split>/``: reliability diagram, calibration bins and
+    accuracy per slice (``pipeline.evaluation.scoring.Review``)."""
+    plt = _pyplot()
+    figure = reliability_figure(review.calibration, f"{split}: ECE {review.ece:.4f}")
+    try:
+        client.log_figure(run_id, figure, f"{split}/reliability.png")
+    finally:
+        plt.close(figure)
+    client.log_dict(run_id, review.calibration, f"{split}/calibration.json")
+    client.log_dict(run_id, {"worst": review.worst_slice, "slices": review.slices},
+                    f"{split}/slices.json")

@@ -160,8 +160,9 @@ def reopen_run(tracker: Tracker, run_id: str, epoch: int, logs: Mapping[str, flo
 def log_evaluation_run(tracker: Tracker, model_uri: str, model_ref, manifest: Manifest,
                        dataset_url: str, split: str, scores,
                        parent_run_id: str | None = None) -> str:
-    """A finished run holding one evaluation: metrics, confusion matrix, per-class table."""
-    from pipeline.tracking.reports import log_report
+    """A finished run holding one evaluation: metrics, confusion matrix, per-class table, and
+    the review (macro-F1, ROC-AUC, calibration, slices) when the scores have one."""
+    from pipeline.tracking.reports import log_report, log_review
 
     tags = {keys.EVAL_MODEL_URI: model_uri, keys.EVAL_SPLIT: split,
             **lineage_tags(manifest, dataset_url)}
@@ -172,14 +173,26 @@ def log_evaluation_run(tracker: Tracker, model_uri: str, model_ref, manifest: Ma
     try:
         tracker.client.log_inputs(run_id, datasets=[dataset_input(manifest, dataset_url,
                                                                   "evaluation")])
-        log_metrics(tracker, run_id, {f"{split}_accuracy": scores.accuracy,
-                                      f"{split}_loss": scores.loss, f"{split}_rows": scores.rows})
+        log_metrics(tracker, run_id, {f"{split}_{name}": value
+                                      for name, value in review_metrics(scores).items()})
         log_report(tracker.client, run_id, scores.confusion, manifest.labels, split)
+        if scores.review is not None:
+            log_review(tracker.client, run_id, scores.review, split)
     except Exception:
         end_run(tracker, run_id, ok=False)
         raise
     end_run(tracker, run_id, ok=True)
     return run_id
+
+
+def review_metrics(scores) -> dict[str, float]:
+    """The numbers of an evaluation: rows, accuracy, loss and, with a review, macro-F1,
+    ROC-AUC and expected calibration error (NaN ones left out: MLflow stores them, JSON not)."""
+    values = {"accuracy": scores.accuracy, "loss": scores.loss, "rows": scores.rows}
+    if scores.review is not None:
+        values |= {"macro_f1": scores.review.macro_f1, "roc_auc": scores.review.roc_auc,
+                   "ece": scores.review.ece}
+    return {name: value for name, value in values.items() if value == value}
 
 
 def log_ingest_run(tracker: Tracker, parent_run_id: str, manifest: Manifest, dataset_url: str,

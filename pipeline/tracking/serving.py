@@ -12,9 +12,15 @@ from __future__ import annotations
 
 import io
 import os
+import signal
+import socket
+import subprocess
 import sys
-from collections.abc import Callable
-from contextlib import redirect_stdout
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, redirect_stdout
 from pathlib import Path
 
 import mlflow.pyfunc
@@ -23,6 +29,7 @@ import pandas as pd
 import pipeline
 from pipeline import storage
 from pipeline.datasets.manifest import MANIFEST_NAME, VOCAB_NAME, Manifest
+from pipeline.errors import PipelineError
 from pipeline.tracking import keys
 from pipeline.tracking.keras import pip_requirements
 from pipeline.tracking.tracker import Tracker
@@ -105,4 +112,60 @@ def serve_environment(tracker: Tracker) -> dict[str, str]:
     ``uvicorn`` from there) and the tracking store that resolves ``models:/`` URIs."""
     venv_bin = str(Path(sys.executable).parent)
     return {**os.environ, "PATH": os.pathsep.join([venv_bin, os.environ.get("PATH", "")]),
-            "MLFLOW_TRACKING_URI": tracker.uri}
+            "MLFLOW_TRACKING_URI": tracker.uri, "MLFLOW_REGISTRY_URI": tracker.uri}
+
+
+class ServingError(PipelineError, RuntimeError):
+    """The model server did not start or did not answer."""
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_until_ready(url: str, process: subprocess.Popen, timeout_s: float, output) -> None:
+    deadline = time.monotonic() + timeout_s
+    while process.poll() is None and time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.3)
+    output.seek(0)
+    tail = output.read().decode(errors="replace").strip().splitlines()[-5:]
+    raise ServingError(f"the model server did not answer at {url} within {timeout_s:.0f} s: "
+                       + " | ".join(tail))
+
+
+@contextmanager
+def served(tracker: Tracker, model_uri: str, timeout_s: float = 180) -> Iterator[str]:
+    """``mlflow models serve`` of ``model_uri`` in a fresh process on a free loopback port,
+    for the block; yields its base URL."""
+    port = _free_port()
+    with tempfile.TemporaryFile() as output:
+        process = subprocess.Popen(serve_command(model_uri, port),
+                                   env=serve_environment(tracker), stdout=output,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            _wait_until_ready(f"http://127.0.0.1:{port}/ping", process, timeout_s, output)
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+
+def load_raw_predictor(tracker: Tracker, model_uri: str) -> Callable[[pd.DataFrame],
+                                                                      pd.DataFrame]:
+    """The raw-input model's ``predict`` in this process (a table in, labels out)."""
+    with tracker.active():
+        model = mlflow.pyfunc.load_model(model_uri,
+                                         dst_path=storage.scratch_dir("pipeline-model-"))
+    return model.predict

@@ -16,6 +16,7 @@ from pipeline.datasets.reader import check_shardable
 from pipeline.errors import InputError, PipelineError
 from pipeline.redaction import redact
 from pipeline.tracking import keys, registry, runs
+from pipeline.tracking.model_card import card_link, write_model_card
 from pipeline.tracking.params import loggable_params
 from pipeline.tracking.registry import CHALLENGER, ModelRef
 from pipeline.tracking.retry import MODEL_WRITE
@@ -240,5 +241,8 @@ def register_challenger(cfg: Config, data: str, result: TrainResult,
                                  "val_accuracy": f"{result.val_accuracy:.6f}",
                                  "val_loss": f"{result.val_loss:.6f}", **(tags or {})})
     registry.set_alias(tracker, version, CHALLENGER)
+    card = write_model_card(tracker, version, result.run_id)
+    registry.describe(tracker, version, f"Trained by run {result.run_id}; not judged yet. "
+                                        f"{card_link(result.run_id, card)}")
     log.info("registered %s as %s", version, CHALLENGER)
     return version

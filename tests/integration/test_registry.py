@@ -106,6 +106,23 @@ def test_evaluate_reads_every_test_row_once_and_links_the_version(first, digits_
     assert tags["eval.test.run_id"] == ev.run_id
     assert float(tags["eval.test.accuracy"]) == pytest.approx(ev.scores.accuracy, abs=1e-6)
 
+    review = ev.scores.review  # beyond accuracy, in the run and on the version
+    assert 0.5 < review.roc_auc <= 1 and 0 < review.macro_f1 <= 1 and 0 <= review.ece < 0.5
+    for name in ("macro_f1", "roc_auc", "ece"):
+        assert run.data.metrics[f"test_{name}"] == pytest.approx(getattr(review, name))
+        assert float(tags[f"eval.test.{name}"]) == pytest.approx(getattr(review, name), abs=1e-6)
+    assert sum(b["rows"] for b in review.calibration) == ev.scores.rows
+    assert set(review.slices) == {"label", "source"}
+    assert set(review.slices["label"]) == set(manifest.labels)
+    assert sum(row["rows"] for row in review.slices["source"].values()) == ev.scores.rows
+    kind, value, row = review.worst_slice
+    assert row["accuracy"] == min(r["accuracy"] for rows in review.slices.values()
+                                  for r in rows.values() if r["rows"] >= 30)
+    assert tags["eval.test.worst_slice"].startswith(f"{kind}={value} ")
+    local = Path(_client(cfg).download_artifacts(ev.run_id, "test"))
+    assert {"reliability.png", "calibration.json", "slices.json"} <= {p.name for p in
+                                                                   local.iterdir()}
+
 
 def test_promotion_follows_the_margin_and_records_the_decision(first, digits_dataset):
     cfg, result = first
@@ -114,6 +131,23 @@ def test_promotion_follows_the_margin_and_records_the_decision(first, digits_dat
     assert opening.decision.promote and opening.decision.reason == "no champion yet"
     assert registry.by_alias(uri, name, "champion") == result.model_version
     assert registry.by_alias(uri, name, "challenger") is None
+    assert [(c.name, c.passed) for c in opening.checks] == [
+        ("thresholds", True), ("slices", True), ("serving", True)]  # served over real HTTP
+    assert opening.serving["agreement"] == 1.0 and opening.serving["requests"] == 16
+    blessed = registry.version_tags(uri, result.model_version)
+    assert blessed["promotion.check.serving"].startswith("passed: 16 test inputs over HTTP")
+    assert float(blessed["promotion.serving.p95_ms"]) >= float(blessed["promotion.serving.p50_ms"])
+    version = result.model_version.version  # the card: linked, in Markdown and HTML
+    client = _client(cfg)
+    assert (f"Model card: runs:/{result.run_id}/model_card/v{version}.md"
+            in client.get_model_version(name, version).description)
+    card = Path(client.download_artifacts(result.run_id, f"model_card/v{version}.md")).read_text()
+    for section in ("## Intended use", "## Training data", "## Where it came from",
+                    "## Evaluation (test split)", "## Known limits", "**promoted**: no champion"):
+        assert section in card, section
+    assert "| serving | passed | 16 test inputs over HTTP" in card
+    html = Path(client.download_artifacts(result.run_id, f"model_card/v{version}.html"))
+    assert "<table>" in html.read_text() and "<h2>Blessing</h2>" in html.read_text()
 
     second = train(make_config(Path(cfg.data_dir).parent, "train.epochs=1"), digits_dataset[0],
                    register=True)
@@ -129,3 +163,28 @@ def test_promotion_follows_the_margin_and_records_the_decision(first, digits_dat
     assert float(tags["promotion.champion_value"]) == pytest.approx(champion_value, abs=1e-6)
     description = _client(cfg).get_model_version(name, second.model_version.version).description
     assert "rejected against digits-image_cnn v1 on the test split" in description
+
+
+def test_a_challenger_that_cannot_be_served_is_not_promoted(first):
+    """A version whose model takes tensors only (as registered before raw-input models) wins on
+    the numbers but fails the serving check: the champion stays."""
+    import mlflow
+
+    cfg, result = first
+    tracker, name = Tracker.from_config(cfg.mlflow), "digits-image_cnn"
+    worse = registry.by_alias(tracker, name, "challenger")  # the 1-epoch model rejected above
+    registry.set_alias(tracker, worse, "champion")
+    mlflow.set_tracking_uri(cfg.mlflow.tracking_uri)
+    tensors_only = mlflow.register_model(f"runs:/{result.run_id}/model", name,
+                                         tags={"dataset.url": result.dataset_url})
+    ref = registry.ModelRef(name, str(tensors_only.version))
+    loose = make_config(Path(cfg.data_dir).parent, "registry.slice_margin=1")
+    verdict = promote(loose, name, challenger=ref)
+    scores = {alias: ev.scores.accuracy for alias, ev in verdict.evaluations.items()}
+    assert scores["challenger"] > scores["champion"]  # it wins on the numbers...
+    assert not verdict.decision.promote  # ...but is not blessed
+    assert [(c.name, c.passed) for c in verdict.checks] == [
+        ("thresholds", True), ("slices", True), ("serving", False)]
+    assert "cannot be served" in verdict.decision.reason
+    assert registry.by_alias(tracker, name, "champion") == worse
+    assert registry.version_tags(tracker, ref)["promotion.check.serving"].startswith("failed:")

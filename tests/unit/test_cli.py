@@ -292,14 +292,14 @@ def _promotion():
 DIGITS_3 = {"name": "digits", "version": "3", "uri": "models:/digits/3"}
 EVALUATION = {"run_id": "ev1", "model_uri": "models:/digits@challenger", "model": DIGITS_3,
               "split": "test", "dataset_fingerprint": "f" * 64, "rows": 4, "loss": 0.25,
-              "accuracy": 0.75, "confusion": [[2, 0], [1, 1]]}
+              "accuracy": 0.75, "confusion": [[2, 0], [1, 1]], "review": None}
 TRAINING = {"run_id": "run1", "model": "image_cnn", "dataset_url": "file:///d/v0001",
             "dataset_fingerprint": "f" * 64, "val_accuracy": 0.9, "val_loss": None,
             "steps_per_rank": [10, 10], "local_ranks": [0, 1], "initial_epoch": 0,
             "epochs_run": 3, "best_epoch": 2, "mlflow_failures": [], "model_version": DIGITS_3}
 PROMOTION = {"challenger": DIGITS_3, "champion": None,
              "decision": {"promote": True, "reason": "no champion yet"},
-             "evaluations": {"challenger": EVALUATION}}
+             "evaluations": {"challenger": EVALUATION}, "checks": [], "serving": {}}
 
 
 def _outcome(result) -> dict:

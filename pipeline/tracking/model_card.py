@@ -1,0 +1,121 @@
+"""A model card per registered version: Markdown and HTML artifacts of the training run
+(``model_card/v<version>.md|html``), linked from the version's description. Written when the
+version is registered and again when it is judged, with its evaluation and blessing.
+
+The training side (data, configuration, best epoch, source) is read from the training run; the
+judgement comes in as plain values (``Judgement``) so this adapter imports no stage.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from pipeline.tracking import keys
+from pipeline.tracking.models import training_inputs
+from pipeline.tracking.registry import ModelRef
+from pipeline.tracking.reports import class_scores
+from pipeline.tracking.tracker import Tracker
+
+CARD_FOLDER = "model_card"
+WORST_SHOWN = 15  # slices listed, worst first
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """What a promotion found: the split's numbers, slices, confusion and the blessing."""
+
+    decision: str  # promoted | rejected
+    reason: str
+    split: str
+    numbers: Mapping[str, float]  # accuracy, loss, macro_f1, roc_auc, ece, rows
+    slices: Mapping[str, Mapping[str, dict]] = field(default_factory=dict)
+    confusion: np.ndarray | None = None
+    checks: Sequence[tuple[str, bool, str]] = ()  # (name, passed, detail)
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows])
+
+
+def _training(tracker: Tracker, run_id: str) -> list[str]:
+    manifest, _ = training_inputs(tracker, run_id)
+    run = tracker.client.get_run(run_id)
+    params, tags, metrics = run.data.params, run.data.tags, run.data.metrics
+    labels = ", ".join(manifest.labels[:20]) + (" ..." if manifest.num_classes > 20 else "")
+    split_rows = [(name, info.rows) for name, info in manifest.splits.items()]
+    own_model = f"train.{params.get('model')}."  # the settings of the other models are noise
+    config = [(k, v) for k, v in sorted(params.items())
+              if (k.startswith("train.") and not k.startswith(("train.image_cnn", "train.text")))
+              or k.startswith(own_model)]
+    return [
+        "## Intended use",
+        f"Classifies raw {manifest.kind} into {manifest.num_classes} classes ({labels}), "
+        "prepared exactly as ingest prepared the training data. Inputs unlike that data "
+        "(other sources, classes or languages) are outside its scope.",
+        "## Training data",
+        f"Dataset version `{tags.get(keys.DATASET_URL, '?')}`, fingerprint "
+        f"`{manifest.fingerprint[:16]}`; {manifest.quarantined} inputs quarantined.",
+        _table(["split", "rows"], split_rows),
+        "## Training",
+        f"Run `{run_id}`, model `{params.get('model', '?')}`, epoch kept "
+        f"{tags.get(keys.BEST_EPOCH, 'last')}: validation loss "
+        f"{metrics.get('best_val_loss', metrics.get('val_loss', float('nan'))):.4f}, accuracy "
+        f"{metrics.get('best_val_accuracy', metrics.get('val_accuracy', float('nan'))):.4f}.",
+        _table(["setting", "value"], config),
+        "## Where it came from",
+        f"`{tags.get(keys.SOURCE_NAME, '?')}`; commit "
+        f"`{tags.get(keys.SOURCE_COMMIT, 'none (no checkout)')}`"
+        f"{' with uncommitted changes' if tags.get(keys.SOURCE_DIRTY) == 'true' else ''}; "
+        f"package {tags.get(keys.CODE_VERSION, '?')}.",
+    ]
+
+
+def _judgement(judged: Judgement | None, labels: Sequence[str]) -> list[str]:
+    if judged is None:
+        return ["## Evaluation", "Not evaluated yet: `pipeline promote` evaluates and judges it."]
+    worst = sorted(((row["accuracy"], kind, value, row["rows"])
+                    for kind, values in judged.slices.items()
+                    for value, row in values.items()))[:WORST_SHOWN]
+    lines = [f"## Evaluation ({judged.split} split)",
+             _table(["metric", "value"], [(k, f"{v:.4f}" if isinstance(v, float) else v)
+                                          for k, v in judged.numbers.items()]),
+             "Slices, worst first:",
+             _table(["slice", "rows", "accuracy"],
+                    [(f"{kind}={value}", rows, f"{acc:.4f}") for acc, kind, value, rows in worst]),
+             "## Robustness and explanations", "Not measured for this version.",
+             "## Known limits"]
+    if judged.confusion is not None:
+        _, _, f1 = class_scores(judged.confusion)
+        weakest = [f"{labels[i]} (F1 {f1[i]:.3f})" for i in np.argsort(f1)[:3]]
+        lines.append(f"Weakest classes: {', '.join(weakest)}.")
+    if worst:
+        lines.append(f"Weakest slice: {worst[0][1]}={worst[0][2]} (accuracy {worst[0][0]:.4f}).")
+    lines += ["## Blessing", f"**{judged.decision}**: {judged.reason}",
+              _table(["check", "outcome", "detail"],
+                     [(n, "passed" if ok else "failed", d) for n, ok, d in judged.checks])]
+    return lines
+
+
+def write_model_card(tracker: Tracker, ref: ModelRef, run_id: str,
+                     judged: Judgement | None = None) -> str:
+    """Render and log the card of ``ref`` (trained by ``run_id``); returns its artifact path."""
+    import markdown
+
+    manifest, _ = training_inputs(tracker, run_id)
+    text = "\n\n".join([f"# Model card: {ref}", *_training(tracker, run_id),
+                        *_judgement(judged, manifest.labels)]) + "\n"
+    path = f"{CARD_FOLDER}/v{ref.version}"
+    tracker.client.log_text(run_id, text, f"{path}.md")
+    html = markdown.markdown(text, extensions=["tables"])
+    tracker.client.log_text(run_id, f"<!doctype html><meta charset=utf-8><title>{ref}</title>"
+                                    f"\n{html}\n", f"{path}.html")
+    return f"{path}.md"
+
+
+def card_link(run_id: str, path: str) -> str:
+    """The sentence a version's description ends with."""
+    return f"Model card: runs:/{run_id}/{path} (and .html)."
