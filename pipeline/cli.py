@@ -75,10 +75,10 @@ def _output_options(parser: argparse.ArgumentParser) -> None:
                              "quarantined (default 1.0: never)")
 
 
-def _model_uri_option(parser: argparse.ArgumentParser) -> None:
+def _model_uri_option(parser: argparse.ArgumentParser,
+                      logged: str = "runs:/<run id>/model") -> None:
     parser.add_argument("--model", dest="model_uri", required=True, metavar="MODEL_URI",
-                        help="runs:/<run id>/model, models:/<name>/<version> or "
-                             "models:/<name>@<alias>")
+                        help=f"{logged}, models:/<name>/<version> or models:/<name>@<alias>")
 
 
 def _json_option(parser: argparse.ArgumentParser) -> None:
@@ -196,8 +196,10 @@ def _add_promote(commands, common: argparse.ArgumentParser) -> None:
         "promote", parents=[common], help="challenger becomes champion if it is better",
         description="Evaluate the 'challenger' and 'champion' versions of a registered model on "
                     "the same split; move 'champion' to the challenger only when it wins by "
-                    "registry.margin on registry.metric. The decision and the numbers are "
-                    "written to the version's tags and description.")
+                    "registry.margin on registry.metric and is blessed (thresholds, no slice "
+                    "clearly worse, served over HTTP with the same answers). The decision, "
+                    "every check and number are written to the version's tags, description "
+                    "and model card.")
     promote.add_argument("--model", dest="model_name", required=True, metavar="NAME",
                          help="the registered model")
     promote.add_argument("--data", metavar="PATH",
@@ -228,9 +230,9 @@ def _add_retrain(commands, common: argparse.ArgumentParser) -> None:
         description="Find raw files new since the last dataset version in retrain.output, build "
                     "the next version by the same rules (old inputs keep their split), train a "
                     "challenger, evaluate it and the champion on the test split and promote by "
-                    "registry.metric/margin; one MLflow run with a nested run per step. Exits 0 "
-                    "when there is nothing new, 75 when another retrain holds the lock. Safe to "
-                    "rerun after a crash: it finishes what was left.")
+                    "registry.metric/margin and the blessing; one MLflow run with a nested run "
+                    "per step. Exits 0 when there is nothing new, 75 when another retrain holds "
+                    "the lock. Safe to rerun after a crash: it finishes what was left.")
     _json_option(retrain)
 
 
@@ -285,7 +287,7 @@ def _add_serve(commands, common: argparse.ArgumentParser) -> None:
                     "POST /invocations {\"dataframe_split\": {\"columns\": [\"image\"], "
                     "\"data\": [[\"<base64 file bytes>\"]]}} (or a \"text\" column) answers "
                     "label, confidence, probabilities and error per row.")
-    _model_uri_option(serve)
+    _model_uri_option(serve, "runs:/<run id>/raw_model")
     serve.add_argument("--port", type=int, default=5001, help="default: 5001")
 
 
@@ -569,17 +571,22 @@ def _evaluate(cfg: Config, args: argparse.Namespace) -> int:
     from pipeline.evaluation.job import evaluate
 
     result = evaluate(cfg, args.model_uri, args.data, args.split)
-    review = result.scores.review
-    worst = review.worst_slice
     _report(args, result,
             f"{result.model or result.model_uri} on {args.split} ({result.scores.rows} rows): "
             f"accuracy {result.scores.accuracy:.4f}, loss {result.scores.loss:.4f}",
-            f"macro-F1 {review.macro_f1:.4f}, ROC-AUC {review.roc_auc:.4f}, "
-            f"calibration error {review.ece:.4f}",
-            f"worst slice: {worst[0]}={worst[1]}, accuracy {worst[2]['accuracy']:.4f} "
-            f"({worst[2]['rows']} rows)" if worst else "worst slice: none with enough rows",
-            f"evaluation run id {result.run_id}")
+            *_review_lines(result.scores.review), f"evaluation run id {result.run_id}")
     return 0
+
+
+def _review_lines(review) -> list[str]:
+    """An evaluation's review for people: the numbers beyond accuracy and the worst slice."""
+    if review is None:
+        return []
+    worst = review.worst_slice
+    return [f"macro-F1 {review.macro_f1:.4f}, ROC-AUC {review.roc_auc:.4f}, calibration error "
+            f"{review.ece:.4f}",
+            f"worst slice: {worst[0]}={worst[1]}, accuracy {worst[2]['accuracy']:.4f} "
+            f"({worst[2]['rows']} rows)" if worst else "worst slice: none with enough rows"]
 
 
 def _promote(cfg: Config, args: argparse.Namespace) -> int:

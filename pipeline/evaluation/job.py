@@ -29,7 +29,7 @@ class Evaluation:
 
 def _worst_slice_tag(scores: Scores, split: str) -> dict[str, str]:
     """``eval.<split>.worst_slice``: e.g. ``source=3 (accuracy 0.8123, 117 rows)``."""
-    if not scores.review.worst_slice:
+    if scores.review is None or not scores.review.worst_slice:
         return {}
     kind, value, row = scores.review.worst_slice
     return {keys.eval_tag(split, "worst_slice"):
@@ -61,7 +61,6 @@ def evaluate(cfg: Config, model_uri: str, data: str, split: str = "test",
             keys.eval_tag(split, "run_id"): run_id})
     log.info("%s on %s: accuracy %.4f, loss %.4f (run %s)", ref or model_uri, split,
              scores.accuracy, scores.loss, run_id)
-    if scores.review.worst_slice:
-        log.info("worst slice: %s", _worst_slice_tag(scores, split)[keys.eval_tag(
-            split, "worst_slice")])
+    for text in _worst_slice_tag(scores, split).values():
+        log.info("worst slice: %s", text)
     return Evaluation(run_id, model_uri, ref, split, manifest.fingerprint, scores)

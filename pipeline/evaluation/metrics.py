@@ -16,7 +16,7 @@ import numpy as np
 from pipeline.tracking.reports import class_scores
 
 CALIBRATION_BINS = 10  # equal-width bins of the predicted class's probability
-AUC_BINS = 1000  # a class's scores are counted in these bins: AUC exact to ~1/AUC_BINS
+AUC_BINS = 1000  # a class's scores are counted in these bins; scores in one bin tie (half)
 LENGTH_EDGES = (1, 8, 16, 32, 64, 128, 256)  # token-count buckets of the text length slice
 
 
@@ -39,7 +39,9 @@ class Tally:
 
     def add(self, probs: np.ndarray, labels: np.ndarray,
             slices: Mapping[str, Sequence[str]]) -> None:
-        """One batch: probabilities (rows x classes), true labels, each row's slice values."""
+        """One batch: probabilities (rows x classes), true labels, each row's slice values. A
+        diverged model's NaN or infinite outputs count as 0 (its loss says the rest)."""
+        probs = np.nan_to_num(probs, nan=0.0, posinf=1.0, neginf=0.0).clip(0, 1)
         predicted = probs.argmax(axis=1)
         correct = predicted == labels
         np.add.at(self.confusion, (labels, predicted), 1)
@@ -106,9 +108,11 @@ def length_bucket(tokens: int) -> str:
     return f"{LENGTH_EDGES[-1]}+"
 
 
-def source_folder(source: str) -> str:
-    """A row's source folder (a file's parent; a table row's file)."""
-    return source.rsplit("/", 1)[0] if "/" in source else source
+def source_folder(source: str, line: int | None = None) -> str:
+    """A row's source slice: a file's parent folder; a table row's (``line`` set) file."""
+    if line is not None or "/" not in source:
+        return source
+    return source.rsplit("/", 1)[0]
 
 
 def slice_table(slices: Mapping[str, Mapping[str, list[int]]]) -> dict[str, dict[str, dict]]:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from pipeline import storage
-from pipeline.config import Config
+from pipeline.config import Config, RegistryConfig
 from pipeline.datasets.manifest import open_version
 from pipeline.evaluation.blessing import Check, slice_check, threshold_check
 from pipeline.evaluation.job import Evaluation, evaluate
@@ -115,7 +115,7 @@ def promote(cfg: Config, name: str, data: str | None = None, split: str = "test"
     decision, checks, measured = bless(cfg, tracker, decision, evaluations, challenger, data,
                                        split)
     judged = Promotion(challenger, champion, decision, evaluations, checks, measured)
-    _record(tracker, judged, metric, margin, split, guard)
+    _record(tracker, judged, cfg.registry, split, guard)
     # a training that finished meanwhile owns the challenger alias: leave it to the next promote
     if decision.promote and registry.by_alias(tracker, name, CHALLENGER) == challenger:
         registry.delete_alias(tracker, name, CHALLENGER)
@@ -124,10 +124,12 @@ def promote(cfg: Config, name: str, data: str | None = None, split: str = "test"
     return judged
 
 
-def _record(tracker: Tracker, judged: Promotion, metric: str, margin: float, split: str,
+def _record(tracker: Tracker, judged: Promotion, rules: RegistryConfig, split: str,
             guard: Callable[[], None] | None) -> None:
     """The numbers on the challenger, then (when promoted) the alias by compare-and-set, then
-    the decision tag: its presence means the version was judged and the alias holds."""
+    the card and the decision tag: its presence means the version was judged and the alias
+    holds."""
+    metric, margin = rules.metric, rules.margin
     challenger, champion, decision = judged.challenger, judged.champion, judged.decision
     evaluations = judged.evaluations
     numbers = {alias: ev.scores.metric(metric) for alias, ev in evaluations.items()}
@@ -153,10 +155,10 @@ def _record(tracker: Tracker, judged: Promotion, metric: str, margin: float, spl
         f"{when}: {verdict} against {champion or 'no champion'} on the {split} split "
         f"({evaluations[CHALLENGER].scores.rows} rows, dataset "
         f"{evaluations[CHALLENGER].dataset_fingerprint[:12]}): {decision.reason}."
-        + _card(tracker, judged, verdict, split)), when)
+        + _card(tracker, judged, verdict, split, rules.slice_min_rows)), when)
 
 
-def _card(tracker: Tracker, judged: Promotion, verdict: str, split: str) -> str:
+def _card(tracker: Tracker, judged: Promotion, verdict: str, split: str, min_rows: int) -> str:
     """Rewrite the challenger's model card with this judgement; the link for its description
     ("" for a version no pipeline training made)."""
     run_id = registry.version_tags(tracker, judged.challenger).get(keys.TRAIN_RUN_ID)
@@ -164,11 +166,11 @@ def _card(tracker: Tracker, judged: Promotion, verdict: str, split: str) -> str:
         return ""
     scores = judged.evaluations[CHALLENGER].scores
     review = scores.review
-    path = write_model_card(tracker, judged.challenger, run_id, Judgement(
-        verdict, judged.decision.reason, split, runs.review_metrics(scores),
-        review.slices if review else {}, scores.confusion,
-        [(c.name, c.passed, c.detail) for c in judged.checks]))
-    return " " + card_link(run_id, path)
+    judgement = Judgement(verdict, judged.decision.reason, split, runs.review_metrics(scores),
+                          review.slices if review else {}, min_rows, scores.confusion,
+                          [(c.name, c.passed, c.detail) for c in judged.checks])
+    path = write_model_card(tracker, judged.challenger, run_id, judgement)
+    return " " + card_link(run_id, path) if path else ""
 
 
 def _write_decision(tracker: Tracker, judged: ModelRef, replaced: ModelRef | None,

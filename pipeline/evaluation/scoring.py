@@ -39,10 +39,16 @@ class Scores:
         return {"accuracy": self.accuracy, "loss": self.loss}[name]
 
 
+SLICE_FIELDS = ("source", "length", "line")  # read besides the feature, when the version has them
+
+
 def _slices(batch: dict[str, np.ndarray], manifest: Manifest) -> dict[str, list[str]]:
     """Each row's slice values: label, source folder, and for text the length bucket."""
-    slices = {"label": [manifest.labels[i] for i in batch["label"]],
-              "source": [metrics.source_folder(s) for s in batch["source"]]}
+    slices = {"label": [manifest.labels[i] for i in batch["label"]]}
+    if "source" in batch:
+        lines = batch.get("line", [None] * len(batch["source"]))
+        slices["source"] = [metrics.source_folder(s, line)
+                            for s, line in zip(batch["source"], lines, strict=True)]
     if "length" in batch:
         slices["length"] = [metrics.length_bucket(int(n)) for n in batch["length"]]
     return slices
@@ -56,7 +62,8 @@ def score_split(predict: Callable[[np.ndarray], np.ndarray], dataset_url: str,
         raise InputError(f"{dataset_url} has no rows in a '{split}' split "
                          f"(splits: {', '.join(sorted(manifest.splits))})")
     feature, tally, loss_sum = feature_of(manifest), metrics.Tally(manifest.num_classes), 0.0
-    fields = (feature.field, "label", "source", *(("length",) if manifest.kind == "text" else ()))
+    stored = {f["name"] for f in manifest.schema}  # older versions may lack a slice field
+    fields = (feature.field, "label", *(f for f in SLICE_FIELDS if f in stored))
     for batch in read_batches(dataset_url, split, fields, batch_size):
         labels = batch["label"].astype(np.int64)
         probs = checked_predict(predict, feature.model_input(batch[feature.field]),

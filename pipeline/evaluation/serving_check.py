@@ -19,7 +19,7 @@ from pipeline.datasets.manifest import Manifest
 from pipeline.datasets.reader import read_batches
 from pipeline.errors import first_line
 from pipeline.evaluation.blessing import Check
-from pipeline.tracking.serving import load_raw_predictor, served
+from pipeline.tracking.serving import LOOPBACK, load_raw_predictor, served
 from pipeline.tracking.tracker import Tracker
 
 
@@ -41,17 +41,17 @@ def sample_inputs(dataset_url: str, manifest: Manifest, split: str, size: int
     return "image", [encode_image(p, png) for p in batch["image"]]
 
 
-def _ask(url: str, column: str, value) -> tuple[str | None, float]:
-    """One request in MLflow's scoring protocol: (the answered label, seconds taken)."""
+def _ask(url: str, column: str, value) -> tuple[tuple[str | None, str | None], float]:
+    """One request in MLflow's scoring protocol: ((label, error) answered, seconds taken)."""
     if isinstance(value, bytes):
         value = base64.b64encode(value).decode()
     body = json.dumps({"dataframe_split": {"columns": [column], "data": [[value]]}}).encode()
     request = urllib.request.Request(f"{url}/invocations", data=body,
                                      headers={"Content-Type": "application/json"})
     started = time.perf_counter()
-    with urllib.request.urlopen(request, timeout=60) as answer:
-        predictions = json.loads(answer.read())["predictions"]
-    return predictions[0]["label"], time.perf_counter() - started
+    with LOOPBACK.open(request, timeout=60) as answer:
+        row = json.loads(answer.read())["predictions"][0]
+    return (row["label"], row["error"]), time.perf_counter() - started
 
 
 def serving_check(tracker: Tracker, model_uri: str, dataset_url: str, manifest: Manifest,
@@ -61,17 +61,20 @@ def serving_check(tracker: Tracker, model_uri: str, dataset_url: str, manifest: 
 
     try:
         column, values = sample_inputs(dataset_url, manifest, split, size)
-        expected = list(load_raw_predictor(tracker, model_uri)(
-            pd.DataFrame({column: values}))["label"])
+        local = load_raw_predictor(tracker, model_uri)(pd.DataFrame({column: values}))
+        expected = list(zip(local["label"], local["error"], strict=True))
         with served(tracker, model_uri) as url:
             answers = [_ask(url, column, value) for value in values]
     except Exception as exc:  # any failure to load, serve or answer fails the check, named
         return ServingReport(Check("serving", False, f"{model_uri} cannot be served: "
                                                      f"{first_line(exc)}"), {})
-    labels, seconds = zip(*answers, strict=True)
-    agreement = float(np.mean([a == e for a, e in zip(labels, expected, strict=True)]))
+    served_rows, seconds = zip(*answers, strict=True)
+    agreement = float(np.mean([a == e for a, e in zip(served_rows, expected, strict=True)]))
+    refused = sorted({error for _, error in (*served_rows, *expected) if error})
     p50, p95 = (float(np.percentile(seconds, q)) * 1000 for q in (50, 95))
     numbers = {"requests": len(values), "agreement": agreement, "p50_ms": p50, "p95_ms": p95}
     detail = (f"{len(values)} {split} inputs over HTTP: {agreement:.0%} same labels as in "
               f"process, latency p50 {p50:.0f} ms, p95 {p95:.0f} ms")
-    return ServingReport(Check("serving", agreement == 1.0, detail), numbers)
+    if refused:  # rows ingest accepted must be answered, not refused
+        detail += f"; inputs refused: {', '.join(refused)}"
+    return ServingReport(Check("serving", agreement == 1.0 and not refused, detail), numbers)

@@ -24,7 +24,6 @@ from pipeline.datasets.manifest import MANIFEST_NAME, VOCAB_NAME, Manifest
 from pipeline.datasets.reasons import Reason
 from pipeline.inference.records import predict_inputs, preparer
 from pipeline.ingest.rejection import Rejected
-from pipeline.ingest.tokens import RESERVED
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -100,16 +99,15 @@ class _Chain:
         return self.then(self.first(value))
 
 
-def raw_example(manifest: Manifest, inputs: np.ndarray, vocab: str | None) -> pd.DataFrame:
-    """Model inputs of a dataset version back in raw form, for the model's input example:
-    images as files of the version's encoding, token ids as the text of their tokens."""
+def raw_example(manifest: Manifest, inputs: np.ndarray, texts: list[str] | None
+                ) -> pd.DataFrame:
+    """A few rows in raw form, for the model's input example: image inputs as files of the
+    version's encoding, or the stored (cleaned) ``texts``."""
     import pandas as pd
 
-    if manifest.kind == "images":
-        cfg = ImagesConfig(**manifest.config["images"])
-        pixels = np.clip(inputs, 0, 255).astype(np.uint8)
-        return pd.DataFrame({"image": [encode_image(p.squeeze(-1) if p.shape[-1] == 1 else p,
-                                                    cfg) for p in pixels]})
-    tokens = (vocab or "").splitlines()
-    return pd.DataFrame({"text": [" ".join(tokens[i] for i in ids if i >= len(RESERVED))
-                                  for ids in inputs]})
+    if manifest.kind == "text":
+        return pd.DataFrame({"text": list(texts or [])})
+    cfg = ImagesConfig(**manifest.config["images"])
+    pixels = np.clip(inputs, 0, 255).astype(np.uint8)
+    return pd.DataFrame({"image": [encode_image(p.squeeze(-1) if p.shape[-1] == 1 else p, cfg)
+                                   for p in pixels]})

@@ -8,17 +8,21 @@ judgement comes in as plain values (``Judgement``) so this adapter imports no st
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from pipeline.datasets.manifest import Manifest
+from pipeline.errors import first_line
 from pipeline.tracking import keys
 from pipeline.tracking.models import training_inputs
 from pipeline.tracking.registry import ModelRef
 from pipeline.tracking.reports import class_scores
 from pipeline.tracking.tracker import Tracker
 
+log = logging.getLogger(__name__)
 CARD_FOLDER = "model_card"
 WORST_SHOWN = 15  # slices listed, worst first
 
@@ -32,6 +36,7 @@ class Judgement:
     split: str
     numbers: Mapping[str, float]  # accuracy, loss, macro_f1, roc_auc, ece, rows
     slices: Mapping[str, Mapping[str, dict]] = field(default_factory=dict)
+    min_rows: int = 1  # slices smaller than this are not ranked (registry.slice_min_rows)
     confusion: np.ndarray | None = None
     checks: Sequence[tuple[str, bool, str]] = ()  # (name, passed, detail)
 
@@ -41,8 +46,7 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows])
 
 
-def _training(tracker: Tracker, run_id: str) -> list[str]:
-    manifest, _ = training_inputs(tracker, run_id)
+def _training(tracker: Tracker, run_id: str, manifest: Manifest) -> list[str]:
     run = tracker.client.get_run(run_id)
     params, tags, metrics = run.data.params, run.data.tags, run.data.metrics
     labels = ", ".join(manifest.labels[:20]) + (" ..." if manifest.num_classes > 20 else "")
@@ -77,20 +81,21 @@ def _training(tracker: Tracker, run_id: str) -> list[str]:
 def _judgement(judged: Judgement | None, labels: Sequence[str]) -> list[str]:
     if judged is None:
         return ["## Evaluation", "Not evaluated yet: `pipeline promote` evaluates and judges it."]
-    worst = sorted(((row["accuracy"], kind, value, row["rows"])
-                    for kind, values in judged.slices.items()
-                    for value, row in values.items()))[:WORST_SHOWN]
+    worst = sorted((row["accuracy"], kind, value, row["rows"])
+                   for kind, values in judged.slices.items() for value, row in values.items()
+                   if row["rows"] >= judged.min_rows)[:WORST_SHOWN]
     lines = [f"## Evaluation ({judged.split} split)",
              _table(["metric", "value"], [(k, f"{v:.4f}" if isinstance(v, float) else v)
                                           for k, v in judged.numbers.items()]),
-             "Slices, worst first:",
+             f"Slices of at least {judged.min_rows} rows, worst first:",
              _table(["slice", "rows", "accuracy"],
                     [(f"{kind}={value}", rows, f"{acc:.4f}") for acc, kind, value, rows in worst]),
              "## Robustness and explanations", "Not measured for this version.",
              "## Known limits"]
     if judged.confusion is not None:
         _, _, f1 = class_scores(judged.confusion)
-        weakest = [f"{labels[i]} (F1 {f1[i]:.3f})" for i in np.argsort(f1)[:3]]
+        present = np.flatnonzero(judged.confusion.sum(axis=1))  # classes the split holds
+        weakest = [f"{labels[i]} (F1 {f1[i]:.3f})" for i in present[np.argsort(f1[present])][:3]]
         lines.append(f"Weakest classes: {', '.join(weakest)}.")
     if worst:
         lines.append(f"Weakest slice: {worst[0][1]}={worst[0][2]} (accuracy {worst[0][0]:.4f}).")
@@ -101,21 +106,27 @@ def _judgement(judged: Judgement | None, labels: Sequence[str]) -> list[str]:
 
 
 def write_model_card(tracker: Tracker, ref: ModelRef, run_id: str,
-                     judged: Judgement | None = None) -> str:
-    """Render and log the card of ``ref`` (trained by ``run_id``); returns its artifact path."""
-    import markdown
+                     judged: Judgement | None = None) -> str | None:
+    """Render and log the card of ``ref`` (trained by ``run_id``); returns its artifact path,
+    or None when it could not be written (logged: a card never decides a training or a
+    promotion)."""
+    try:
+        import markdown
 
-    manifest, _ = training_inputs(tracker, run_id)
-    text = "\n\n".join([f"# Model card: {ref}", *_training(tracker, run_id),
-                        *_judgement(judged, manifest.labels)]) + "\n"
-    path = f"{CARD_FOLDER}/v{ref.version}"
-    tracker.client.log_text(run_id, text, f"{path}.md")
-    html = markdown.markdown(text, extensions=["tables"])
-    tracker.client.log_text(run_id, f"<!doctype html><meta charset=utf-8><title>{ref}</title>"
-                                    f"\n{html}\n", f"{path}.html")
+        manifest, _ = training_inputs(tracker, run_id)
+        text = "\n\n".join([f"# Model card: {ref}", *_training(tracker, run_id, manifest),
+                            *_judgement(judged, manifest.labels)]) + "\n"
+        path = f"{CARD_FOLDER}/v{ref.version}"
+        tracker.client.log_text(run_id, text, f"{path}.md")
+        html = markdown.markdown(text, extensions=["tables"])
+        tracker.client.log_text(run_id, f"<!doctype html><meta charset=utf-8><title>{ref}"
+                                        f"</title>\n{html}\n", f"{path}.html")
+    except Exception as exc:  # the artifact store, a damaged run: say so, go on
+        log.warning("no model card for %s: %s", ref, first_line(exc))
+        return None
     return f"{path}.md"
 
 
-def card_link(run_id: str, path: str) -> str:
-    """The sentence a version's description ends with."""
-    return f"Model card: runs:/{run_id}/{path} (and .html)."
+def card_link(run_id: str, path: str | None) -> str:
+    """The sentence a version's description ends with ("" without a card)."""
+    return f"Model card: runs:/{run_id}/{path} (and .html)." if path else ""

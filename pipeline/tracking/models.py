@@ -45,15 +45,16 @@ def keras_folder(model_dir: str) -> str:
     return str(inner) if (inner / "MLmodel").is_file() else model_dir
 
 
-def _download(tracker: Tracker, model_uri: str) -> str:
-    """The model's folder, downloaded into a scratch folder; a clear error if it cannot be."""
+def _download(tracker: Tracker, model_uri: str, dest: str | None = None) -> str:
+    """The model's folder, downloaded into ``dest`` (default: a scratch folder); a clear error
+    if it cannot be."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
     try:
         with tracker.active():
             return mlflow.artifacts.download_artifacts(
-                artifact_uri=model_uri, dst_path=storage.scratch_dir("pipeline-model-"))
+                artifact_uri=model_uri, dst_path=dest or storage.scratch_dir("pipeline-model-"))
     except (MlflowException, OSError) as exc:
         raise RegistryError(f"cannot load model {model_uri}: {first_line(exc)}") from None
 
@@ -107,16 +108,8 @@ def model_run(tracker: Tracker, model_uri: str) -> str:
 
 def fetch_model(tracker: Tracker, model_uri: str, dest: str) -> tuple[str, str]:
     """Download the model to ``dest``; returns (local model folder, the run that trained it)."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    run_id = model_run(tracker, model_uri)
-    try:
-        with tracker.active():
-            local = mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=dest)
-    except (MlflowException, OSError) as exc:
-        raise RegistryError(f"cannot load model {model_uri}: {first_line(exc)}") from None
-    return local, run_id
+    run_id = model_run(tracker, model_uri)  # first: a model no training made is refused early
+    return _download(tracker, model_uri, dest), run_id
 
 
 def training_inputs(tracker: Tracker, run_id: str) -> tuple[Manifest, str | None]:

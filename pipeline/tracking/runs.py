@@ -187,12 +187,12 @@ def log_evaluation_run(tracker: Tracker, model_uri: str, model_ref, manifest: Ma
 
 def review_metrics(scores) -> dict[str, float]:
     """The numbers of an evaluation: rows, accuracy, loss and, with a review, macro-F1,
-    ROC-AUC and expected calibration error (NaN ones left out: MLflow stores them, JSON not)."""
+    ROC-AUC and expected calibration error (NaN when undefined, e.g. ROC-AUC of one class)."""
     values = {"accuracy": scores.accuracy, "loss": scores.loss, "rows": scores.rows}
     if scores.review is not None:
         values |= {"macro_f1": scores.review.macro_f1, "roc_auc": scores.review.roc_auc,
                    "ece": scores.review.ece}
-    return {name: value for name, value in values.items() if value == value}
+    return values
 
 
 def log_ingest_run(tracker: Tracker, parent_run_id: str, manifest: Manifest, dataset_url: str,

@@ -10,6 +10,7 @@ not import the stage).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import signal
@@ -60,12 +61,11 @@ class RawInputModel(mlflow.pyfunc.PythonModel):
         return self._predictor(model_input)
 
 
-def _signature(kind: str):
-    """Raw bytes (``image``) or a string (``text``) in; the four output columns out."""
+def _signature(kind: str, column: str):
+    """Raw bytes (images) or a string (text) in ``column``; the four output columns out."""
     from mlflow.models import ModelSignature
     from mlflow.types.schema import Array, ColSpec, Schema
 
-    column = "image" if kind == "images" else "text"
     inputs = Schema([ColSpec("binary" if kind == "images" else "string", column)])
     outputs = Schema([ColSpec("string", "label", required=False),
                       ColSpec("double", "confidence", required=False),
@@ -97,7 +97,8 @@ def log_raw_model(tracker: Tracker, run_id: str, model, manifest: Manifest, voca
         mlflow.pyfunc.log_model(name=keys.RAW_MODEL_ARTIFACT, python_model=RawInputModel(build),
                                 artifacts=_artifacts(model, manifest, vocab),
                                 code_paths=[str(Path(pipeline.__file__).parent)],
-                                signature=_signature(manifest.kind), input_example=example,
+                                signature=_signature(manifest.kind, str(example.columns[0])),
+                                input_example=example,
                                 pip_requirements=pip_requirements(*CODE_REQUIREMENTS))
 
 
@@ -125,15 +126,20 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+# requests to the local server never go through an HTTP_PROXY of the environment
+LOOPBACK = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
 def _wait_until_ready(url: str, process: subprocess.Popen, timeout_s: float, output) -> None:
     deadline = time.monotonic() + timeout_s
     while process.poll() is None and time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(url, timeout=2) as answer:
+            with LOOPBACK.open(url, timeout=2) as answer:
                 if answer.status == 200:
                     return
         except OSError:
-            time.sleep(0.3)
+            pass
+        time.sleep(0.3)
     output.seek(0)
     tail = output.read().decode(errors="replace").strip().splitlines()[-5:]
     raise ServingError(f"the model server did not answer at {url} within {timeout_s:.0f} s: "
@@ -153,13 +159,18 @@ def served(tracker: Tracker, model_uri: str, timeout_s: float = 180) -> Iterator
             _wait_until_ready(f"http://127.0.0.1:{port}/ping", process, timeout_s, output)
             yield f"http://127.0.0.1:{port}"
         finally:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+            _stop_group(process)
+
+
+def _stop_group(process: subprocess.Popen) -> None:
+    """SIGTERM to the server's whole group, then SIGKILL to what is left of it (uvicorn
+    workers can outlive their parent)."""
+    with contextlib.suppress(ProcessLookupError, subprocess.TimeoutExpired):
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
 
 
 def load_raw_predictor(tracker: Tracker, model_uri: str) -> Callable[[pd.DataFrame],

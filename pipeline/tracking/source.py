@@ -4,6 +4,7 @@ tags, so the UI's Source field says what produced the run (and the model card ca
 from __future__ import annotations
 
 import functools
+import re
 import subprocess
 import sys
 from importlib.metadata import PackageNotFoundError, version
@@ -38,13 +39,24 @@ def code_version() -> tuple[str | None, bool | None, str]:
         return None, None, package_version
 
 
+CONFIG_KEY = re.compile(r"-{0,2}[A-Za-z_][\w.-]*")  # ``key=value`` overrides, ``--opt=value``
+
+
+def _word(arg: str, previous: str | None) -> str:
+    """One argument as recorded: a secret key's value redacted, URIs scrubbed everywhere."""
+    key, equals, value = arg.partition("=")
+    if equals and CONFIG_KEY.fullmatch(key):
+        return f"{key}={redact(value, key.lstrip('-'))}"
+    if previous is not None and CONFIG_KEY.fullmatch(previous) and previous.startswith("-"):
+        return redact(arg, previous.lstrip("-"))  # ``--password VALUE``
+    return redact(arg)
+
+
 def command_line(argv: list[str]) -> str:
     """The command as typed (program name only), with secret values redacted."""
     words = [Path(argv[0]).name if argv else "python"]
-    for arg in argv[1:]:
-        key, equals, value = arg.partition("=")
-        words.append(f"{key}={redact(value, key)}" if equals and not arg.startswith("-")
-                     else redact(arg))
+    for previous, arg in zip([None, *argv[1:]], argv[1:], strict=False):
+        words.append(_word(arg, previous))
     return " ".join(words)
 
 

@@ -19,7 +19,7 @@ from pipeline.tracking import keys, registry, runs
 from pipeline.tracking.model_card import card_link, write_model_card
 from pipeline.tracking.params import loggable_params
 from pipeline.tracking.registry import CHALLENGER, ModelRef
-from pipeline.tracking.retry import MODEL_WRITE
+from pipeline.tracking.retry import MODEL_WRITE, Retrying
 from pipeline.tracking.tracker import Tracker
 from pipeline.train import checkpoints
 from pipeline.train.launcher import launch, make_launcher
@@ -222,7 +222,7 @@ def train(cfg: Config, data: str, resume: str | None = None, parent_run_id: str 
     finally:
         runs.end_run(tracker, run_id, ok)
     result = _result(run_id, model, dataset_url, manifest, results)
-    _record_best_epoch(tracker, result)
+    Retrying()("the best epoch", _record_best_epoch, tracker, result)  # never fatal
     if not result.model_logged:
         log.warning("run %s has no logged model, so nothing was registered", run_id)
     elif register:
@@ -243,6 +243,6 @@ def register_challenger(cfg: Config, data: str, result: TrainResult,
     registry.set_alias(tracker, version, CHALLENGER)
     card = write_model_card(tracker, version, result.run_id)
     registry.describe(tracker, version, f"Trained by run {result.run_id}; not judged yet. "
-                                        f"{card_link(result.run_id, card)}")
+                                        f"{card_link(result.run_id, card)}".strip())
     log.info("registered %s as %s", version, CHALLENGER)
     return version

@@ -12,7 +12,7 @@ import math
 
 from pipeline import storage
 from pipeline.datasets.manifest import VOCAB_NAME
-from pipeline.datasets.reader import model_batches
+from pipeline.datasets.reader import model_batches, read_batches
 from pipeline.logs import setup_logging
 from pipeline.train.inputs import training_examples
 from pipeline.train.model import build_model
@@ -77,15 +77,18 @@ def _log_models(spec: WorkerSpec, model, history: dict, retrying, confusion) -> 
 
 def _log_raw_model(spec: WorkerSpec, model, example, retrying) -> None:
     """Beside the Keras model: the raw-input model (what is registered and served), with the
-    dataset's preprocessing; a raw input example made from validation rows."""
+    dataset's preprocessing; a raw input example made from the same validation rows."""
     from pipeline.inference.raw_model import RawInputPredictor, raw_example
     from pipeline.tracking.retry import MODEL_WRITE
     from pipeline.tracking.serving import log_raw_model
 
-    vocab = (storage.read_text(storage.join(spec.dataset_url, VOCAB_NAME))
-             if spec.manifest.kind == "text" else None)
+    vocab = texts = None
+    if spec.manifest.kind == "text":
+        vocab = storage.read_text(storage.join(spec.dataset_url, VOCAB_NAME))
+        texts = [str(t) for t in next(read_batches(spec.dataset_url, "val", ("text",),
+                                                   len(example)))["text"]]
     retrying(MODEL_WRITE, log_raw_model, spec.tracker, spec.run_id, model, spec.manifest, vocab,
-             RawInputPredictor.from_folder, raw_example(spec.manifest, example, vocab))
+             RawInputPredictor.from_folder, raw_example(spec.manifest, example, texts))
 
 
 class WarmStartError(RuntimeError):

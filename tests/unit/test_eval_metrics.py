@@ -78,3 +78,14 @@ def test_the_worst_slice_is_named_among_slices_with_enough_rows():
 def test_text_lengths_fall_in_fixed_buckets():
     assert [metrics.length_bucket(n) for n in (1, 7, 8, 31, 255, 256, 5000)] == [
         "1-7", "1-7", "8-15", "16-31", "128-255", "256+", "256+"]
+
+
+def test_a_diverged_model_is_counted_not_crashed():
+    probs = np.array([[np.nan, np.nan], [0.2, 0.8], [np.inf, 0.0]])
+    tally = _tally(probs, np.array([0, 1, 0]))
+    assert tally.confusion.sum() == 3 and tally.calibration[:, 0].sum() == 3
+
+
+def test_a_table_row_is_sliced_by_its_file_a_file_by_its_folder():
+    assert metrics.source_folder("s3://b/raw/cam1/x.png") == "s3://b/raw/cam1"
+    assert metrics.source_folder("s3://b/raw/reviews.csv", line=7) == "s3://b/raw/reviews.csv"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import subprocess
 
+import pytest
+
 from pipeline.tracking.source import code_version, command_line
 from tests.conftest import REPO
 
@@ -15,6 +17,19 @@ def test_the_command_line_is_recorded_without_its_secrets():
     assert line.startswith("pipeline train --data s3://b/digits spark.conf.spark.hadoop")
     assert line.endswith("--epochs 3")
     assert "abc123" not in line and "pw123" not in line and line.count("<redacted>") == 2
+
+
+@pytest.mark.parametrize("args", [
+    ["--input", "https://acct.blob.core.windows.net/c?sig=SECRET&sv=1"],
+    ["--input=https://acct.blob.core.windows.net/c?sig=SECRET"],
+    ["--input=s3://b/k?X-Amz-Signature=SECRET"],
+    ["--conf=spark.hadoop.fs.s3a.secret.key=SECRET"],
+    ["--password", "SECRET"],
+    ["mlflow.tracking_uri=https://SECRET@tracking.example"],
+])
+def test_no_shape_of_secret_on_a_command_line_is_recorded(args):
+    line = command_line(["pipeline", "ingest", *args])
+    assert "SECRET" not in line and "<redacted>" in line
 
 
 def test_a_checkout_gives_its_commit_and_whether_it_was_changed():
