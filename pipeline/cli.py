@@ -296,8 +296,8 @@ def _add_export(commands, common: argparse.ArgumentParser) -> None:
         "export", parents=[common], help="write a model as a TensorFlow SavedModel",
         description="Write the Keras network of a logged or registered model as a TensorFlow "
                     "SavedModel with a serving_default signature (inputs: the model's tensors; "
-                    "outputs: probabilities) for TensorFlow servers. ONNX is not offered: see "
-                    "README.")
+                    "outputs: probabilities) for TensorFlow servers. ONNX is not offered yet: "
+                    "see README.")
     _model_uri_option(export)
     export.add_argument("--format", choices=("savedmodel",), default="savedmodel",
                         help="savedmodel (the only one; default)")
