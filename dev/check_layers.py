@@ -17,7 +17,8 @@ from typing import NamedTuple
 LAYERS: dict[str, int] = {
     **dict.fromkeys(["errors", "logs", "config", "redaction", "__init__", "resources"], 0),  # base
     **dict.fromkeys(["storage", "spark", "datasets", "tracking"], 1),  # adapters
-    **dict.fromkeys(["ingest", "train", "evaluation", "inference", "samples"], 2),  # stages
+    **dict.fromkeys(["ingest", "train", "evaluation", "inference", "samples", "validation"],
+                    2),  # stages
     **dict.fromkeys(["retrain", "sweep", "demo"], 3),  # workflows
     **dict.fromkeys(["cli", "doctor", "submit", "__main__"], 4),  # entry points
 }

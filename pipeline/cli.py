@@ -305,6 +305,25 @@ def _add_export(commands, common: argparse.ArgumentParser) -> None:
     _json_option(export)
 
 
+def _add_validate(commands, common: argparse.ArgumentParser) -> None:
+    validate = commands.add_parser(
+        "validate", parents=[common], help="check a dataset version for drift and anomalies",
+        description="Compare a dataset version's statistics with a reference version's (drift "
+                    "per statistic, labels come or gone) and/or with expectations; print the "
+                    "findings, write an HTML report, exit 4 when one is an error. With "
+                    "--infer-expectations, write the expectations of --data to a YAML file.")
+    validate.add_argument("--data", required=True, metavar="URI",
+                          help="a dataset version (or a folder of versions: the newest)")
+    validate.add_argument("--reference", metavar="URI", help="the version to compare with")
+    validate.add_argument("--expectations", metavar="FILE",
+                          help="a YAML of expectations (default: validation.expectations)")
+    validate.add_argument("--infer-expectations", metavar="FILE",
+                          help="write the expectations --data meets to FILE, and stop")
+    validate.add_argument("--report", metavar="FILE", help="the HTML report (default: "
+                          "<data_dir>/reports/validation-<dataset>.html)")
+    _json_option(validate)
+
+
 def _add_demo(commands, common: argparse.ArgumentParser) -> None:
     commands.add_parser("demo", parents=[common], help="the whole pipeline on bundled digits",
                         description="Write the bundled MNIST digits as PNG files and the "
@@ -354,8 +373,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"pipeline {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_doctor, _add_ingest, _add_train, _add_evaluate, _add_promote, _add_predict,
-                _add_retrain, _add_runs, _add_datasets, _add_ui, _add_serve, _add_export,
-                _add_demo, _add_submit):
+                _add_retrain, _add_validate, _add_runs, _add_datasets, _add_ui, _add_serve,
+                _add_export, _add_demo, _add_submit):
         add(commands, common)
     return parser
 
@@ -697,6 +716,37 @@ def _export(cfg: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def _infer_expectations(args: argparse.Namespace) -> int:
+    from pipeline.validation import expectations
+    from pipeline.validation.validate import version_statistics
+
+    inferred = expectations.infer(version_statistics(args.data))
+    expectations.write(inferred, args.infer_expectations, args.data)
+    _report(args, {"data": args.data, "expectations": args.infer_expectations},
+            f"expectations of {args.data} written to {args.infer_expectations}: edit the bounds, "
+            "commit the file, and point validation.expectations (or --expectations) at it")
+    return 0
+
+
+def _validate(cfg: Config, args: argparse.Namespace) -> int:
+    from pipeline.validation import report
+    from pipeline.validation.validate import check, validate_versions
+
+    if args.infer_expectations:
+        return _infer_expectations(args)
+    expected = args.expectations or cfg.validation.expectations or None
+    if not args.reference and not expected:
+        raise UsageError("nothing to compare with: give --reference URI and/or --expectations "
+                         "FILE (or set validation.expectations)")
+    validation = validate_versions(args.data, args.reference, expected, cfg.validation)
+    path = report.write_report(validation,
+                               args.report or report.default_path(cfg.data_dir, args.data))
+    _report(args, validation.to_dict() | {"report": path}, *report.table(validation),
+            f"report: {path}")
+    check(validation)
+    return 0
+
+
 def _demo(cfg: Config, args: argparse.Namespace) -> int:
     from pipeline.demo import run_demo, ui_command
 
@@ -738,8 +788,8 @@ def _submit(cfg: Config, args: argparse.Namespace) -> int:
 
 HANDLERS = {"doctor": _doctor, "ingest": _ingest, "train": _train, "evaluate": _evaluate,
             "promote": _promote, "predict": _predict, "retrain": _retrain, "runs": _runs,
-            "datasets": _datasets, "ui": _ui, "serve": _serve, "export": _export, "demo": _demo,
-            "submit": _submit}
+            "datasets": _datasets, "ui": _ui, "serve": _serve, "export": _export,
+            "validate": _validate, "demo": _demo, "submit": _submit}
 
 
 # --- main ------------------------------------------------------------------------------------

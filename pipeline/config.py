@@ -307,6 +307,23 @@ class RegistryConfig(_Section):
     serving_sample: int = Field(ge=1)
 
 
+class ValidationConfig(_Section):
+    """``pipeline validate`` and the retrain's gate: thresholds and the expectations file."""
+
+    expectations: str  # "" = none
+    drift_warning: float = Field(gt=0, le=1)
+    drift_error: float = Field(gt=0, le=1)
+    max_pvalue: float = Field(gt=0, le=1)
+    on_error: Literal["stop", "warn"]
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ValidationConfig:
+        if self.drift_warning > self.drift_error:
+            raise ValueError(f"validation.drift_warning ({self.drift_warning}) is above "
+                             f"validation.drift_error ({self.drift_error})")
+        return self
+
+
 class RetrainConfig(_Section):
     kind: Literal["images", "text"]
     input: str = Field(min_length=1)
@@ -340,6 +357,7 @@ class Config(_Section):
     mlflow: MlflowConfig
     registry: RegistryConfig
     retrain: RetrainConfig
+    validation: ValidationConfig
 
     @model_validator(mode="after")
     def _workers_fit_hosts(self) -> Config:

@@ -21,12 +21,14 @@ from pyspark.sql import functions as F
 
 from pipeline import storage
 from pipeline.config import DatasetConfig
+from pipeline.datasets import statistics
 from pipeline.datasets.commit import WriteMode, begin
 from pipeline.datasets.features import SPLITS
 from pipeline.datasets.manifest import Manifest, SplitInfo
 from pipeline.datasets.parquet import write_frame
 from pipeline.datasets.reader import filesystem_factory
 from pipeline.datasets.schema import describe
+from pipeline.datasets.statistics import Statistics
 from pipeline.errors import PipelineError
 
 log = logging.getLogger(__name__)
@@ -54,6 +56,17 @@ class VersionSpec:
     files: dict[str, str] = field(default_factory=dict)  # e.g. vocab.txt: part of the version
     # stored with the version but not fingerprinted, e.g. the raw-input snapshot (file times)
     attachments: dict[str, str] = field(default_factory=dict)
+    top_tokens: tuple[tuple[str, int], ...] = ()  # text: the train split's most frequent
+
+
+def _statistics(accepted: DataFrame, spec: VersionSpec, reasons: dict[str, int]) -> Statistics:
+    """The version's statistics: each partition's record profiles added up in plain Python
+    (``statistics.accumulate``), the partitions merged by Spark."""
+    kind = spec.kind
+    acc = (accepted.select("split", "label_name", "source", "profile").rdd
+           .mapPartitions(lambda rows: [statistics.accumulate(rows, kind)])
+           .fold(statistics.empty(), statistics.merge))
+    return statistics.build(acc, kind, reasons, spec.top_tokens)
 
 
 def _count_row_groups(split_uri: str) -> int:
@@ -130,6 +143,7 @@ def write_version(spark: SparkSession, records: DataFrame, discovered: int,
     reasons = {row["reason"]: row["count"] for row in rejected.groupBy("reason").count().collect()}
 
     try:
+        stats = _statistics(accepted, spec, reasons)
         splits: dict[str, SplitInfo] = {}
         for split in SPLITS:
             per_label = dict(sorted(counts.get(split, {}).items()))
@@ -152,10 +166,12 @@ def write_version(spark: SparkSession, records: DataFrame, discovered: int,
             splits=splits, quarantine=dict(sorted(reasons.items())),
             schema=describe(spec.schema), fingerprint=_fingerprint(accepted, spec),
             extra={**spec.extra, "rows_per_row_group": spec.layout.rows_per_row_group,
-                   "max_workers": min((s.row_groups for s in splits.values()), default=0)},
+                   "max_workers": min((s.row_groups for s in splits.values()), default=0),
+                   "statistics": stats.summary()},
         )
         _check_accounting(records, discovered, manifest)
-        for name, text in {**spec.files, **spec.attachments}.items():
+        files = {**spec.files, **spec.attachments, statistics.STATISTICS_NAME: stats.to_json()}
+        for name, text in files.items():
             storage.write_text(storage.join(staging, name), text)
         version_uri = pending.finish(manifest.to_json())
     except BaseException:

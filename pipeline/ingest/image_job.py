@@ -45,6 +45,7 @@ RECORD_SCHEMA = T.StructType([
     T.StructField("content_hash", T.StringType(), True),
     T.StructField("reason", T.StringType(), True),
     T.StructField("detail", T.StringType(), True),
+    T.StructField("profile", T.StringType(), True),
 ])
 assert tuple(RECORD_SCHEMA.names) == ImageRecord._fields
 

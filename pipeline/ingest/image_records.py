@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from pipeline.config import ImagesConfig
+from pipeline.datasets.profiles import dumps
 from pipeline.datasets.reasons import Reason
 from pipeline.ingest.images import prepare_image
 from pipeline.ingest.rejection import Rejected
@@ -21,13 +22,14 @@ class ImageRecord(NamedTuple):
     content_hash: str | None
     reason: str | None
     detail: str | None
+    profile: str | None  # accepted: the stored pixels' profile as JSON (datasets.profiles)
 
     @classmethod
     def rejected(cls, path: str, label: str | None, reason: Reason, detail: str | None
                  ) -> ImageRecord:
         """A quarantined input; ``reason`` stored as a plain str (Spark's JVM unpickler, which
         reads rows made in Python, knows no enum)."""
-        return cls(path, label, None, None, None, str(reason), detail)
+        return cls(path, label, None, None, None, str(reason), detail, None)
 
 
 def clean_image_file(path: str, content: bytes, label: str, images: ImagesConfig,
@@ -36,7 +38,8 @@ def clean_image_file(path: str, content: bytes, label: str, images: ImagesConfig
     try:
         prepared = prepare_image(bytes(content), images)
         split = assign_split(prepared.content_hash, ratios)
-        return ImageRecord(path, label, split, prepared.encoded, prepared.content_hash, None, None)
+        return ImageRecord(path, label, split, prepared.encoded, prepared.content_hash, None, None,
+                           dumps(prepared.profile))
     except Rejected as rejected:
         return ImageRecord.rejected(path, label, rejected.reason, rejected.detail)
     except Exception as exc:  # a decoder bug must quarantine one file, not kill the job

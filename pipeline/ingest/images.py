@@ -18,6 +18,7 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from pipeline.config import ImagesConfig
 from pipeline.datasets.features import encode_image
+from pipeline.datasets.profiles import Profile, image_profile
 from pipeline.datasets.reasons import Reason
 from pipeline.ingest.rejection import Rejected
 
@@ -41,10 +42,22 @@ _ANIMATED_FORMATS = ("GIF", "PNG", "WEBP")
 
 @dataclass(frozen=True)
 class PreparedImage:
-    """What ingest stores of an image: its encoding (PNG/JPEG) and its pixels' hash."""
+    """What ingest stores of an image: its encoding (PNG/JPEG), its pixels' hash, and its
+    profile (``datasets.profiles``: the measures a version's statistics add up)."""
 
     encoded: bytes
     content_hash: str
+    profile: Profile
+
+
+@dataclass(frozen=True)
+class Original:
+    """What the file's header said: size, format, Pillow mode."""
+
+    width: int
+    height: int
+    format: str
+    mode: str
 
 
 def _open(data: bytes) -> Image.Image:
@@ -64,7 +77,13 @@ def _open(data: bytes) -> Image.Image:
 
 
 def decode_pixels(data: bytes, cfg: ImagesConfig) -> np.ndarray:
-    """Raw file bytes -> oriented, mode-normalised uint8 pixels before resize; raises ``Rejected``.
+    """Raw file bytes -> oriented, mode-normalised uint8 pixels before resize (``decode_image``)."""
+    return decode_image(data, cfg)[0]
+
+
+def decode_image(data: bytes, cfg: ImagesConfig) -> tuple[np.ndarray, Original]:
+    """Raw file bytes -> (oriented, mode-normalised uint8 pixels before resize, what the header
+    said); raises ``Rejected``.
 
     Checks run cheapest first: pixel count and animation from the header, then the first
     frame alone is decoded, EXIF orientation applied, the mode normalised, the size checked.
@@ -76,6 +95,7 @@ def decode_pixels(data: bytes, cfg: ImagesConfig) -> np.ndarray:
                        f"header claims {width}x{height} = {width * height} pixels "
                        f"> max_pixels {cfg.max_pixels}")
     kind = image.format or "image"
+    original = Original(width, height, kind, image.mode)
     try:
         if (cfg.animation == "reject" and kind in _ANIMATED_FORMATS
                 and getattr(image, "is_animated", False)):
@@ -88,7 +108,7 @@ def decode_pixels(data: bytes, cfg: ImagesConfig) -> np.ndarray:
     height, width = pixels.shape[:2]
     if min(height, width) < cfg.min_size:
         raise Rejected(Reason.TOO_SMALL, f"{width}x{height} is below min_size {cfg.min_size}")
-    return pixels
+    return pixels, original
 
 
 def normalise_mode(image: Image.Image, color_mode: str) -> np.ndarray:
@@ -166,9 +186,13 @@ def resize(pixels: np.ndarray, cfg: ImagesConfig) -> np.ndarray:
 
 
 def prepare_image(data: bytes, cfg: ImagesConfig) -> PreparedImage:
-    """Raw file bytes -> the stored encoding and the content hash; raises ``Rejected``."""
-    pixels = decode_pixels(data, cfg)
-    encoded = encode_image(resize(pixels, cfg), cfg)
+    """Raw file bytes -> the stored encoding, the content hash and the profile of the stored
+    pixels; raises ``Rejected``."""
+    pixels, original = decode_image(data, cfg)
+    stored = resize(pixels, cfg)
+    encoded = encode_image(stored, cfg)
     if encoded is None:  # cv2 fails only on invalid arrays, which decode_pixels never returns
         raise Rejected(Reason.ENCODE_FAILED, f"{cfg.encoding} encoding failed")
-    return PreparedImage(encoded=encoded, content_hash=pixel_hash(pixels))
+    profile = image_profile(stored, original.width, original.height, original.format,
+                            original.mode)
+    return PreparedImage(encoded=encoded, content_hash=pixel_hash(pixels), profile=profile)

@@ -66,7 +66,13 @@ _KEPT_FORMAT = frozenset("\u200c\u200d")
 
 
 def decode_text(data: bytes, cfg: TextConfig) -> str:
-    """Raw bytes -> text without NUL characters; raises ``Rejected``.
+    """Raw bytes -> text without NUL characters; raises ``Rejected`` (see ``decode_document``)."""
+    return decode_document(data, cfg)[0]
+
+
+def decode_document(data: bytes, cfg: TextConfig) -> tuple[str, str]:
+    """Raw bytes -> (text without NUL characters, the encoding that decoded it); raises
+    ``Rejected``.
 
     A BOM decides: UTF-8, UTF-16 or UTF-32, either byte order. Without one, strict UTF-8, then
     ``cfg.fallback_encoding``, also strict. The default latin-1 maps every byte to a character,
@@ -80,7 +86,7 @@ def decode_text(data: bytes, cfg: TextConfig) -> str:
     found = sniff.signature(data)
     if found is not None:
         raise Rejected(Reason.BINARY_CONTENT, sniff.describe_signature(found))
-    text = _decode(data, cfg)
+    text, encoding = _decode(data, cfg)
     text = text.replace("\x00", "")
     if not text.strip():
         detail = "the file has no bytes" if not data else "only whitespace or NUL characters"
@@ -88,37 +94,40 @@ def decode_text(data: bytes, cfg: TextConfig) -> str:
     controls = sniff.count_controls(text)
     if sniff.too_many_controls(controls, len(text)) and sniff.has_visible(text):
         raise Rejected(Reason.BINARY_CONTENT, sniff.describe_controls(controls, len(text)))
-    return text
+    return text, encoding
 
 
-def _decode(data: bytes, cfg: TextConfig) -> str:
+def _decode(data: bytes, cfg: TextConfig) -> tuple[str, str]:
+    """(text, encoding): a BOM's codec (``utf-16-le bom``), ``utf-8``, the fallback's name, or
+    ``utf-8 replaced`` when bad sequences became U+FFFD."""
     for bom, codec in _BOMS:
         if data.startswith(bom):
             return _strict_or_replace(data[len(bom):], codec, len(bom), cfg)
     try:
-        return data.decode("utf-8")
+        return data.decode("utf-8"), "utf-8"
     except UnicodeDecodeError as exc:
         utf8_error = exc
     fallback = cfg.fallback_encoding
     also_utf8 = codecs.lookup(fallback).name == "utf-8"
     if not also_utf8:
         try:
-            return data.decode(fallback)
+            return data.decode(fallback), fallback
         except UnicodeDecodeError:
             pass
     if cfg.on_decode_error == "replace":
-        return data.decode("utf-8", errors="replace")
+        return data.decode("utf-8", errors="replace"), "utf-8 replaced"
     tried = "text.fallback_encoding is UTF-8 too" if also_utf8 else (
         f"not {fallback} either (text.fallback_encoding)")
     raise Rejected(Reason.UNDECODABLE, f"{_describe(utf8_error, 0, 'UTF-8')}; {tried}")
 
 
-def _strict_or_replace(data: bytes, codec: str, offset: int, cfg: TextConfig) -> str:
+def _strict_or_replace(data: bytes, codec: str, offset: int, cfg: TextConfig
+                       ) -> tuple[str, str]:
     try:
-        return data.decode(codec)
+        return data.decode(codec), f"{codec} bom"
     except UnicodeDecodeError as exc:
         if cfg.on_decode_error == "replace":
-            return data.decode(codec, errors="replace")
+            return data.decode(codec, errors="replace"), f"{codec} bom replaced"
         raise Rejected(Reason.UNDECODABLE,
                        f"{_describe(exc, offset, codec)} after its BOM") from None
 

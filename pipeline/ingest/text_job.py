@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any, Literal
 
@@ -22,8 +22,10 @@ from pipeline.config import Config, TextConfig
 from pipeline.datasets.commit import WriteMode, check_output
 from pipeline.datasets.features import encode_token_ids
 from pipeline.datasets.manifest import Manifest
+from pipeline.datasets.profiles import oov_share, with_oov
 from pipeline.datasets.reasons import Reason
 from pipeline.datasets.schema import text_schema
+from pipeline.datasets.statistics import TOP_TOKENS
 from pipeline.datasets.writer import VersionSpec, write_version
 from pipeline.errors import InputError, first_line
 from pipeline.ingest.discover import classify_data_file, classify_folder_file, is_hidden
@@ -43,6 +45,7 @@ from pipeline.ingest.text_splits import (
     spark_file_path,
 )
 from pipeline.ingest.tokens import (
+    OOV,
     Tokenizer,
     build_vocab,
     parse_vocab,
@@ -68,6 +71,7 @@ RECORD_SCHEMA = T.StructType([
     T.StructField("n_tokens", T.IntegerType(), True),
     T.StructField("reason", T.StringType(), True),
     T.StructField("detail", T.StringType(), True),
+    T.StructField("profile", T.StringType(), True),
 ])
 assert tuple(RECORD_SCHEMA.names) == TextRecord._fields
 
@@ -282,9 +286,10 @@ def _with_identity(records: DataFrame) -> DataFrame:
 
 
 def _vocabulary(records: DataFrame, cfg: TextConfig, fixed: list[str] | None
-                ) -> tuple[list[str], float]:
-    """(vocabulary, share of train tokens it covers), counted with Spark on the train split;
-    ``fixed``: keep this vocabulary (a retrain: token ids keep their meaning)."""
+                ) -> tuple[list[str], float, list[tuple[str, int]]]:
+    """(vocabulary, share of train tokens it covers, the most frequent train tokens), counted
+    with Spark on the train split; ``fixed``: keep this vocabulary (a retrain: token ids keep
+    their meaning)."""
     pattern = cfg.token_pattern
     counts = (records.filter(F.col("reason").isNull() & (F.col("split") == "train"))
               .select("text").rdd.flatMap(lambda row: tokenize(row.text, pattern))
@@ -293,12 +298,14 @@ def _vocabulary(records: DataFrame, cfg: TextConfig, fixed: list[str] | None
     frequent = dict(counts.filter(lambda kv: kv[1] >= cfg.min_count).collect())
     vocab = fixed if fixed is not None else build_vocab(frequent, cfg.vocab_size, cfg.min_count)
     covered = sum(frequent.get(token, 0) for token in vocab)
-    return vocab, (covered / total if total else 0.0)
+    top = sorted(frequent.items(), key=lambda kv: (-kv[1], kv[0]))[:TOP_TOKENS]
+    return vocab, (covered / total if total else 0.0), top
 
 
 def _add_token_ids(spark: SparkSession, records: DataFrame, vocab_text_: str, max_len: int,
                    pattern: str) -> DataFrame:
-    """``records`` with ``token_ids`` (stored encoding) and ``length`` for accepted rows."""
+    """``records`` with ``token_ids`` (stored encoding) and ``length`` for accepted rows, and
+    their share of out-of-vocabulary tokens in their profile."""
     # the very tokeniser serving uses (built from vocab.txt), so ids match by construction
     tokenizer = spark.sparkContext.broadcast(
         Tokenizer.from_vocab_text(vocab_text_, pattern, max_len))
@@ -307,12 +314,13 @@ def _add_token_ids(spark: SparkSession, records: DataFrame, vocab_text_: str, ma
         for row in rows:
             if row.reason is None:
                 ids, length = tokenizer.value(row.text)
-                yield (row.path, encode_token_ids(ids), length)
+                yield (row.path, encode_token_ids(ids), length,
+                       with_oov(row.profile, oov_share(ids, length, OOV)))
 
     encoded = spark.createDataFrame(
-        records.select("path", "text", "reason").rdd.mapPartitions(encode_partition),
-        "path string, token_ids binary, length int")
-    return records.join(encoded, "path", "left")
+        records.select("path", "text", "reason", "profile").rdd.mapPartitions(encode_partition),
+        "path string, token_ids binary, length int, profile string")
+    return records.drop("profile").join(encoded, "path", "left")
 
 
 def _deduplicate(spark: SparkSession, records: DataFrame, text: TextConfig) -> DataFrame:
@@ -390,12 +398,13 @@ def ingest_text(spark: SparkSession, cfg: Config, input_path: str, output_path: 
             raise InputError(f"no documents found in {input_uri}")
         log.info("%d documents or rows read from %s (%s)", discovered, input_uri, documents.fmt)
         deduped = _deduplicate(spark, records, cfg.text)
-        vocab, coverage = _vocabulary(
+        vocab, coverage, top = _vocabulary(
             deduped, cfg.text, None if vocabulary is None else list(parse_vocab(vocabulary)))
         final, label_map = _encoded(spark, deduped, vocab_text(vocab), cfg.text)
-        version = _version_spec(cfg, input_uri, documents.fmt,
-                                {"text": text_col, "label": label_col}, label_map, vocab,
-                                coverage, _token_counts(deduped), attachments or {})
+        version = replace(_version_spec(cfg, input_uri, documents.fmt,
+                                        {"text": text_col, "label": label_col}, label_map,
+                                        vocab, coverage, _token_counts(deduped),
+                                        attachments or {}), top_tokens=tuple(top))
         with SparkProgress(spark, "write"):
             manifest = write_version(spark, final, discovered, output_uri, mode, version)
         final.unpersist()

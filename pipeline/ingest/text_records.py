@@ -12,11 +12,19 @@ from typing import NamedTuple
 import numpy as np
 
 from pipeline.config import TextConfig
+from pipeline.datasets.profiles import dumps, text_profile
 from pipeline.datasets.reasons import Reason
 from pipeline.ingest.rejection import Rejected
 from pipeline.ingest.rows import HeaderError, Row, RowFormat, csv_rows, jsonl_rows, parse_rows
 from pipeline.ingest.split import assign_split
-from pipeline.ingest.text import check_length, clean_text, decode_text, normalise_label, text_hash
+from pipeline.ingest.text import (
+    check_length,
+    clean_text,
+    decode_document,
+    decode_text,
+    normalise_label,
+    text_hash,
+)
 from pipeline.ingest.tokens import Tokenizer, tokenize
 
 
@@ -36,6 +44,7 @@ class TextRecord(NamedTuple):
     n_tokens: int | None
     reason: str | None
     detail: str | None
+    profile: str | None = None  # accepted: the text's profile as JSON (datasets.profiles)
 
     @classmethod
     def rejected(cls, source: str, line: int | None, reason: Reason, detail: str | None,
@@ -113,17 +122,20 @@ def range_rows(source: str, content: str, first_line: int, text_col: str, label_
         yield _row_item(source, row)
 
 
-def document_text(raw: object, cfg: TextConfig) -> str:
-    """A document as found -> text, before cleaning; raises ``Rejected``.
+STRING = "string"  # the encoding recorded for a value a table reader already decoded
+
+
+def document_text(raw: object, cfg: TextConfig) -> tuple[str, str]:
+    """A document as found -> (text before cleaning, its encoding); raises ``Rejected``.
 
     Bytes (a file) are decoded; a str (a CSV, JSONL or Parquet value) is already text.
     """
     if raw is None:
         raise Rejected(Reason.MISSING_TEXT, "the text is missing or null")
     if isinstance(raw, bytes | bytearray | memoryview):
-        return decode_text(bytes(raw), cfg)
+        return decode_document(bytes(raw), cfg)
     if isinstance(raw, str):
-        return raw
+        return raw, STRING
     raise Rejected(Reason.TEXT_NOT_STRING,
                    f"the text is not a string: {type(raw).__name__} {raw!r:.40}")
 
@@ -139,7 +151,8 @@ def clean_text_document(source: str, line: int | None, raw: bytes | str | None,
     label = None
     try:
         label = normalise_label(raw_label, cfg)
-        cleaned = clean_text(document_text(raw, cfg), cfg)
+        text, encoding = document_text(raw, cfg)
+        cleaned = clean_text(text, cfg)
         check_length(cleaned, cfg)
         n_tokens = len(tokenize(cleaned, cfg.token_pattern))
         if n_tokens == 0:
@@ -147,7 +160,8 @@ def clean_text_document(source: str, line: int | None, raw: bytes | str | None,
                            f"no token matches text.token_pattern in {cleaned!r:.60}")
         content_hash = text_hash(cleaned)
         return TextRecord(source, line, label, assign_split(content_hash, ratios), cleaned,
-                          content_hash, n_tokens, None, None)
+                          content_hash, n_tokens, None, None,
+                          dumps(text_profile(cleaned, n_tokens, encoding)))
     except Rejected as rejected:
         return TextRecord.rejected(source, line, rejected.reason, rejected.detail, label)
     except Exception as exc:  # a cleaning bug must quarantine one document, not kill the job
@@ -163,7 +177,7 @@ def encode_document(raw: bytes | str, cfg: TextConfig, tokenizer: Tokenizer
     Text that ingest would refuse for itself (missing, undecodable, empty after cleaning) is
     rejected; the length limits are not applied: a long text is truncated to ``max_len``.
     """
-    cleaned = clean_text(document_text(raw, cfg), cfg)
+    cleaned = clean_text(document_text(raw, cfg)[0], cfg)
     if not cleaned:
         raise Rejected(Reason.EMPTY_TEXT, "nothing is left after cleaning")
     return tokenizer(cleaned)

@@ -20,9 +20,10 @@ from pipeline import storage
 from pipeline.config import Config, ConfigError, flatten
 from pipeline.datasets.commit import guard_commits
 from pipeline.datasets.manifest import VOCAB_NAME, Manifest, committed_versions, open_version
+from pipeline.datasets.statistics import read_validation
 from pipeline.errors import PipelineError
 from pipeline.evaluation.promotion import Promotion, finish_interrupted, promote
-from pipeline.retrain import inputs
+from pipeline.retrain import gate, inputs
 from pipeline.retrain.lock import RetrainLock
 from pipeline.tracking import keys, registry, runs
 from pipeline.tracking.models import ModelMismatchError, check_fits
@@ -36,6 +37,7 @@ from pipeline.train.job import (
     train,
 )
 from pipeline.train.model import choose_model
+from pipeline.validation.validate import check
 
 log = logging.getLogger(__name__)
 
@@ -166,6 +168,11 @@ def _nothing_to_do(cfg: Config, tracker: Tracker, source_uri: str, output_uri: s
         return None if changes.any else f"no files in {source_uri} yet; nothing to do"
     if changes.any:
         return None
+    refused = read_validation(latest[0])
+    if refused and refused.get("status") == "error" and cfg.validation.on_error == "stop":
+        return (f"no new data in {source_uri}, and {latest[0]} was refused by validation "
+                f"({refused.get('data')}: see its validation.json); nothing to do until raw "
+                "files change")
     name = registered_name(cfg, output_uri, choose_model(cfg.train.model, latest[1]))
     check_registered_name(cfg, tracker, name, latest[0], partial(_fingerprints, output_uri))
     step, _ = _pending(tracker, name, latest[1].fingerprint)
@@ -237,9 +244,28 @@ def _version_to_train(cfg: Config, tracker: Tracker, parent: str, source_uri: st
     return version
 
 
+def _validate(cfg: Config, tracker: Tracker, parent: str, name: str, version: _Version
+              ) -> dict[str, str]:
+    """Step 3, first: the version's data checked; an error stops the retrain (exit 4) unless
+    ``validation.on_error`` is ``warn``. Returns the tags for the registered version."""
+    validation = gate.check_version(cfg, tracker, parent, name, version.url)
+    if validation is None:
+        return {}
+    if validation.status == "error" and cfg.validation.on_error == "stop":
+        runs.set_tags(tracker, parent, {keys.RETRAIN_DECISION: "refused by validation"})
+        runs.describe_run(tracker, parent, (
+            f"{version.url.rsplit('/', 1)[-1]} refused by validation (errors in "
+            f"{', '.join(validation.named())}): nothing trained or promoted; the report is in "
+            "the artifacts, under validation/."))
+        check(validation)
+    return runs.validation_tags(validation.to_dict())
+
+
 def _train_challenger(cfg: Config, tracker: Tracker, parent: str, output_uri: str, name: str,
                       version: _Version, lock: RetrainLock) -> tuple[TrainResult, ModelRef]:
-    """Step 3: a challenger trained on the version (warm from the champion if configured)."""
+    """Step 3: a challenger trained on the version (warm from the champion if configured),
+    once its data passed validation."""
+    validation_tags = _validate(cfg, tracker, parent, name, version)
     warm_start = (_warm_start_from(tracker, name, version.manifest, version.url)
                   if cfg.retrain.warm_start else None)
     log.info("step 3/5: training a challenger on %s%s", version.url,
@@ -250,7 +276,7 @@ def _train_challenger(cfg: Config, tracker: Tracker, parent: str, output_uri: st
                             "nothing to promote (the next retrain trains again)")
     lock.check()
     return training, register_challenger(cfg, output_uri, training,
-                                         {keys.RETRAIN_RUN_ID: parent})
+                                         {keys.RETRAIN_RUN_ID: parent, **validation_tags})
 
 
 def _run_steps(cfg: Config, tracker: Tracker, parent: str, source_uri: str, output_uri: str,

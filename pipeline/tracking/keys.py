@@ -46,6 +46,12 @@ PROMOTION = "promotion."
 DECISION = "promotion.decision"  # promoted | rejected
 REPLACED_BY, REPLACED_AT = "promotion.replaced_by", "promotion.replaced_at"
 
+# data validation, on the run that checked or used a version (and on the registered version)
+VALIDATION_STATUS = "validation.status"  # ok | warning | error
+VALIDATION_ERRORS, VALIDATION_WARNINGS = "validation.errors", "validation.warnings"  # features
+VALIDATION_REFERENCE = "validation.reference"
+VALIDATION_ARTIFACTS = "validation"  # report.html and validation.json
+
 # sweeps and retrains
 SWEEP_BEST, SWEEP_BEST_RUN = "sweep.best", "sweep.best_run_id"
 SWEEP_RUN_ID, SWEEP_VALUES = "sweep.run_id", "sweep.values"

@@ -11,6 +11,7 @@ from urllib.parse import urlparse
 
 from pipeline import storage
 from pipeline.datasets.manifest import VOCAB_NAME, Manifest
+from pipeline.datasets.statistics import read_validation
 from pipeline.errors import PipelineError
 from pipeline.redaction import redact
 from pipeline.tracking import keys
@@ -38,8 +39,33 @@ def dataset_input(manifest: Manifest, dataset_url: str, context: str):
 
 
 def lineage_tags(manifest: Manifest, dataset_url: str) -> dict[str, str]:
-    """The dataset version a run used: its location (redacted) and fingerprint."""
-    return {keys.DATASET_URL: redact(dataset_url), keys.DATASET_FINGERPRINT: manifest.fingerprint}
+    """The dataset version a run used: its location (redacted), fingerprint, and how a
+    retrain's validation judged it (when one did)."""
+    tags = {keys.DATASET_URL: redact(dataset_url), keys.DATASET_FINGERPRINT: manifest.fingerprint}
+    return tags | validation_tags(read_validation(dataset_url) or {})
+
+
+def validation_tags(outcome: Mapping[str, Any]) -> dict[str, str]:
+    """The tags of a validation outcome (``Validation.to_dict``): status, features named."""
+    if "status" not in outcome:
+        return {}
+    named = {s: sorted({f["feature"] for f in outcome["findings"] if f["severity"] == s})
+             for s in ("error", "warning")}
+    tags = {keys.VALIDATION_STATUS: outcome["status"],
+            keys.VALIDATION_ERRORS: ",".join(named["error"]),
+            keys.VALIDATION_WARNINGS: ",".join(named["warning"])}
+    if outcome.get("reference"):
+        tags[keys.VALIDATION_REFERENCE] = redact(outcome["reference"])
+    return {key: value for key, value in tags.items() if value}
+
+
+def log_validation(tracker: Tracker, run_id: str, outcome: Mapping[str, Any],
+                   report_path: str) -> None:
+    """A validation on a run: its tags, the outcome as JSON and the HTML report."""
+    set_tags(tracker, run_id, validation_tags(outcome))
+    tracker.client.log_text(run_id, json.dumps(outcome, indent=1, default=str),
+                            f"{keys.VALIDATION_ARTIFACTS}/validation.json")
+    tracker.client.log_artifact(run_id, report_path, keys.VALIDATION_ARTIFACTS)
 
 
 def create_run(tracker: Tracker, job: str, run_name: str, tags: Mapping[str, str] | None = None,

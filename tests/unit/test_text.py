@@ -387,8 +387,11 @@ def test_text_that_is_not_usable_is_rejected_keeping_the_label(raw, reason):
 
 
 def test_document_text_decodes_bytes_and_passes_strings_through():
-    assert document_text(memoryview(b"caf\xc3\xa9"), DEFAULTS) == "café"
-    assert document_text("  as is\x00 ", DEFAULTS) == "  as is\x00 "  # cleaning comes next
+    assert document_text(memoryview(b"caf\xc3\xa9"), DEFAULTS) == ("café", "utf-8")
+    assert document_text(b"caf\xe9", DEFAULTS) == ("café", "latin-1")  # the fallback
+    assert document_text(b"\xff\xfec\x00", DEFAULTS) == ("c", "utf-16-le bom")
+    # cleaning comes next
+    assert document_text("  as is\x00 ", DEFAULTS) == ("  as is\x00 ", "string")
     assert _rejected(document_text, None, DEFAULTS).reason == "missing_text"
     assert _rejected(document_text, True, DEFAULTS).reason == "text_not_string"
 

@@ -1,0 +1,134 @@
+"""``pipeline validate``: a version's statistics against a reference version's (drift, labels
+come and gone) and against expectations; the findings decide the exit status."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from pipeline.config import ValidationConfig
+from pipeline.datasets.manifest import open_version
+from pipeline.datasets.statistics import Statistics, read_statistics
+from pipeline.errors import PipelineError
+from pipeline.validation import expectations as expect
+from pipeline.validation.drift import homogeneity_pvalue, js_distance
+from pipeline.validation.findings import Finding, Severity, status
+
+LABEL = "label"
+
+
+class ValidationFailedError(PipelineError):
+    """A version broke an expectation or drifted past an error threshold: exit 4 (nothing
+    was trained or promoted on it)."""
+
+    exit_code = 4
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One statistic of the version against the reference's: distance and its p-value."""
+
+    feature: str
+    distance: float
+    pvalue: float
+    severity: Severity | None
+
+
+@dataclass(frozen=True)
+class Validation:
+    """The outcome: ``status`` is ok, warning or error."""
+
+    data: str
+    reference: str | None
+    expectations: str | None
+    findings: list[Finding]
+    comparisons: list[Comparison] = field(default_factory=list)
+    statistics: tuple[Statistics, Statistics | None] | None = field(default=None, repr=False)
+
+    @property
+    def status(self) -> str:
+        return status(self.findings)
+
+    def named(self, severity: Severity = "error") -> list[str]:
+        """The features with a finding of ``severity``, each once, in order."""
+        return list(dict.fromkeys(f.feature for f in self.findings if f.severity == severity))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"data": self.data, "reference": self.reference,
+                "expectations": self.expectations, "status": self.status,
+                "findings": [f.to_dict() for f in self.findings],
+                "comparisons": [asdict(c) for c in self.comparisons]}
+
+
+def _severity(distance: float, pvalue: float, cfg: ValidationConfig) -> Severity | None:
+    """Error or warning past its threshold, and only when the chi-squared test says the
+    difference is more than sampling noise (a small batch's histogram is ragged)."""
+    if pvalue >= cfg.max_pvalue:
+        return None
+    if distance >= cfg.drift_error:
+        return "error"
+    return "warning" if distance >= cfg.drift_warning else None
+
+
+def _histograms(stats: Statistics) -> dict[str, dict[str, int]]:
+    """The judged histograms of a version, and its labels, every split together."""
+    found = {LABEL: stats.labels()}
+    for name, definition in stats.document["features"].items():
+        if definition["judged"]:
+            found[name] = stats.feature(name)["counts"]
+    return found
+
+
+def drift(new: Statistics, reference: Statistics, cfg: ValidationConfig
+          ) -> tuple[list[Comparison], list[Finding]]:
+    """Every judged statistic compared; findings for labels come or gone and for drift."""
+    old_labels, new_labels = set(reference.labels()), set(new.labels())
+    findings = [Finding(LABEL, "missing_label", "error", label, "present",
+                        f"label {label!r} is in the reference but has no row")
+                for label in sorted(old_labels - new_labels)]
+    findings += [Finding(LABEL, "new_label", "error", label, "absent",
+                         f"label {label!r} is not in the reference")
+                 for label in sorted(new_labels - old_labels)]
+    comparisons = []
+    theirs = _histograms(reference)
+    for name, ours in _histograms(new).items():
+        if name not in theirs:
+            continue
+        distance, pvalue = js_distance(ours, theirs[name]), homogeneity_pvalue(ours, theirs[name])
+        severity = _severity(distance, pvalue, cfg)
+        comparisons.append(Comparison(name, round(distance, 6), pvalue, severity))
+        if severity is not None:
+            limit = cfg.drift_error if severity == "error" else cfg.drift_warning
+            findings.append(Finding(name, "drift", severity, round(distance, 6), limit,
+                                    f"Jensen-Shannon distance {distance:.3f} (p={pvalue:.1e})"))
+    return comparisons, findings
+
+
+def version_statistics(dataset_url: str) -> Statistics:
+    """The statistics of a committed version (or the newest in a folder of versions)."""
+    return read_statistics(open_version(dataset_url)[0])
+
+
+def validate(new: Statistics, reference: Statistics | None, expected: str | None,
+             cfg: ValidationConfig, names: tuple[str, str | None]) -> Validation:
+    """``new`` against a reference and/or an expectations file; ``names`` say where each
+    statistics came from (for the report)."""
+    comparisons, findings = drift(new, reference, cfg) if reference else ([], [])
+    if expected:
+        findings += expect.check(new, expect.read(expected))
+    return Validation(names[0], names[1], expected, findings, comparisons, (new, reference))
+
+
+def check(validation: Validation) -> None:
+    """Raise ``ValidationFailedError`` naming the features when a finding is an error."""
+    if validation.status == "error":
+        raise ValidationFailedError(f"{validation.data} failed validation: "
+                                    f"{', '.join(validation.named())}")
+
+
+def validate_versions(data_url: str, reference_url: str | None, expected: str | None,
+                      cfg: ValidationConfig) -> Validation:
+    """Two committed versions (or a version and expectations) compared."""
+    reference = version_statistics(reference_url) if reference_url else None
+    return validate(version_statistics(data_url), reference, expected, cfg,
+                    (data_url, reference_url))
