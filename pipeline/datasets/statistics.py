@@ -91,7 +91,8 @@ def _channel_sums(kind: str) -> tuple[str, ...]:
 
 def empty() -> dict[str, Any]:
     """The accumulator of no record."""
-    return {"rows": {}, "labels": {}, "hist": {}, "moments": {}, "sums": {}, "sources": {}}
+    return {"rows": {}, "labels": {}, "hist": {}, "by_label": {}, "moments": {}, "sums": {},
+            "sources": {}}
 
 
 def _add(counts: dict[str, Any], key: str, amount: float = 1) -> None:
@@ -116,10 +117,13 @@ def accumulate(rows: Iterable[tuple[str, str, str, str]], kind: str) -> dict[str
         _add(acc["labels"].setdefault(split, {}), label)
         _add(acc["sources"], source.rsplit("/", 1)[0] if "/" in source else "")
         hist = acc["hist"].setdefault(split, {})
+        by_label = acc["by_label"].setdefault(label, {})
         for name, feature in feats.items():
             if profile.get(name) is None:
                 continue
-            _add(hist.setdefault(name, {}), feature.bin(profile[name]))
+            key = feature.bin(profile[name])
+            _add(hist.setdefault(name, {}), key)
+            _add(by_label.setdefault(name, {}), key)
             if feature.kind == "numeric":
                 _moments(acc["moments"].setdefault(split, {}), name, float(profile[name]))
         for name in sums:
@@ -141,8 +145,8 @@ def _merge_counts(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
 
 def merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     """Two accumulators as one (associative and commutative, as Spark's reduce needs)."""
-    merged = {key: _merge_counts(a[key], b[key]) for key in ("rows", "labels", "hist", "sums",
-                                                              "sources")}
+    merged = {key: _merge_counts(a[key], b[key]) for key in ("rows", "labels", "hist",
+                                                              "by_label", "sums", "sources")}
     moments: dict[str, dict[str, list[float]]] = {}
     for split in {*a["moments"], *b["moments"]}:
         left, right = a["moments"].get(split, {}), b["moments"].get(split, {})
@@ -194,8 +198,10 @@ def _feature_document(feature: Feature, acc: dict[str, Any]) -> dict[str, Any]:
         if feature.kind == "numeric":
             splits[split].update(_summary(acc["moments"].get(split, {}).get(feature.name)))
     edges = [e if math.isfinite(e) else None for e in feature.edges] or None
+    labels = {label: dict(sorted(found[feature.name].items()))
+              for label, found in sorted(acc["by_label"].items()) if feature.name in found}
     return {"kind": feature.kind, "doc": feature.doc, "judged": feature.judged, "edges": edges,
-            "splits": splits}
+            "splits": splits, "labels": labels}
 
 
 def _channels(acc: dict[str, Any], kind: str) -> dict[str, dict[str, dict[str, float]]]:
@@ -213,11 +219,21 @@ def _channels(acc: dict[str, Any], kind: str) -> dict[str, dict[str, dict[str, f
     return found if kind == "images" else {}
 
 
+def in_increment(source: str, increment: frozenset[str], depths: frozenset[int]) -> bool:
+    """Whether a record's source (a URI as Spark names it) is one of ``increment``'s paths,
+    which are relative to the input root (as a retrain's snapshot records them)."""
+    parts = source.rstrip("/").split("/")
+    return any("/".join(parts[-depth:]) in increment for depth in depths)
+
+
 def build(acc: dict[str, Any], kind: str, quarantine: Mapping[str, int],
-          top_tokens: Iterable[tuple[str, int]] = ()) -> Statistics:
-    """The statistics document of a version from its records' accumulator."""
+          top_tokens: Iterable[tuple[str, int]] = (),
+          increment: dict[str, Any] | None = None) -> Statistics:
+    """The statistics document of a version from its records' accumulator; ``increment``:
+    the accumulator of the new and changed inputs alone (a retrain's version)."""
+    extra = {} if increment is None else {"increment": build(increment, kind, {}).document}
     acc = _with_all(acc)
-    return Statistics({
+    return Statistics(extra | {
         "format_version": FORMAT_VERSION, "kind": kind, "rows": acc["rows"],
         "labels": {split: dict(sorted(c.items())) for split, c in acc["labels"].items()},
         "quarantine": dict(sorted(quarantine.items())),
@@ -254,8 +270,18 @@ class Statistics:
         """The counts (and for numbers, n/mean/std/min/max) of one feature."""
         return self.document["features"][name]["splits"].get(split, {"counts": {}})
 
+    def increment(self) -> Statistics | None:
+        """The statistics of the new and changed inputs alone, when a retrain built this."""
+        found = self.document.get("increment")
+        return Statistics(found) if found and found["rows"].get(ALL) else None
+
+    def by_label(self, name: str) -> dict[str, dict[str, int]]:
+        """A feature's counts per label (every split together)."""
+        return self.document["features"][name].get("labels", {})
+
     def definition(self, name: str) -> dict[str, Any]:
-        return {k: v for k, v in self.document["features"][name].items() if k != "splits"}
+        return {k: v for k, v in self.document["features"][name].items()
+                if k not in ("splits", "labels")}
 
     def summary(self) -> dict[str, Any]:
         """What the manifest says of the statistics: the file, and each number's mean."""

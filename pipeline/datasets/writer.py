@@ -57,16 +57,28 @@ class VersionSpec:
     # stored with the version but not fingerprinted, e.g. the raw-input snapshot (file times)
     attachments: dict[str, str] = field(default_factory=dict)
     top_tokens: tuple[tuple[str, int], ...] = ()  # text: the train split's most frequent
+    # a retrain's new and changed inputs (paths relative to the input root): their statistics
+    # are kept apart too, as a bad batch is diluted in a cumulative version
+    increment: frozenset[str] = frozenset()
 
 
 def _statistics(accepted: DataFrame, spec: VersionSpec, reasons: dict[str, int]) -> Statistics:
-    """The version's statistics: each partition's record profiles added up in plain Python
-    (``statistics.accumulate``), the partitions merged by Spark."""
-    kind = spec.kind
-    acc = (accepted.select("split", "label_name", "source", "profile").rdd
-           .mapPartitions(lambda rows: [statistics.accumulate(rows, kind)])
-           .fold(statistics.empty(), statistics.merge))
-    return statistics.build(acc, kind, reasons, spec.top_tokens)
+    """The version's statistics (and its increment's): each partition's record profiles added
+    up in plain Python (``statistics.accumulate``), the partitions merged by Spark."""
+    kind, increment = spec.kind, spec.increment
+    depths = frozenset(path.count("/") + 1 for path in increment)
+
+    def both(rows):
+        rows = list(rows)
+        new = [r for r in rows if statistics.in_increment(r[2], increment, depths)]
+        yield statistics.accumulate(rows, kind), statistics.accumulate(new, kind)
+
+    whole, new = (accepted.select("split", "label_name", "source", "profile").rdd
+                  .mapPartitions(both)
+                  .fold((statistics.empty(), statistics.empty()),
+                        lambda a, b: (statistics.merge(a[0], b[0]), statistics.merge(a[1], b[1]))))
+    return statistics.build(whole, kind, reasons, spec.top_tokens,
+                            increment=new if increment else None)
 
 
 def _count_row_groups(split_uri: str) -> int:

@@ -138,11 +138,13 @@ def _clean(spark: SparkSession, inputs: Inputs, images: ImagesConfig,
 
 def ingest_images(spark: SparkSession, cfg: Config, input_path: str | None, output_path: str,
                   mode: WriteMode = "error", listing_path: str | None = None,
-                  attachments: dict[str, str] | None = None) -> Manifest:
+                  attachments: dict[str, str] | None = None,
+                  increment: frozenset[str] = frozenset()) -> Manifest:
     """Raw images (a ``ROOT/<label>/<image>`` folder, or a CSV/JSONL listing of path,label)
     -> a committed dataset version in which every input is accepted or quarantined.
 
-    ``attachments``: extra files (name -> text) committed with the version."""
+    ``attachments``: extra files (name -> text) committed with the version; ``increment``: the
+    new and changed inputs (relative paths) whose statistics are kept apart too."""
     if (input_path is None) == (listing_path is None):
         raise InputError("give either an input folder or a listing (--manifest), not both")
     output_uri = storage.to_uri(output_path)
@@ -174,7 +176,7 @@ def ingest_images(spark: SparkSession, cfg: Config, input_path: str | None, outp
                     "dataset": cfg.dataset.model_dump()},
             label_map=label_map, layout=cfg.dataset, order_column="content_hash",
             extra={"empty_label_folders": inputs.empty_folders},
-            attachments=attachments or {},
+            attachments=attachments or {}, increment=increment,
         )
         with SparkProgress(spark, "write"):
             manifest = write_version(spark, records, len(inputs.found), output_uri, mode,

@@ -380,12 +380,14 @@ def _version_spec(cfg: Config, source: str, chosen: str, columns: dict[str, str]
 def ingest_text(spark: SparkSession, cfg: Config, input_path: str, output_path: str,
                 mode: WriteMode = "error", fmt: TextFormat = "auto", text_col: str = "text",
                 label_col: str = "label", vocabulary: str | None = None,
-                attachments: dict[str, str] | None = None) -> Manifest:
+                attachments: dict[str, str] | None = None,
+                increment: frozenset[str] = frozenset()) -> Manifest:
     """Raw text (label folders of .txt, CSV, JSONL or Parquet) -> a committed dataset version
     with token ids, a vocabulary, and every document or row accepted or quarantined.
 
     ``vocabulary``: a ``vocab.txt`` to keep instead of building one; ``attachments``: extra
-    files (name -> text) committed with the version."""
+    files (name -> text) committed with the version; ``increment``: the new and changed input
+    files (relative paths) whose statistics are kept apart too."""
     input_uri, output_uri = storage.to_uri(input_path), storage.to_uri(output_path)
     check_output(output_uri, mode)
     documents = _read_documents(spark, input_uri, fmt, text_col, label_col, cfg)
@@ -404,7 +406,8 @@ def ingest_text(spark: SparkSession, cfg: Config, input_path: str, output_path: 
         version = replace(_version_spec(cfg, input_uri, documents.fmt,
                                         {"text": text_col, "label": label_col}, label_map,
                                         vocab, coverage, _token_counts(deduped),
-                                        attachments or {}), top_tokens=tuple(top))
+                                        attachments or {}), top_tokens=tuple(top),
+                          increment=increment)
         with SparkProgress(spark, "write"):
             manifest = write_version(spark, final, discovered, output_uri, mode, version)
         final.unpersist()

@@ -111,7 +111,8 @@ def _pending(tracker: Tracker, name: str, fingerprint: str
 
 
 def _build_version(cfg: Config, source_uri: str, output_uri: str, snapshot: inputs.Snapshot,
-                   latest: tuple[str, Manifest] | None) -> tuple[str, Manifest]:
+                   latest: tuple[str, Manifest] | None, changes: inputs.Changes
+                   ) -> tuple[str, Manifest]:
     """Ingest the whole input folder by the same rules into the next ``vNNNN``: inputs keep the
     split their content hash gives them; text keeps the previous vocabulary."""
     from pipeline.ingest.image_job import ingest_images
@@ -120,18 +121,19 @@ def _build_version(cfg: Config, source_uri: str, output_uri: str, snapshot: inpu
 
     rc = cfg.retrain
     attachments = {inputs.SNAPSHOT_NAME: inputs.to_json(source_uri, snapshot)}
+    increment = frozenset(changes.new + changes.changed) if latest is not None else frozenset()
     spark = get_spark(cfg.spark, app_name="pipeline-retrain-ingest")
     try:
         if rc.kind == "images":
             manifest = ingest_images(spark, cfg, source_uri, output_uri, mode="new-version",
-                                     attachments=attachments)
+                                     attachments=attachments, increment=increment)
         else:
             vocabulary = (storage.read_text(storage.join(latest[0], VOCAB_NAME))
                           if latest is not None else None)
             manifest = ingest_text(spark, cfg, source_uri, output_uri, mode="new-version",
                                    fmt=rc.text_format, text_col=rc.text_col,
                                    label_col=rc.label_col, vocabulary=vocabulary,
-                                   attachments=attachments)
+                                   attachments=attachments, increment=increment)
     finally:
         spark.stop()
     return manifest.extra["version_uri"], manifest
@@ -235,7 +237,8 @@ def _version_to_train(cfg: Config, tracker: Tracker, parent: str, source_uri: st
         lock.check()
         log.info("step 2/5: building the next dataset version in %s", output_uri)
         with guard_commits(lock.check):  # a holder that lost the lock commits nothing
-            url, manifest = _build_version(cfg, source_uri, output_uri, snapshot, latest)
+            url, manifest = _build_version(cfg, source_uri, output_uri, snapshot, latest,
+                                           changes)
         runs.log_ingest_run(tracker, parent, manifest, url, {
             "new": len(changes.new), "changed": len(changes.changed),
             "removed": len(changes.removed)})

@@ -9,7 +9,7 @@ from pathlib import Path
 from pipeline.datasets.manifest import is_version_name
 from pipeline.datasets.statistics import Statistics
 from pipeline.validation.drift import shares
-from pipeline.validation.validate import LABEL, Validation
+from pipeline.validation.validate import INCREMENT, LABEL, Validation
 
 _STYLE = """body{font-family:sans-serif;margin:2em;max-width:70em}
 table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left}
@@ -62,27 +62,36 @@ def _findings_table(validation: Validation) -> str:
 
 
 def _feature_section(feature: str, new: Statistics, reference: Statistics | None,
-                     comparison: str) -> str:
+                     comparison: str, part: str) -> str:
     ours = _counts(new, feature)
     theirs = _counts(reference, feature) if reference else {}
     keys = sorted({*ours, *theirs}, key=lambda k: (len(k), k) if feature != LABEL else k)
     doc = "the label of each row" if feature == LABEL else new.definition(feature)["doc"]
-    return (f"<h3 id='{html.escape(feature)}'>{html.escape(feature)}</h3>"
-            f"<p>{html.escape(doc)}. {comparison}</p>"
+    title = html.escape(feature + part)
+    return (f"<h3 id='{title}'>{title}</h3><p>{html.escape(doc)}. {comparison}</p>"
             + _bars(ours, theirs, _bin_names(new, feature, keys), keys))
+
+
+def _sections(validation: Validation, new: Statistics, reference: Statistics | None,
+              part: str = "") -> list[str]:
+    """One section per statistic of ``new`` (the version, or its new files: ``part``)."""
+    compared = {c.feature: c for c in validation.comparisons}
+    sections = []
+    for feature in [LABEL, *new.document["features"]]:
+        found = compared.get(feature + part)
+        said = (f"Jensen-Shannon distance {found.distance:.3f}, p-value {found.pvalue:.1e}"
+                f"{': ' + found.severity if found.severity else ''}." if found else
+                "Not compared." if reference else "")
+        sections.append(_feature_section(feature, new, reference, said, part))
+    return sections
 
 
 def render(validation: Validation, new: Statistics, reference: Statistics | None) -> str:
     """The whole page."""
-    compared = {c.feature: c for c in validation.comparisons}
-    features = [LABEL, *new.document["features"]]
-    sections = []
-    for feature in features:
-        found = compared.get(feature)
-        said = (f"Jensen-Shannon distance {found.distance:.3f}, p-value {found.pvalue:.1e}"
-                f"{': ' + found.severity if found.severity else ''}." if found else
-                "Not compared." if reference else "")
-        sections.append(_feature_section(feature, new, reference, said))
+    sections = _sections(validation, new, reference)
+    if reference is not None and new.increment() is not None:
+        sections += ["<h2>The new and changed files alone</h2>",
+                     *_sections(validation, new.increment(), reference, INCREMENT)]
     against = " and ".join(filter(None, [validation.reference and
                                          f"reference {html.escape(validation.reference)}",
                                          validation.expectations and

@@ -15,6 +15,7 @@ from pipeline.validation.drift import homogeneity_pvalue, js_distance
 from pipeline.validation.findings import Finding, Severity, status
 
 LABEL = "label"
+INCREMENT = " (new files)"  # the suffix of a statistic of a retrain's new and changed inputs
 
 
 class ValidationFailedError(PipelineError):
@@ -70,36 +71,64 @@ def _severity(distance: float, pvalue: float, cfg: ValidationConfig) -> Severity
     return "warning" if distance >= cfg.drift_warning else None
 
 
-def _histograms(stats: Statistics) -> dict[str, dict[str, int]]:
-    """The judged histograms of a version, and its labels, every split together."""
-    found = {LABEL: stats.labels()}
+def _histograms(stats: Statistics, with_labels: bool) -> dict[str, dict[str, int]]:
+    """The judged histograms of a version (and its labels), every split together."""
+    found = {LABEL: stats.labels()} if with_labels else {}
     for name, definition in stats.document["features"].items():
         if definition["judged"]:
             found[name] = stats.feature(name)["counts"]
     return found
 
 
-def drift(new: Statistics, reference: Statistics, cfg: ValidationConfig
-          ) -> tuple[list[Comparison], list[Finding]]:
-    """Every judged statistic compared; findings for labels come or gone and for drift."""
+def _label_sets(new: Statistics, reference: Statistics) -> list[Finding]:
+    """Labels the reference has and the version lacks, and the reverse: errors."""
     old_labels, new_labels = set(reference.labels()), set(new.labels())
     findings = [Finding(LABEL, "missing_label", "error", label, "present",
                         f"label {label!r} is in the reference but has no row")
                 for label in sorted(old_labels - new_labels)]
-    findings += [Finding(LABEL, "new_label", "error", label, "absent",
-                         f"label {label!r} is not in the reference")
-                 for label in sorted(new_labels - old_labels)]
+    return findings + [Finding(LABEL, "new_label", "error", label, "absent",
+                               f"label {label!r} is not in the reference")
+                       for label in sorted(new_labels - old_labels)]
+
+
+def _same_mix(reference: Statistics, labels: dict[str, int]) -> dict[str, dict[str, float]]:
+    """The reference's histograms as they would be with ``labels``' class mix (each label's
+    histogram weighted by its share there), at the size of the reference's rows of those
+    labels: what new files of those classes should look like."""
+    theirs = reference.labels()
+    known = {label: n for label, n in labels.items() if theirs.get(label)}
+    total, size = sum(known.values()), sum(theirs[label] for label in known)
+    mixed: dict[str, dict[str, float]] = {}
+    for name, definition in reference.document["features"].items():
+        if not definition["judged"] or not total:
+            continue
+        per_label, found = reference.by_label(name), {}
+        for label, n in known.items():
+            for key, count in per_label.get(label, {}).items():
+                found[key] = found.get(key, 0.0) + n / total * count / theirs[label] * size
+        mixed[name] = found
+    return mixed
+
+
+def drift(new: Statistics, reference: Statistics, cfg: ValidationConfig, part: str = ""
+          ) -> tuple[list[Comparison], list[Finding]]:
+    """Every judged statistic compared; findings for labels come or gone and for drift.
+    ``part``: the increment's suffix (`` (new files)``): new files may well arrive for some
+    classes only, so their labels are not judged and each statistic is compared with the
+    reference's at the new files' class mix."""
+    findings = [] if part else _label_sets(new, reference)
     comparisons = []
-    theirs = _histograms(reference)
-    for name, ours in _histograms(new).items():
+    theirs = (_same_mix(reference, new.labels()) if part
+              else _histograms(reference, with_labels=True))
+    for name, ours in _histograms(new, with_labels=not part).items():
         if name not in theirs:
             continue
         distance, pvalue = js_distance(ours, theirs[name]), homogeneity_pvalue(ours, theirs[name])
         severity = _severity(distance, pvalue, cfg)
-        comparisons.append(Comparison(name, round(distance, 6), pvalue, severity))
+        comparisons.append(Comparison(name + part, round(distance, 6), pvalue, severity))
         if severity is not None:
             limit = cfg.drift_error if severity == "error" else cfg.drift_warning
-            findings.append(Finding(name, "drift", severity, round(distance, 6), limit,
+            findings.append(Finding(name + part, "drift", severity, round(distance, 6), limit,
                                     f"Jensen-Shannon distance {distance:.3f} (p={pvalue:.1e})"))
     return comparisons, findings
 
@@ -114,6 +143,10 @@ def validate(new: Statistics, reference: Statistics | None, expected: str | None
     """``new`` against a reference and/or an expectations file; ``names`` say where each
     statistics came from (for the report)."""
     comparisons, findings = drift(new, reference, cfg) if reference else ([], [])
+    increment = new.increment()
+    if reference and increment is not None:  # a bad batch is diluted in a cumulative version
+        more = drift(increment, reference, cfg, INCREMENT)
+        comparisons, findings = comparisons + more[0], findings + more[1]
     if expected:
         findings += expect.check(new, expect.read(expected))
     return Validation(names[0], names[1], expected, findings, comparisons, (new, reference))

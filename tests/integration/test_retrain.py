@@ -6,13 +6,16 @@ files (a warm-started challenger), a crash between training and promotion, two r
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from PIL import Image
 
 from pipeline.evaluation.promotion import decide
 from tests.conftest import fresh_store
@@ -41,14 +44,18 @@ class Workspace:
             "retrain": {"kind": "images", "input": str(self.raw), "output": str(self.versions)},
         }))
 
-    def add_digits(self, start: int, stop: int) -> list[str]:
-        """Copy digits number ``start`` to ``stop`` (by file name) into the raw folder."""
+    def add_digits(self, start: int, stop: int, invert: bool = False) -> list[str]:
+        """Copy digits number ``start`` to ``stop`` (by file name) into the raw folder (with
+        ``invert``: white on black becomes black on white, as from a camera gone wrong)."""
         added = []
         for path in sorted(self.digits_raw.rglob("*.png")):
             if start <= int(path.stem) < stop:
                 target = self.raw / path.parent.name / path.name
                 target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(path, target)
+                if invert:
+                    Image.fromarray(255 - np.asarray(Image.open(path))).save(target)
+                else:
+                    shutil.copy2(path, target)
                 added.append(f"{path.parent.name}/{path.name}")
         return added
 
@@ -161,6 +168,8 @@ def test_new_files_build_a_version_where_old_inputs_keep_their_split(ws):
     challenger = versions[1].tags
     (train_run,) = [r for r in ws.runs("train") if r.info.run_id == challenger["train.run_id"]]
     assert train_run.data.tags["warm_start.model"] == f"models:/{MODEL}/1"
+    # validated against the champion's data before training: the outcome on both
+    assert train_run.data.tags["validation.status"] == challenger["validation.status"] != "error"
     # the decision follows the rule, on numbers measured on v0002's test split for both
     expected = decide("accuracy", float(challenger["promotion.challenger_value"]),
                       float(challenger["promotion.champion_value"]), 0.0)
@@ -207,6 +216,28 @@ def test_two_retrains_started_together_one_runs_one_refuses(ws):
     assert len(ws.model_versions()) == before + 1
     assert ws.version_names()[-1] == "v0004"
     assert not (ws.versions / ".retrain.lock").exists()
+
+
+@pytest.mark.slow
+def test_a_drifted_batch_stops_the_retrain_and_leaves_the_champion_alone(ws):
+    champion, before = ws.alias("champion"), len(ws.model_versions())
+    ws.add_digits(880, 980, invert=True)  # 100 inverted digits among 980
+    refused = ws.retrain()
+    assert refused.returncode == 4, refused.stderr[-3000:]
+    assert "failed validation: " in refused.stderr and "brightness" in refused.stderr
+    assert ws.alias("champion") == champion and len(ws.model_versions()) == before
+    newest = ws.version_names()[-1]
+    record = json.loads((ws.versions / newest / "validation.json").read_text())
+    assert record["status"] == "error"
+    assert "brightness (new files)" in {f["feature"] for f in record["findings"]}
+    parent = max(ws.runs("retrain"), key=lambda run: run.info.start_time)
+    assert parent.data.tags["validation.status"] == "error"
+    assert parent.data.tags["retrain.decision"] == "refused by validation"
+    artifacts = {a.path for a in ws.client().list_artifacts(parent.info.run_id, "validation")}
+    assert {"validation/report.html", "validation/validation.json"} <= artifacts
+    # the refused version is not unfinished work: the next run says so and trains nothing
+    again = _ok(ws.retrain())
+    assert "refused by validation" in again and len(ws.model_versions()) == before
 
 
 def test_text_versions_keep_the_vocabulary_and_the_old_splits(spark, config, reviews_raw,

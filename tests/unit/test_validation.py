@@ -24,6 +24,16 @@ CFG = load_config(None, [])
 RATIOS = CFG.split.model_dump()
 
 
+def _image_rows(images: np.ndarray, labels: np.ndarray) -> list[tuple[str, str, str, str]]:
+    rows = []
+    for index, (pixels, label) in enumerate(zip(images, labels, strict=True)):
+        png = cv2.imencode(".png", pixels)[1].tobytes()
+        record = clean_image_file(f"/raw/{label}/{index}.png", png, str(label), CFG.images,
+                                  RATIOS)
+        rows.append((record.split, record.label_name, record.path, record.profile))
+    return rows
+
+
 def _image_stats(images: np.ndarray, labels: np.ndarray) -> statistics.Statistics:
     rows = []
     for index, (pixels, label) in enumerate(zip(images, labels, strict=True)):
@@ -175,3 +185,28 @@ def test_an_expectations_file_with_an_unknown_key_is_named(tmp_path):
 def test_thresholds_are_checked_at_the_edge():
     with pytest.raises(ConfigError, match="drift_warning"):
         load_config(None, ["validation.drift_warning=0.5", "validation.drift_error=0.2"])
+
+
+def _cumulative(old_rows, new_rows) -> statistics.Statistics:
+    """A retrain's version: the old inputs and new files, the new ones also counted apart."""
+    return statistics.build(statistics.accumulate(old_rows + new_rows, "images"), "images", {},
+                            increment=statistics.accumulate(new_rows, "images"))
+
+
+def test_new_files_of_one_class_are_judged_at_their_class_mix(digits):
+    reference, images, labels = digits
+    ones = labels == 1
+    old_rows = _image_rows(images[~ones][:400], labels[~ones][:400])
+    fine = _cumulative(old_rows, _image_rows(images[ones][:80], labels[ones][:80]))
+    assert _errors(fine, reference) == []
+    # the same files inverted: diluted in the whole version, plain in the new files alone
+    bad = _cumulative(old_rows, _image_rows(255 - images[ones][:80], labels[ones][:80]))
+    assert "brightness (new files)" in _errors(bad, reference)
+
+
+def test_in_increment_matches_sparks_uris_to_relative_paths():
+    increment = frozenset({"cats/a.png", "b.csv"})
+    depths = frozenset({2, 1})
+    assert statistics.in_increment("file:/data/raw/cats/a.png", increment, depths)
+    assert statistics.in_increment("s3a://bucket/raw/b.csv", increment, depths)
+    assert not statistics.in_increment("file:/data/raw/dogs/a.png", increment, depths)
