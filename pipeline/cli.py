@@ -311,9 +311,15 @@ def _add_validate(commands, common: argparse.ArgumentParser) -> None:
         description="Compare a dataset version's statistics with a reference version's (drift "
                     "per statistic, labels come or gone) and/or with expectations; print the "
                     "findings, write an HTML report, exit 4 when one is an error. With "
-                    "--infer-expectations, write the expectations of --data to a YAML file.")
-    validate.add_argument("--data", required=True, metavar="URI",
+                    "--predictions and --model, compare what 'pipeline predict' recorded of a "
+                    "batch with the model's training data. With --infer-expectations, write "
+                    "the expectations of --data to a YAML file.")
+    validate.add_argument("--data", metavar="URI",
                           help="a dataset version (or a folder of versions: the newest)")
+    validate.add_argument("--predictions", metavar="OUTPUT", help="what 'pipeline predict' "
+                          "wrote: compared with the data of --model")
+    validate.add_argument("--model", dest="model_uri", metavar="MODEL_URI",
+                          help="with --predictions: the model that predicted them")
     validate.add_argument("--reference", metavar="URI", help="the version to compare with")
     validate.add_argument("--expectations", metavar="FILE",
                           help="a YAML of expectations (default: validation.expectations)")
@@ -728,19 +734,39 @@ def _infer_expectations(args: argparse.Namespace) -> int:
     return 0
 
 
-def _validate(cfg: Config, args: argparse.Namespace) -> int:
-    from pipeline.validation import report
-    from pipeline.validation.validate import check, validate_versions
+def _validation(cfg: Config, args: argparse.Namespace):
+    """The validation the arguments ask for: a version, or a batch of predictions."""
+    from pipeline.validation.validate import validate_predictions, validate_versions
 
-    if args.infer_expectations:
-        return _infer_expectations(args)
+    if (args.data is None) == (args.predictions is None):
+        raise UsageError("give either --data URI or --predictions OUTPUT --model MODEL_URI")
+    if args.predictions is not None:
+        from pipeline.tracking.models import training_data
+        from pipeline.tracking.tracker import Tracker
+
+        if not args.model_uri:
+            raise UsageError("--predictions needs --model MODEL_URI (the model that predicted)")
+        training = training_data(Tracker.from_config(cfg.mlflow), args.model_uri)
+        return validate_predictions(args.predictions, args.model_uri, training, cfg.validation)
     expected = args.expectations or cfg.validation.expectations or None
     if not args.reference and not expected:
         raise UsageError("nothing to compare with: give --reference URI and/or --expectations "
                          "FILE (or set validation.expectations)")
-    validation = validate_versions(args.data, args.reference, expected, cfg.validation)
+    return validate_versions(args.data, args.reference, expected, cfg.validation)
+
+
+def _validate(cfg: Config, args: argparse.Namespace) -> int:
+    from pipeline.validation import report
+    from pipeline.validation.validate import check
+
+    if args.infer_expectations:
+        if args.data is None:
+            raise UsageError("--infer-expectations needs --data URI")
+        return _infer_expectations(args)
+    validation = _validation(cfg, args)
+    where = args.data or args.predictions
     path = report.write_report(validation,
-                               args.report or report.default_path(cfg.data_dir, args.data))
+                               args.report or report.default_path(cfg.data_dir, where))
     _report(args, validation.to_dict() | {"report": path}, *report.table(validation),
             f"report: {path}")
     check(validation)

@@ -15,6 +15,8 @@ The task's exit status follows the command's contract:
   75  another retrain holds the lock, nothing done -> skipped (``skip_on_exit_code``), not failed
   1   failed                                     -> retried, then failed
   2   usage or configuration error               -> failed (retried too: BashOperator cannot tell)
+  4   the new data failed validation, nothing trained -> failed: a person reads the report
+      (on the retrain's MLflow run); later runs exit 4 too until the raw files change
 
 Configuration, without editing this file:
   PIPELINE_HOME    the pipeline's checkout/installation: the task runs ``$PIPELINE_HOME/.venv/bin/

@@ -21,6 +21,7 @@ from pipeline.redaction import redact
 
 STATISTICS_NAME = "statistics.json"
 VALIDATION_NAME = "validation.json"  # a retrain's check of the version, written after commit
+VALIDATION_REPORT = "validation.html"  # ... and its report
 FORMAT_VERSION = 1
 INF = math.inf
 TOP_TOKENS = 25
@@ -79,6 +80,20 @@ FEATURES: dict[str, tuple[Feature, ...]] = {
 }
 
 
+# the statistics of a batch of predictions: its inputs' profiles, by predicted label
+PREDICTION_STATISTICS = "_statistics.json"  # beside the predictions ("_": not a data file)
+PREDICTED = "predicted"  # the one "split" of a batch
+CONFIDENCE = Feature("confidence", "numeric", "the predicted class's probability",
+                     (0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, INF), judged=False)
+for _kind in ("images", "text"):
+    FEATURES[f"{_kind} predictions"] = (*FEATURES[_kind], CONFIDENCE)
+
+
+def predictions_kind(kind: str) -> str:
+    """The statistics kind of a batch of predictions of ``kind`` inputs."""
+    return f"{kind} predictions"
+
+
 def features(kind: str) -> dict[str, Feature]:
     """The features of a dataset kind, by name."""
     return {f.name: f for f in FEATURES[kind]}
@@ -86,7 +101,7 @@ def features(kind: str) -> dict[str, Feature]:
 
 def _channel_sums(kind: str) -> tuple[str, ...]:
     return tuple(f"channel_{c}_{m}" for cs in CHANNELS.values() for c in cs
-                 for m in ("mean", "square")) if kind == "images" else ()
+                 for m in ("mean", "square")) if kind.startswith("images") else ()
 
 
 def empty() -> dict[str, Any]:
@@ -216,7 +231,7 @@ def _channels(acc: dict[str, Any], kind: str) -> dict[str, dict[str, dict[str, f
                 square = sums[f"channel_{channel}_square"] / rows
                 found.setdefault(split, {})[channel] = {
                     "mean": mean, "std": math.sqrt(max(square - mean * mean, 0.0))}
-    return found if kind == "images" else {}
+    return found if kind.startswith("images") else {}
 
 
 def in_increment(source: str, increment: frozenset[str], depths: frozenset[int]) -> bool:
@@ -294,15 +309,16 @@ class Statistics:
         return json.dumps(self.document, indent=1, sort_keys=True)
 
 
-def read_statistics(version_uri: str) -> Statistics:
-    """The statistics stored in a committed version; a clear error for a version without."""
-    where = storage.join(version_uri, STATISTICS_NAME)
+def read_statistics(version_uri: str, name: str = STATISTICS_NAME) -> Statistics:
+    """The statistics stored in a committed version (or beside predictions: ``name``); a clear
+    error for one without."""
+    where = storage.join(version_uri, name)
     try:
         document = json.loads(storage.read_text(where))
     except FileNotFoundError:
         raise StatisticsError(
-            f"{version_uri} has no {STATISTICS_NAME}: it was written before versions carried "
-            "statistics; ingest it again (same input, same settings) to compare it") from None
+            f"{version_uri} has no {name}: it was written before statistics were recorded; "
+            "run the job again (same input, same settings) to compare it") from None
     except ValueError as exc:
         raise StatisticsError(f"{where} is not valid JSON: {exc}") from None
     if document.get("format_version", 0) > FORMAT_VERSION:
@@ -311,9 +327,10 @@ def read_statistics(version_uri: str) -> Statistics:
     return Statistics(document)
 
 
-def write_validation(version_uri: str, outcome: Mapping[str, Any]) -> None:
-    """Record beside a committed version how its validation ended (a refused version is not
-    unfinished work: the next retrain says so instead of training it)."""
+def write_validation(version_uri: str, outcome: Mapping[str, Any], report_html: str) -> None:
+    """Record beside a committed version how its validation ended, and the report (a refused
+    version is not unfinished work: the next retrain says so instead of training it)."""
+    storage.write_text(storage.join(version_uri, VALIDATION_REPORT), report_html)
     storage.write_text(storage.join(version_uri, VALIDATION_NAME),
                        json.dumps(outcome, indent=1, sort_keys=True))
 

@@ -16,16 +16,20 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pyspark.sql import SparkSession
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from pipeline import storage
 from pipeline.config import Config
+from pipeline.datasets import statistics
 from pipeline.datasets.commit import WriteMode, begin_table, check_output
 from pipeline.datasets.features import Feature, feature_of
 from pipeline.datasets.manifest import LATEST_NAME, MANIFEST_NAME, open_version
 from pipeline.datasets.parquet import write_frame
 from pipeline.datasets.reasons import Reason
+from pipeline.datasets.statistics import PREDICTED, Statistics
 from pipeline.datasets.writer import AccountingError
 from pipeline.inference.records import Prediction, predict_inputs, preparer
 from pipeline.ingest.discover import placement_problem, size_problem
@@ -40,6 +44,7 @@ from pipeline.tracking.models import (
 from pipeline.tracking.tracker import Tracker
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
 
 log = logging.getLogger(__name__)
@@ -52,6 +57,7 @@ PREDICTION_SCHEMA = T.StructType([
     T.StructField("probabilities", T.ArrayType(T.DoubleType()), True),
     T.StructField("reason", T.StringType(), True),
     T.StructField("detail", T.StringType(), True),
+    T.StructField("profile", T.StringType(), True),  # added up, then dropped before the write
 ])
 assert tuple(PREDICTION_SCHEMA.names) == Prediction._fields
 ROWS_PER_ROW_GROUP = 4096
@@ -80,8 +86,13 @@ class _Model:
         return preparer(self.kind, self.preprocessing, self.vocab)
 
     def prepare_stored(self):
-        """For a dataset version's rows: its stored bytes, decoded as training decodes them."""
-        return self.feature.decode
+        """For a dataset version's rows: its stored bytes, decoded as training decodes them
+        (no input profile: the version's statistics hold those)."""
+        return partial(_stored_input, decode=self.feature.decode)
+
+
+def _stored_input(stored: bytes, decode) -> tuple[np.ndarray, None]:
+    return decode(stored), None
 
 
 def _classify(path: str, size: int, root: str, max_bytes: int | None = None
@@ -164,18 +175,36 @@ def _predict_with(spark: SparkSession, tracker: Tracker, model_uri: str, input_p
     return _predict_files(spark, model_uri, model, input_uri, output_uri, mode, max_bytes)
 
 
-def _write(rows, output_uri: str, mode: WriteMode, expected: int, source: str
-           ) -> PredictionSummary:
-    """Write the predictions aside (or claimed, on object stores), check one row per input,
-    then commit with ``_SUCCESS``: a failed run leaves the previous output as it was."""
+def _batch_statistics(rows: DataFrame, kind: str) -> Statistics:
+    """The batch's statistics: predicted labels, confidences and the inputs' profiles."""
+    kind = statistics.predictions_kind(kind)
+    acc = (rows.filter(F.col("reason").isNull())
+           .select(F.lit(PREDICTED), "predicted_label", "source", "profile").rdd
+           .mapPartitions(lambda part: [statistics.accumulate(part, kind)])
+           .fold(statistics.empty(), statistics.merge))
+    return statistics.build(acc, kind, {})
+
+
+def _write(rows: DataFrame, output_uri: str, mode: WriteMode, expected: int, source: str,
+           kind: str) -> PredictionSummary:
+    """Write the predictions aside (or claimed, on object stores) with the batch's statistics,
+    check one row per input, then commit with ``_SUCCESS``: a failed run leaves the previous
+    output as it was."""
     pending = begin_table(output_uri, mode)
+    rows = rows.persist(StorageLevel.MEMORY_AND_DISK)  # predicted once, read twice
     try:
-        write_frame(rows, pending.data_uri, ROWS_PER_ROW_GROUP, always_write=True)
+        batch = _batch_statistics(rows, kind)
+        write_frame(rows.drop("profile"), pending.data_uri, ROWS_PER_ROW_GROUP,
+                    always_write=True)
+        storage.write_text(storage.join(pending.data_uri, statistics.PREDICTION_STATISTICS),
+                           batch.to_json())
         summary = _summary(pending.data_uri, output_uri, expected, source)
         pending.finish(json.dumps(dataclasses.asdict(summary), indent=2))
     except BaseException:
         pending.abort()
         raise
+    finally:
+        rows.unpersist()
     return summary
 
 
@@ -200,7 +229,7 @@ def _predict_version(spark: SparkSession, tracker: Tracker, model_uri: str, mode
                                   PREDICTION_SCHEMA)
     expected = sum(version.splits[name].rows for name in splits)
     with SparkProgress(spark, "predict"):
-        return _write(rows, output_uri, mode, expected, version_uri)
+        return _write(rows, output_uri, mode, expected, version_uri, model.kind)
 
 
 def _predict_files(spark: SparkSession, model_uri: str, model: _Model, input_uri: str,
@@ -224,7 +253,7 @@ def _predict_files(spark: SparkSession, model_uri: str, model: _Model, input_uri
             labels = spark.sparkContext.broadcast(wanted)
             rows = rows.unionByName(scan.rows.mapInPandas(
                 partial(_predict_partition, wanted=labels, model=model), PREDICTION_SCHEMA))
-        summary = _write(rows, output_uri, mode, len(files), root)
+        summary = _write(rows, output_uri, mode, len(files), root, model.kind)
         if wanted:
             labels.unpersist()
     return summary

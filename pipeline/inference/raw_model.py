@@ -22,7 +22,7 @@ from pipeline.config import ImagesConfig
 from pipeline.datasets.features import encode_image
 from pipeline.datasets.manifest import MANIFEST_NAME, VOCAB_NAME, Manifest
 from pipeline.datasets.reasons import Reason
-from pipeline.inference.records import predict_inputs, preparer
+from pipeline.inference.records import Prepared, predict_inputs, preparer
 from pipeline.ingest.rejection import Rejected
 
 if TYPE_CHECKING:
@@ -54,7 +54,7 @@ class RawInputPredictor:
     """Raw inputs -> labels with the model's dataset settings (``from_folder`` builds it)."""
 
     kind: str
-    prepare: Callable[[object], np.ndarray]
+    prepare: Callable[[object], Prepared]
     predict: Callable[[np.ndarray], np.ndarray]
     labels: list[str]
 

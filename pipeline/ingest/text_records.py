@@ -12,7 +12,7 @@ from typing import NamedTuple
 import numpy as np
 
 from pipeline.config import TextConfig
-from pipeline.datasets.profiles import dumps, text_profile
+from pipeline.datasets.profiles import Profile, dumps, oov_share, text_profile
 from pipeline.datasets.reasons import Reason
 from pipeline.ingest.rejection import Rejected
 from pipeline.ingest.rows import HeaderError, Row, RowFormat, csv_rows, jsonl_rows, parse_rows
@@ -25,7 +25,7 @@ from pipeline.ingest.text import (
     normalise_label,
     text_hash,
 )
-from pipeline.ingest.tokens import Tokenizer, tokenize
+from pipeline.ingest.tokens import OOV, Tokenizer, tokenize
 
 
 class TextRecord(NamedTuple):
@@ -170,14 +170,19 @@ def clean_text_document(source: str, line: int | None, raw: bytes | str | None,
 
 
 def encode_document(raw: bytes | str, cfg: TextConfig, tokenizer: Tokenizer
-                    ) -> tuple[np.ndarray, int]:
-    """Raw text -> (ids, length) for inference, cleaned as ingest cleaned; raises ``Rejected``.
+                    ) -> tuple[np.ndarray, int, Profile]:
+    """Raw text -> (ids, length, profile) for inference, cleaned as ingest cleaned; raises
+    ``Rejected``.
 
     ``cfg`` must be the ``text`` config of the dataset version (its manifest records it).
     Text that ingest would refuse for itself (missing, undecodable, empty after cleaning) is
     rejected; the length limits are not applied: a long text is truncated to ``max_len``.
+    The profile is what ingest records of a stored text (``datasets.profiles``).
     """
-    cleaned = clean_text(document_text(raw, cfg)[0], cfg)
+    text, encoding = document_text(raw, cfg)
+    cleaned = clean_text(text, cfg)
     if not cleaned:
         raise Rejected(Reason.EMPTY_TEXT, "nothing is left after cleaning")
-    return tokenizer(cleaned)
+    ids, length = tokenizer(cleaned)
+    profile = text_profile(cleaned, len(tokenize(cleaned, tokenizer.pattern)), encoding)
+    return ids, length, profile | {"oov": oov_share(ids, length, OOV)}

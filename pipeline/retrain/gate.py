@@ -58,7 +58,7 @@ def check_version(cfg: Config, tracker: Tracker, parent: str, name: str,
     with tempfile.TemporaryDirectory(prefix="validation-") as folder:
         path = report.write_report(validation, str(Path(folder) / "report.html"))
         runs.log_validation(tracker, parent, outcome, path)
-    write_validation(version_url, outcome)
+        write_validation(version_url, outcome, Path(path).read_text(encoding="utf-8"))
     for line in report.table(validation):
         log.info("validation: %s", line)
     return validation

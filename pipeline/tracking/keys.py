@@ -35,6 +35,10 @@ DATASET_ARTIFACTS = "dataset"
 MANIFEST_ARTIFACT = f"{DATASET_ARTIFACTS}/manifest.json"
 LABELS_ARTIFACT = f"{DATASET_ARTIFACTS}/labels.json"
 VOCAB_ARTIFACT = f"{DATASET_ARTIFACTS}/vocab.txt"
+STATISTICS_ARTIFACT = f"{DATASET_ARTIFACTS}/statistics.json"
+STATISTICS_FIGURE = f"{DATASET_ARTIFACTS}/statistics.png"
+PREDICTED_LABELS = "predicted_labels.json"  # under <split>/: rows per predicted label
+VAL_PREDICTED_LABELS_ARTIFACT = f"val/{PREDICTED_LABELS}"
 
 # an evaluation, on its run and on the model version
 EVAL_MODEL_URI = "evaluation.model_uri"

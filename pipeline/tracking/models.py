@@ -106,6 +106,25 @@ def model_run(tracker: Tracker, model_uri: str) -> str:
     return run_id
 
 
+def training_data(tracker: Tracker, model_uri: str) -> tuple[str, dict[str, int] | None]:
+    """(the dataset version a model was trained on, the labels it predicted on that version's
+    validation split, or None when its run predates that record)."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    run_id = model_run(tracker, model_uri)
+    dataset_url = tracker.client.get_run(run_id).data.tags.get(keys.DATASET_URL)
+    if not dataset_url:
+        raise RegistryError(f"{model_uri}'s training run {run_id} records no dataset.url")
+    try:
+        with tracker.active():
+            predicted = mlflow.artifacts.load_dict(
+                f"runs:/{run_id}/{keys.VAL_PREDICTED_LABELS_ARTIFACT}")
+    except (MlflowException, OSError, ValueError):  # a run of an older release: none
+        predicted = None
+    return dataset_url, predicted
+
+
 def fetch_model(tracker: Tracker, model_uri: str, dest: str) -> tuple[str, str]:
     """Download the model to ``dest``; returns (local model folder, the run that trained it)."""
     run_id = model_run(tracker, model_uri)  # first: a model no training made is refused early

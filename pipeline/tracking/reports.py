@@ -11,6 +11,16 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from pipeline import storage
+from pipeline.datasets.statistics import (
+    VALIDATION_NAME,
+    VALIDATION_REPORT,
+    Statistics,
+    StatisticsError,
+    read_statistics,
+)
+from pipeline.tracking import keys
+
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
@@ -133,6 +143,9 @@ def log_report(client, run_id: str, confusion: np.ndarray, labels: Sequence[str]
         for figure in figures.values():
             plt.close(figure)
     client.log_table(run_id, per_class_metrics(confusion, labels), f"{split}/per_class.json")
+    predicted = np.asarray(confusion).sum(axis=0)  # columns: the predicted class
+    client.log_dict(run_id, {label: int(n) for label, n in zip(labels, predicted, strict=True)},
+                    f"{split}/{keys.PREDICTED_LABELS}")
 
 
 def reliability_figure(calibration: Sequence[Mapping], title: str) -> Figure:
@@ -165,3 +178,47 @@ def log_review(client, run_id: str, review, split: str) -> None:
     client.log_dict(run_id, review.calibration, f"{split}/calibration.json")
     client.log_dict(run_id, {"worst": review.worst_slice, "slices": review.slices},
                     f"{split}/slices.json")
+
+
+def statistics_figure(stats: Statistics) -> Figure:
+    """One bar chart per numeric or categorical statistic of a version (every split
+    together): what the data the run learned from looks like."""
+    plt = _pyplot()
+    names = list(stats.document["features"])
+    columns = 3
+    rows = -(-len(names) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(4 * columns, 2.6 * rows), squeeze=False)
+    for axis, name in zip(axes.flat, names, strict=False):
+        counts = stats.feature(name)["counts"]
+        keys_ = sorted(counts, key=lambda k: (len(k), k))
+        edges = stats.definition(name)["edges"]
+        ticks = [f"{edges[int(k)]:g}" if edges else k for k in keys_]
+        axis.bar(range(len(keys_)), [counts[k] for k in keys_], color="#1f6fd1")
+        axis.set_xticks(range(len(keys_)), ticks, rotation=45, fontsize=7)
+        axis.set_title(name, fontsize=9)
+    for axis in list(axes.flat)[len(names):]:
+        axis.set_visible(False)
+    figure.suptitle(f"{stats.rows} rows", fontsize=10)
+    figure.tight_layout()
+    return figure
+
+
+def log_statistics(client, run_id: str, dataset_url: str) -> None:
+    """The version's statistics (JSON and a PNG) and, when a retrain validated it, the
+    validation's outcome and report, under ``dataset/``."""
+    try:
+        stats = read_statistics(dataset_url)
+    except StatisticsError:  # a version of an older release: nothing to show
+        return
+    client.log_text(run_id, stats.to_json(), keys.STATISTICS_ARTIFACT)
+    figure = statistics_figure(stats)
+    try:
+        client.log_figure(run_id, figure, keys.STATISTICS_FIGURE)
+    finally:
+        _pyplot().close(figure)
+    for name in (VALIDATION_NAME, VALIDATION_REPORT):
+        try:
+            text = storage.read_text(storage.join(dataset_url, name))
+        except FileNotFoundError:
+            continue
+        client.log_text(run_id, text, f"{keys.DATASET_ARTIFACTS}/{name}")

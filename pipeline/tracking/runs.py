@@ -16,6 +16,7 @@ from pipeline.errors import PipelineError
 from pipeline.redaction import redact
 from pipeline.tracking import keys
 from pipeline.tracking.params import library_versions, loggable_params
+from pipeline.tracking.reports import log_statistics
 from pipeline.tracking.source import source_tags
 from pipeline.tracking.tracker import Tracker
 
@@ -113,6 +114,7 @@ def create_training_run(tracker: Tracker, run_name: str, params: Mapping[str, An
     if manifest.kind == "text":
         vocabulary = storage.read_text(storage.join(dataset_url, VOCAB_NAME))
         client.log_text(run_id, vocabulary, keys.VOCAB_ARTIFACT)
+    log_statistics(client, run_id, dataset_url)
     return run_id
 
 

@@ -27,7 +27,10 @@ def _bin_names(stats: Statistics, feature: str, keys: list[str]) -> list[str]:
 
 
 def _counts(stats: Statistics, feature: str) -> dict[str, int]:
-    return stats.labels() if feature == LABEL else stats.feature(feature)["counts"]
+    """A statistic's counts, every split together ({} when ``stats`` has no such statistic)."""
+    if feature == LABEL:
+        return stats.labels()
+    return stats.feature(feature)["counts"] if feature in stats.document["features"] else {}
 
 
 def _bars(new: dict[str, int], reference: dict[str, int], names: list[str], keys: list[str]

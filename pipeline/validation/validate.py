@@ -8,7 +8,7 @@ from typing import Any
 
 from pipeline.config import ValidationConfig
 from pipeline.datasets.manifest import open_version
-from pipeline.datasets.statistics import Statistics, read_statistics
+from pipeline.datasets.statistics import PREDICTION_STATISTICS, Statistics, read_statistics
 from pipeline.errors import PipelineError
 from pipeline.validation import expectations as expect
 from pipeline.validation.drift import homogeneity_pvalue, js_distance
@@ -116,14 +116,21 @@ def drift(new: Statistics, reference: Statistics, cfg: ValidationConfig, part: s
     ``part``: the increment's suffix (`` (new files)``): new files may well arrive for some
     classes only, so their labels are not judged and each statistic is compared with the
     reference's at the new files' class mix."""
-    findings = [] if part else _label_sets(new, reference)
-    comparisons = []
     theirs = (_same_mix(reference, new.labels()) if part
               else _histograms(reference, with_labels=True))
-    for name, ours in _histograms(new, with_labels=not part).items():
-        if name not in theirs:
+    comparisons, findings = _compare(_histograms(new, with_labels=not part), theirs, cfg, part)
+    return comparisons, ([] if part else _label_sets(new, reference)) + findings
+
+
+def _compare(ours: dict[str, dict[str, float]], theirs: dict[str, dict[str, float]],
+             cfg: ValidationConfig, part: str) -> tuple[list[Comparison], list[Finding]]:
+    """Each histogram both sides have, compared: a drift finding past its threshold."""
+    comparisons, findings = [], []
+    for name, counts in ours.items():
+        if not counts or not theirs.get(name):
             continue
-        distance, pvalue = js_distance(ours, theirs[name]), homogeneity_pvalue(ours, theirs[name])
+        distance = js_distance(counts, theirs[name])
+        pvalue = homogeneity_pvalue(counts, theirs[name])
         severity = _severity(distance, pvalue, cfg)
         comparisons.append(Comparison(name + part, round(distance, 6), pvalue, severity))
         if severity is not None:
@@ -131,6 +138,19 @@ def drift(new: Statistics, reference: Statistics, cfg: ValidationConfig, part: s
             findings.append(Finding(name + part, "drift", severity, round(distance, 6), limit,
                                     f"Jensen-Shannon distance {distance:.3f} (p={pvalue:.1e})"))
     return comparisons, findings
+
+
+def prediction_drift(batch: Statistics, training: Statistics,
+                     predicted_val: dict[str, int] | None, cfg: ValidationConfig
+                     ) -> tuple[list[Comparison], list[Finding]]:
+    """A batch of predictions against the model's training data: each input statistic, and
+    the predicted labels against the labels the model predicted on its validation split (or,
+    without that record, the training data's labels). Labels are not judged as sets: a small
+    batch may well predict some classes only."""
+    theirs = _histograms(training, with_labels=True)
+    if predicted_val:
+        theirs[LABEL] = predicted_val
+    return _compare(_histograms(batch, with_labels=True), theirs, cfg, "")
 
 
 def version_statistics(dataset_url: str) -> Statistics:
@@ -157,6 +177,17 @@ def check(validation: Validation) -> None:
     if validation.status == "error":
         raise ValidationFailedError(f"{validation.data} failed validation: "
                                     f"{', '.join(validation.named())}")
+
+
+def validate_predictions(output_uri: str, model_uri: str, training: tuple[str, dict | None],
+                         cfg: ValidationConfig) -> Validation:
+    """A batch ``pipeline predict`` wrote, against the data of the model that predicted it;
+    ``training``: that data's URI and the model's validation predictions per label."""
+    batch = read_statistics(output_uri, PREDICTION_STATISTICS)
+    reference = version_statistics(training[0])
+    comparisons, findings = prediction_drift(batch, reference, training[1], cfg)
+    return Validation(f"predictions {output_uri}", f"{model_uri} (trained on {training[0]})",
+                      None, findings, comparisons, (batch, reference))
 
 
 def validate_versions(data_url: str, reference_url: str | None, expected: str | None,

@@ -154,6 +154,14 @@ def test_explore_dataset_notebook(demo_ok, kernel_dirs, name):
                          re.M)
         assert pngs(cells["lengths"]) == 1
 
+    # the version's statistics: each number's mean as the job recorded it in the manifest
+    shown = table(displays(cells["statistics"])[0])
+    means = manifest.extra["statistics"]["means"]
+    assert set(shown) == set(means)
+    for name, mean in means.items():
+        assert float(shown[name][0]) == pytest.approx(mean, rel=1e-3, abs=1e-3), name
+    assert pngs(cells["statistics"]) == 1
+
 
 @pytest.mark.slow
 @pytest.mark.timeout(1800)

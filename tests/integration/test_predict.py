@@ -3,18 +3,21 @@ ingest prepared the dataset the model was trained on (checked against the stored
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
 from pipeline.datasets.features import feature_of
 from pipeline.datasets.reader import read_batches
 from pipeline.inference.job import predict_files
 from pipeline.train.job import train
 from tests.conftest import make_config, stored_rows
+from tests.procs import run_pipeline
 
 
 def _copy_some(raw: Path, target: Path, per_label: int) -> dict[str, str]:
@@ -121,3 +124,36 @@ def test_a_dataset_version_is_predicted_row_by_row(spark, digits_dataset, digits
     with pytest.raises(ModelMismatchError, match="was trained on images"):
         predict_files(spark, cfg, result.model_version.uri, reviews_dataset[0],
                       str(tmp_path / "wrong"))
+
+
+def test_prediction_drift_is_judged_against_the_models_training_data(spark, digits_raw,
+                                                                     digits_model, tmp_path):
+    cfg, result = digits_model
+    normal = tmp_path / "normal"
+    copied = _copy_some(digits_raw, normal, per_label=15)
+    for path in normal.rglob("*.png"):  # the same files from a camera gone wrong
+        target = tmp_path / "inverted" / path.parent.name / path.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(255 - np.asarray(Image.open(path))).save(target)
+    for name in ("normal", "inverted"):
+        predict_files(spark, cfg, result.model_version.uri, str(tmp_path / name),
+                      str(tmp_path / f"predicted-{name}"))
+    batch = json.loads((tmp_path / "predicted-normal" / "_statistics.json").read_text())
+    assert batch["rows"]["all"] == len(copied)  # every predicted input profiled
+    assert sum(batch["features"]["confidence"]["splits"]["all"]["counts"].values()) == len(copied)
+    assert sum(batch["labels"]["all"].values()) == len(copied)
+
+    def validate(name: str):
+        result_ = run_pipeline(["validate", "--predictions", str(tmp_path / f"predicted-{name}"),
+                                "--model", result.model_version.uri, "--json", "--report",
+                                str(tmp_path / f"{name}.html"),
+                                f"mlflow.tracking_uri={cfg.mlflow.tracking_uri}"], cwd=tmp_path)
+        return result_, json.loads(result_.stdout)
+
+    fine, outcome = validate("normal")
+    assert fine.returncode == 0, fine.stderr[-2000:]
+    assert {c["feature"] for c in outcome["comparisons"]} >= {"label", "brightness"}
+    drifted, outcome = validate("inverted")
+    assert drifted.returncode == 4, drifted.stderr[-2000:]
+    assert "brightness" in {f["feature"] for f in outcome["findings"] if f["severity"] == "error"}
+    assert "confidence" in (tmp_path / "inverted.html").read_text()

@@ -64,13 +64,20 @@ def test_the_training_run_holds_what_a_decision_needs(first, digits_dataset):
 
     local = Path(client.download_artifacts(result.run_id, ""))
     for name in ("dataset/manifest.json", "dataset/labels.json", "training_curves.png",
-                 "val/confusion_matrix.png", "val/per_class.json"):
+                 "val/confusion_matrix.png", "val/per_class.json", "dataset/statistics.png"):
         assert (local / name).stat().st_size > 0, name
     import json
 
     table = json.loads((local / "val/per_class.json").read_text())
     assert sum(table["data"][i][table["columns"].index("support")]
                for i in range(len(table["data"]))) == manifest.splits["val"].rows
+    # what the model predicted on validation (prediction drift compares with it)
+    predicted = json.loads((local / "val/predicted_labels.json").read_text())
+    assert sum(predicted.values()) == manifest.splits["val"].rows
+    assert set(predicted) == set(manifest.labels)
+    # the statistics of the data it learned from
+    stats = json.loads((local / "dataset/statistics.json").read_text())
+    assert stats["rows"]["all"] == sum(s.rows for s in manifest.splits.values())
 
 
 def test_training_registers_a_challenger(first):

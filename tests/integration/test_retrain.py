@@ -235,9 +235,14 @@ def test_a_drifted_batch_stops_the_retrain_and_leaves_the_champion_alone(ws):
     assert parent.data.tags["retrain.decision"] == "refused by validation"
     artifacts = {a.path for a in ws.client().list_artifacts(parent.info.run_id, "validation")}
     assert {"validation/report.html", "validation/validation.json"} <= artifacts
-    # the refused version is not unfinished work: the next run says so and trains nothing
-    again = _ok(ws.retrain())
-    assert "refused by validation" in again and len(ws.model_versions()) == before
+    assert (ws.versions / newest / "validation.html").read_text().count("<svg") > 5
+    # the refused version is not unfinished work: while its raw files stay, the next run says
+    # so (exit 4 again: the alarm stays up) and trains nothing
+    again = ws.retrain()
+    assert again.returncode == 4, again.stderr[-3000:]
+    assert "was refused by validation (errors in " in again.stderr
+    assert "no raw file changed since" in again.stderr
+    assert len(ws.model_versions()) == before and ws.version_names()[-1] == newest
 
 
 def test_text_versions_keep_the_vocabulary_and_the_old_splits(spark, config, reviews_raw,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 from collections import Counter
 from pathlib import Path
 
@@ -159,14 +160,19 @@ def test_encode_document_cleans_raw_text_as_ingest_did():
     raw = "<p>LOVED it&nbsp;&amp; the <b>film</b>\x00!</p><script>hidden()</script>"
     record = clean_text_document("x", None, raw.encode("utf-16"), "pos", CFG, {"train": 1.0})
     from_record = tokenizer(record.text)
+    stored = json.loads(record.profile)
     for document in (raw, raw.encode("utf-16"), raw.encode()):
-        ids, length = encode_document(document, CFG, tokenizer)
+        ids, length, profile = encode_document(document, CFG, tokenizer)
         assert ids.tolist() == from_record[0].tolist() and length == from_record[1] == 4
+        # profiled as ingest profiles a stored text (serving's inputs compare with training's)
+        assert {k: profile[k] for k in ("chars", "tokens", "non_ascii")} == {
+            k: stored[k] for k in ("chars", "tokens", "non_ascii")}
+        assert profile["oov"] == 0
 
 
 def test_encode_document_truncates_long_text_and_rejects_unusable_text():
     tokenizer = Tokenizer(PATTERN, {"<pad>": 0, "<oov>": 1, "w": 2}, 3)
-    ids, length = encode_document("w " * 200_000, CFG, tokenizer)  # too_long for ingest
+    ids, length, _ = encode_document("w " * 200_000, CFG, tokenizer)  # too_long for ingest
     assert ids.tolist() == [2, 2, 2] and length == 3
     for raw, reason in (("<p> </p>", "empty_text"), (None, "missing_text"), (7, "text_not_string")):
         with pytest.raises(Rejected, match=reason):
