@@ -69,3 +69,20 @@ def test_demo_runs_the_whole_pipeline(demo):
         tags = registry.version_tags(tracker, champion)
         assert tags["promotion.decision"] == "promoted"
         assert int(tags["eval.test.rows"]) > 0
+
+
+def test_after_the_demo_a_version_validates_against_itself(demo_ok):
+    """The issue's "done when", as a new user types it after `make demo`."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    pipeline = str(Path(sys.executable).with_name("pipeline"))
+    result = subprocess.run([pipeline, "validate", "--data", "data/datasets/digits",
+                             "--reference", "data/datasets/digits"], cwd=demo_ok.path,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "data/datasets/digits: ok (0 errors, 0 warnings)" in result.stdout
+    report = demo_ok.path / "data" / "reports" / "validation-digits.html"
+    assert f"report: {report.relative_to(demo_ok.path)}" in result.stdout
+    assert report.read_text().count("<svg") >= 9
