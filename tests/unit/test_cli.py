@@ -155,6 +155,24 @@ def test_usage_errors_found_after_parsing_exit_2_naming_the_command(capsys):
     assert capsys.readouterr().err == "pipeline train: --run-id is only used with --resume\n"
     assert main(["runs", "compare", "--top", "0"]) == EXIT_USAGE
     assert capsys.readouterr().err == "pipeline runs compare: --top must be at least 1\n"
+    assert main(["validate", "--data", "x"]) == EXIT_USAGE
+    assert "nothing to compare with: give --reference URI" in capsys.readouterr().err
+    assert main(["validate", "--data", "x", "--predictions", "y"]) == EXIT_USAGE
+    assert "give either --data URI or --predictions" in capsys.readouterr().err
+    assert main(["validate", "--predictions", "y"]) == EXIT_USAGE
+    assert "--predictions needs --model" in capsys.readouterr().err
+
+
+def test_validating_a_version_without_statistics_says_how_to_get_them(tmp_path, capsys):
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "manifest.json").write_text(json.dumps({
+        "kind": "images", "source": "x", "created_at": "2026-01-01", "config": {},
+        "label_map": {"a": 0}, "discovered": 1, "splits": {}, "quarantine": {}, "schema": [],
+        "fingerprint": "f"}))  # a version of the previous release: no statistics.json
+    old = str(tmp_path / "old")
+    assert main(["validate", "--data", old, "--reference", old]) == 1
+    assert "has no statistics.json: it was written before statistics were recorded" in (
+        capsys.readouterr().err)
 
 
 def test_errors_with_json_are_one_object_on_stdout_and_a_message_on_stderr(tmp_path, capsys):
