@@ -2,9 +2,10 @@
 
 Plain Python, no Spark. Ingest profiles every accepted record while it holds the pixels or the
 cleaned text (no second pass over raw files); ``statistics`` turns profiles into a version's
-histograms. Image measures are taken on the stored pixels (what a model sees), so the same
-functions applied to the stored rows give the same profile. The features are listed, with
-their bin edges, in ``statistics.FEATURES``.
+histograms. Image measures are taken on the resized pixels, before encoding (what a model
+sees; with the default lossless PNG, the stored rows give the same profile; with JPEG, nearly),
+so PNG and JPEG versions compare alike. The features are listed, with their bin edges, in
+``statistics.FEATURES``.
 """
 
 from __future__ import annotations

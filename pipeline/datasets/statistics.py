@@ -13,6 +13,7 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
+from urllib.parse import unquote, urlparse
 
 from pipeline import storage
 from pipeline.datasets.profiles import CHANNELS
@@ -136,6 +137,8 @@ def accumulate(rows: Iterable[tuple[str, str, str, str]], kind: str) -> dict[str
         for name, feature in feats.items():
             if profile.get(name) is None:
                 continue
+            if feature.kind == "numeric" and not math.isfinite(profile[name]):
+                continue  # a NaN confidence (a broken model) has no bin
             key = feature.bin(profile[name])
             _add(hist.setdefault(name, {}), key)
             _add(by_label.setdefault(name, {}), key)
@@ -234,11 +237,20 @@ def _channels(acc: dict[str, Any], kind: str) -> dict[str, dict[str, dict[str, f
     return found if kind.startswith("images") else {}
 
 
-def in_increment(source: str, increment: frozenset[str], depths: frozenset[int]) -> bool:
-    """Whether a record's source (a URI as Spark names it) is one of ``increment``'s paths,
-    which are relative to the input root (as a retrain's snapshot records them)."""
-    parts = source.rstrip("/").split("/")
-    return any("/".join(parts[-depth:]) in increment for depth in depths)
+def relative_path(source: str, root: str) -> str | None:
+    """A record's source (a URI as Spark spells it: ``file:/x``, percent-quoted for Parquet)
+    relative to the input ``root`` (``file:///x``, ``s3://b/x``), as a retrain's snapshot
+    records it; None when it is not under ``root``."""
+    found, base = urlparse(source), urlparse(root)
+    path, prefix = unquote(found.path), unquote(base.path).rstrip("/") + "/"
+    if found.netloc != base.netloc or not path.startswith(prefix):
+        return None
+    return path[len(prefix):]
+
+
+def in_increment(source: str, root: str, increment: frozenset[str]) -> bool:
+    """Whether a record came from one of ``increment``'s files (paths relative to ``root``)."""
+    return relative_path(source, root) in increment
 
 
 def build(acc: dict[str, Any], kind: str, quarantine: Mapping[str, int],

@@ -65,12 +65,11 @@ class VersionSpec:
 def _statistics(accepted: DataFrame, spec: VersionSpec, reasons: dict[str, int]) -> Statistics:
     """The version's statistics (and its increment's): each partition's record profiles added
     up in plain Python (``statistics.accumulate``), the partitions merged by Spark."""
-    kind, increment = spec.kind, spec.increment
-    depths = frozenset(path.count("/") + 1 for path in increment)
+    kind, increment, root = spec.kind, spec.increment, spec.source
 
     def both(rows):
         rows = list(rows)
-        new = [r for r in rows if statistics.in_increment(r[2], increment, depths)]
+        new = [r for r in rows if statistics.in_increment(r[2], root, increment)]
         yield statistics.accumulate(rows, kind), statistics.accumulate(new, kind)
 
     whole, new = (accepted.select("split", "label_name", "source", "profile").rdd

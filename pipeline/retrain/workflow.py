@@ -20,7 +20,6 @@ from pipeline import storage
 from pipeline.config import Config, ConfigError, flatten
 from pipeline.datasets.commit import guard_commits
 from pipeline.datasets.manifest import VOCAB_NAME, Manifest, committed_versions, open_version
-from pipeline.datasets.statistics import VALIDATION_REPORT, read_validation
 from pipeline.errors import PipelineError
 from pipeline.evaluation.promotion import Promotion, finish_interrupted, promote
 from pipeline.retrain import gate, inputs
@@ -37,7 +36,7 @@ from pipeline.train.job import (
     train,
 )
 from pipeline.train.model import choose_model
-from pipeline.validation.validate import ValidationFailedError, check
+from pipeline.validation.validate import check
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +120,8 @@ def _build_version(cfg: Config, source_uri: str, output_uri: str, snapshot: inpu
 
     rc = cfg.retrain
     attachments = {inputs.SNAPSHOT_NAME: inputs.to_json(source_uri, snapshot)}
-    increment = frozenset(changes.new + changes.changed) if latest is not None else frozenset()
+    increment = (gate.increment(output_uri, snapshot, changes) if latest is not None
+                 else frozenset())
     spark = get_spark(cfg.spark, app_name="pipeline-retrain-ingest")
     try:
         if rc.kind == "images":
@@ -162,19 +162,6 @@ def _previous_snapshot(cfg: Config, source_uri: str, latest: tuple[str, Manifest
     return recorded[1] if recorded is not None else None
 
 
-def _check_not_refused(cfg: Config, version_url: str, source_uri: str) -> None:
-    """A version validation refused stays refused while its raw files stay as they are: exit
-    4 again (a scheduler keeps the alarm up), training nothing."""
-    refused = read_validation(version_url)
-    if refused and refused.get("status") == "error" and cfg.validation.on_error == "stop":
-        features = sorted({f["feature"] for f in refused["findings"] if f["severity"] == "error"})
-        raise ValidationFailedError(
-            f"{version_url} was refused by validation (errors in {', '.join(features)}) and no "
-            f"raw file changed since: fix or remove the bad files in {source_uri}, or set "
-            f"validation.on_error=warn to train on it; the report: {version_url}/"
-            f"{VALIDATION_REPORT}")
-
-
 def _nothing_to_do(cfg: Config, tracker: Tracker, source_uri: str, output_uri: str,
                    latest: tuple[str, Manifest] | None, changes: inputs.Changes) -> str | None:
     """Why this retrain has nothing to do (no input yet; no new data and no unfinished step),
@@ -183,12 +170,13 @@ def _nothing_to_do(cfg: Config, tracker: Tracker, source_uri: str, output_uri: s
         return None if changes.any else f"no files in {source_uri} yet; nothing to do"
     if changes.any:
         return None
-    _check_not_refused(cfg, latest[0], source_uri)
     name = registered_name(cfg, output_uri, choose_model(cfg.train.model, latest[1]))
     check_registered_name(cfg, tracker, name, latest[0], partial(_fingerprints, output_uri))
     step, _ = _pending(tracker, name, latest[1].fingerprint)
     if step is None:
         return f"no new data in {source_uri} since {latest[0]}; nothing to do"
+    if step == "train":  # never trained: maybe because validation refused it
+        gate.check_not_refused(cfg, tracker, name, latest[0])
     log.info("no new data, but %s was left unfinished: %s it now", latest[0], step)
     return None
 

@@ -116,12 +116,17 @@ def training_data(tracker: Tracker, model_uri: str) -> tuple[str, dict[str, int]
     dataset_url = tracker.client.get_run(run_id).data.tags.get(keys.DATASET_URL)
     if not dataset_url:
         raise RegistryError(f"{model_uri}'s training run {run_id} records no dataset.url")
+    folder, _ = keys.VAL_PREDICTED_LABELS_ARTIFACT.rsplit("/", 1)
+    listed = {a.path for a in tracker.client.list_artifacts(run_id, folder)}
+    if keys.VAL_PREDICTED_LABELS_ARTIFACT not in listed:  # a run of an earlier release
+        return dataset_url, None
     try:
         with tracker.active():
             predicted = mlflow.artifacts.load_dict(
                 f"runs:/{run_id}/{keys.VAL_PREDICTED_LABELS_ARTIFACT}")
-    except (MlflowException, OSError, ValueError):  # a run of an older release: none
-        predicted = None
+    except (MlflowException, OSError, ValueError) as exc:
+        raise RegistryError(f"cannot read {keys.VAL_PREDICTED_LABELS_ARTIFACT} of run "
+                            f"{run_id}: {first_line(exc)}") from None
     return dataset_url, predicted
 
 

@@ -143,9 +143,14 @@ def log_report(client, run_id: str, confusion: np.ndarray, labels: Sequence[str]
         for figure in figures.values():
             plt.close(figure)
     client.log_table(run_id, per_class_metrics(confusion, labels), f"{split}/per_class.json")
-    predicted = np.asarray(confusion).sum(axis=0)  # columns: the predicted class
-    client.log_dict(run_id, {label: int(n) for label, n in zip(labels, predicted, strict=True)},
+    client.log_dict(run_id, predicted_counts(confusion, labels),
                     f"{split}/{keys.PREDICTED_LABELS}")
+
+
+def predicted_counts(confusion: np.ndarray, labels: Sequence[str]) -> dict[str, int]:
+    """Rows per predicted label: the confusion matrix's column sums (rows: the true label)."""
+    predicted = np.asarray(confusion).sum(axis=0)
+    return {label: int(n) for label, n in zip(labels, predicted, strict=True)}
 
 
 def reliability_figure(calibration: Sequence[Mapping], title: str) -> Figure:

@@ -11,7 +11,7 @@ from urllib.parse import urlparse
 
 from pipeline import storage
 from pipeline.datasets.manifest import VOCAB_NAME, Manifest
-from pipeline.datasets.statistics import read_validation
+from pipeline.datasets.statistics import VALIDATION_NAME, read_validation
 from pipeline.errors import PipelineError
 from pipeline.redaction import redact
 from pipeline.tracking import keys
@@ -50,11 +50,9 @@ def validation_tags(outcome: Mapping[str, Any]) -> dict[str, str]:
     """The tags of a validation outcome (``Validation.to_dict``): status, features named."""
     if "status" not in outcome:
         return {}
-    named = {s: sorted({f["feature"] for f in outcome["findings"] if f["severity"] == s})
-             for s in ("error", "warning")}
     tags = {keys.VALIDATION_STATUS: outcome["status"],
-            keys.VALIDATION_ERRORS: ",".join(named["error"]),
-            keys.VALIDATION_WARNINGS: ",".join(named["warning"])}
+            keys.VALIDATION_ERRORS: ",".join(outcome.get("errors", [])),
+            keys.VALIDATION_WARNINGS: ",".join(outcome.get("warnings", []))}
     if outcome.get("reference"):
         tags[keys.VALIDATION_REFERENCE] = redact(outcome["reference"])
     return {key: value for key, value in tags.items() if value}
@@ -65,7 +63,7 @@ def log_validation(tracker: Tracker, run_id: str, outcome: Mapping[str, Any],
     """A validation on a run: its tags, the outcome as JSON and the HTML report."""
     set_tags(tracker, run_id, validation_tags(outcome))
     tracker.client.log_text(run_id, json.dumps(outcome, indent=1, default=str),
-                            f"{keys.VALIDATION_ARTIFACTS}/validation.json")
+                            f"{keys.VALIDATION_ARTIFACTS}/{VALIDATION_NAME}")
     tracker.client.log_artifact(run_id, report_path, keys.VALIDATION_ARTIFACTS)
 
 

@@ -3,6 +3,7 @@ that a person edits and commits, then checked against any version's statistics."
 
 from __future__ import annotations
 
+import itertools
 import math
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from pipeline.config import ConfigError
 from pipeline.datasets.statistics import Statistics
-from pipeline.validation.findings import Finding
+from pipeline.validation.findings import Finding, label_sets
 
 HEADER = """\
 # Expectations of a dataset version, checked by `pipeline validate --expectations FILE` and by
@@ -44,8 +45,10 @@ def infer(stats: Statistics) -> Expectations:
     ranges, categories = {}, {}
     for name in stats.document["features"]:
         definition, found = stats.definition(name), stats.feature(name)
+        if not definition["judged"]:  # e.g. oov: low by construction in its own version
+            continue
         if definition["kind"] == "numeric" and found.get("mean") is not None:
-            half = found["std"] / 2
+            half = max(found["std"], _bin_width(definition["edges"], found["mean"])) / 2
             ranges[name] = (round(found["mean"] - half, 6), round(found["mean"] + half, 6))
         elif definition["kind"] == "categorical" and name != "near_constant":
             categories[name] = sorted(found["counts"])
@@ -55,6 +58,17 @@ def infer(stats: Statistics) -> Expectations:
         class_share={k: (round(n / total / 2, 6), round(min(1.0, 2 * n / total), 6))
                      for k, n in sorted(labels.items())},
         ranges=ranges, categories=categories)
+
+
+def _bin_width(edges: list[float | None], value: float) -> float:
+    """The width of the histogram bin holding ``value`` (the last finite one past the top): a
+    floor for a range, so a statistic that never varied (every image 28 pixels wide) still
+    allows what lands in its bin."""
+    finite = [e for e in edges if e is not None]
+    for low, high in itertools.pairwise(finite):
+        if low <= value < high:
+            return high - low
+    return finite[-1] - finite[-2] if len(finite) > 1 else 0.0
 
 
 def write(expectations: Expectations, path: str, source: str) -> None:
@@ -83,12 +97,8 @@ def read(path: str) -> Expectations:
 
 
 def _label_findings(labels: dict[str, int], expected: Expectations) -> list[Finding]:
-    findings = [Finding("label", "missing_label", "error", label, "present",
-                        f"label {label!r} is expected but has no row")
-                for label in expected.labels if label not in labels]
-    findings += [Finding("label", "new_label", "error", label, "absent",
-                         f"label {label!r} is not among the expected labels")
-                 for label in sorted(labels) if label not in expected.labels]
+    """Labels come or gone, under their minimum, or outside their share."""
+    findings = label_sets(set(labels), set(expected.labels), "expectations")
     total = sum(labels.values()) or 1
     for label, rows in sorted(labels.items()):
         if label in expected.labels and rows < expected.min_rows_per_label:
@@ -104,6 +114,9 @@ def _label_findings(labels: dict[str, int], expected: Expectations) -> list[Find
 
 def check(stats: Statistics, expected: Expectations) -> list[Finding]:
     """Every expectation ``stats`` breaks."""
+    if expected.kind != stats.kind:
+        raise ConfigError(f"the expectations are of {expected.kind} data; this version holds "
+                          f"{stats.kind}")
     findings = _label_findings(stats.labels(), expected)
     for name, (low, high) in expected.ranges.items():
         mean = stats.feature(name).get("mean") if name in stats.document["features"] else None

@@ -64,10 +64,9 @@ def _findings_table(validation: Validation) -> str:
             f"<th>limit</th><th>detail</th></tr>{rows}</table>")
 
 
-def _feature_section(feature: str, new: Statistics, reference: Statistics | None,
+def _feature_section(feature: str, new: Statistics, theirs: dict[str, float],
                      comparison: str, part: str) -> str:
     ours = _counts(new, feature)
-    theirs = _counts(reference, feature) if reference else {}
     keys = sorted({*ours, *theirs}, key=lambda k: (len(k), k) if feature != LABEL else k)
     doc = "the label of each row" if feature == LABEL else new.definition(feature)["doc"]
     title = html.escape(feature + part)
@@ -85,7 +84,9 @@ def _sections(validation: Validation, new: Statistics, reference: Statistics | N
         said = (f"Jensen-Shannon distance {found.distance:.3f}, p-value {found.pvalue:.1e}"
                 f"{': ' + found.severity if found.severity else ''}." if found else
                 "Not compared." if reference else "")
-        sections.append(_feature_section(feature, new, reference, said, part))
+        theirs = (found.reference_counts if found else
+                  _counts(reference, feature) if reference else {})
+        sections.append(_feature_section(feature, new, theirs, said, part))
     return sections
 
 
@@ -102,8 +103,10 @@ def render(validation: Validation, new: Statistics, reference: Statistics | None
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>Validation of "
             f"{html.escape(validation.data)}</title><style>{_STYLE}</style></head><body>"
             f"<h1>Validation: <span class='{validation.status}'>{validation.status}</span></h1>"
-            f"<p>{html.escape(validation.data)} ({new.rows} rows) against {against}. Grey: the "
-            "reference, blue: this version.</p><h2>Findings</h2>"
+            f"<p>{html.escape(validation.data)} ({new.rows} rows) against {against}. Grey: what "
+            "was compared with (the reference; for new files, the reference at their class mix; "
+            "for predicted labels, the model's validation predictions), blue: this data.</p>"
+            "<h2>Findings</h2>"
             f"{_findings_table(validation)}<h2>Distributions</h2>{''.join(sections)}"
             "</body></html>")
 

@@ -9,10 +9,10 @@ from typing import Any
 from pipeline.config import ValidationConfig
 from pipeline.datasets.manifest import open_version
 from pipeline.datasets.statistics import PREDICTION_STATISTICS, Statistics, read_statistics
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, UsageError
 from pipeline.validation import expectations as expect
 from pipeline.validation.drift import homogeneity_pvalue, js_distance
-from pipeline.validation.findings import Finding, Severity, status
+from pipeline.validation.findings import Finding, Severity, label_sets, named, status
 
 LABEL = "label"
 INCREMENT = " (new files)"  # the suffix of a statistic of a retrain's new and changed inputs
@@ -33,6 +33,9 @@ class Comparison:
     distance: float
     pvalue: float
     severity: Severity | None
+    # what was compared with, drawn by the report (a reference at a class mix, the model's
+    # validation predictions): not in the JSON outcome
+    reference_counts: dict[str, float] = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True)
@@ -52,13 +55,15 @@ class Validation:
 
     def named(self, severity: Severity = "error") -> list[str]:
         """The features with a finding of ``severity``, each once, in order."""
-        return list(dict.fromkeys(f.feature for f in self.findings if f.severity == severity))
+        return named([f.to_dict() for f in self.findings], severity)
 
     def to_dict(self) -> dict[str, Any]:
         return {"data": self.data, "reference": self.reference,
                 "expectations": self.expectations, "status": self.status,
+                "errors": self.named("error"), "warnings": self.named("warning"),
                 "findings": [f.to_dict() for f in self.findings],
-                "comparisons": [asdict(c) for c in self.comparisons]}
+                "comparisons": [{k: v for k, v in asdict(c).items() if k != "reference_counts"}
+                                for c in self.comparisons]}
 
 
 def _severity(distance: float, pvalue: float, cfg: ValidationConfig) -> Severity | None:
@@ -78,17 +83,6 @@ def _histograms(stats: Statistics, with_labels: bool) -> dict[str, dict[str, int
         if definition["judged"]:
             found[name] = stats.feature(name)["counts"]
     return found
-
-
-def _label_sets(new: Statistics, reference: Statistics) -> list[Finding]:
-    """Labels the reference has and the version lacks, and the reverse: errors."""
-    old_labels, new_labels = set(reference.labels()), set(new.labels())
-    findings = [Finding(LABEL, "missing_label", "error", label, "present",
-                        f"label {label!r} is in the reference but has no row")
-                for label in sorted(old_labels - new_labels)]
-    return findings + [Finding(LABEL, "new_label", "error", label, "absent",
-                               f"label {label!r} is not in the reference")
-                       for label in sorted(new_labels - old_labels)]
 
 
 def _same_mix(reference: Statistics, labels: dict[str, int]) -> dict[str, dict[str, float]]:
@@ -119,7 +113,8 @@ def drift(new: Statistics, reference: Statistics, cfg: ValidationConfig, part: s
     theirs = (_same_mix(reference, new.labels()) if part
               else _histograms(reference, with_labels=True))
     comparisons, findings = _compare(_histograms(new, with_labels=not part), theirs, cfg, part)
-    return comparisons, ([] if part else _label_sets(new, reference)) + findings
+    sets = [] if part else label_sets(set(new.labels()), set(reference.labels()), "reference")
+    return comparisons, sets + findings
 
 
 def _compare(ours: dict[str, dict[str, float]], theirs: dict[str, dict[str, float]],
@@ -132,7 +127,8 @@ def _compare(ours: dict[str, dict[str, float]], theirs: dict[str, dict[str, floa
         distance = js_distance(counts, theirs[name])
         pvalue = homogeneity_pvalue(counts, theirs[name])
         severity = _severity(distance, pvalue, cfg)
-        comparisons.append(Comparison(name + part, round(distance, 6), pvalue, severity))
+        comparisons.append(Comparison(name + part, round(distance, 6), pvalue, severity,
+                                      dict(theirs[name])))
         if severity is not None:
             limit = cfg.drift_error if severity == "error" else cfg.drift_warning
             findings.append(Finding(name + part, "drift", severity, round(distance, 6), limit,
@@ -162,6 +158,9 @@ def validate(new: Statistics, reference: Statistics | None, expected: str | None
              cfg: ValidationConfig, names: tuple[str, str | None]) -> Validation:
     """``new`` against a reference and/or an expectations file; ``names`` say where each
     statistics came from (for the report)."""
+    if reference is not None and reference.kind != new.kind:
+        raise UsageError(f"cannot compare {names[0]} ({new.kind}) with {names[1]} "
+                         f"({reference.kind})")
     comparisons, findings = drift(new, reference, cfg) if reference else ([], [])
     increment = new.increment()
     if reference and increment is not None:  # a bad batch is diluted in a cumulative version
@@ -186,6 +185,9 @@ def validate_predictions(output_uri: str, model_uri: str, training: tuple[str, d
     batch = read_statistics(output_uri, PREDICTION_STATISTICS)
     reference = version_statistics(training[0])
     comparisons, findings = prediction_drift(batch, reference, training[1], cfg)
+    if batch.rows == 0:
+        findings.append(Finding(LABEL, "no_prediction", "error", 0, "> 0",
+                                "no input of the batch was predicted: every one was refused"))
     return Validation(f"predictions {output_uri}", f"{model_uri} (trained on {training[0]})",
                       None, findings, comparisons, (batch, reference))
 

@@ -220,6 +220,7 @@ def test_two_retrains_started_together_one_runs_one_refuses(ws):
 
 @pytest.mark.slow
 def test_a_drifted_batch_stops_the_retrain_and_leaves_the_champion_alone(ws):
+    """After the tests above (a champion exists): 100 inverted digits arrive."""
     champion, before = ws.alias("champion"), len(ws.model_versions())
     ws.add_digits(880, 980, invert=True)  # 100 inverted digits among 980
     refused = ws.retrain()
@@ -243,6 +244,15 @@ def test_a_drifted_batch_stops_the_retrain_and_leaves_the_champion_alone(ws):
     assert "was refused by validation (errors in " in again.stderr
     assert "no raw file changed since" in again.stderr
     assert len(ws.model_versions()) == before and ws.version_names()[-1] == newest
+    # one good file more does not dilute the bad batch unseen: it is still among the new files
+    ws.add_digits(980, 981)
+    diluted = ws.retrain()
+    assert diluted.returncode == 4, diluted.stderr[-3000:]
+    assert "brightness (new files)" in diluted.stderr
+    # a person decides to train on it anyway, once; the next scheduled run has nothing to do
+    assert "promoted" in _ok(ws.retrain("validation.on_error=warn"))
+    assert len(ws.model_versions()) == before + 1
+    assert "nothing to do" in _ok(ws.retrain())
 
 
 def test_text_versions_keep_the_vocabulary_and_the_old_splits(spark, config, reviews_raw,

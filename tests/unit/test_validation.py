@@ -35,12 +35,7 @@ def _image_rows(images: np.ndarray, labels: np.ndarray) -> list[tuple[str, str, 
 
 
 def _image_stats(images: np.ndarray, labels: np.ndarray) -> statistics.Statistics:
-    rows = []
-    for index, (pixels, label) in enumerate(zip(images, labels, strict=True)):
-        png = cv2.imencode(".png", pixels)[1].tobytes()
-        record = clean_image_file(f"/raw/{label}/{index}.png", png, str(label), CFG.images,
-                                  RATIOS)
-        rows.append((record.split, record.label_name, record.path, record.profile))
+    rows = _image_rows(images, labels)
     return statistics.build(statistics.accumulate(rows, "images"), "images", {})
 
 
@@ -110,17 +105,17 @@ def test_a_small_batch_is_judged_by_its_noise_not_its_ragged_histogram(digits):
 
 def test_accumulators_merge_in_any_grouping_to_the_same_statistics(digits):
     _, images, labels = digits
-    rows = []
-    for index in range(90):
-        png = cv2.imencode(".png", images[index])[1].tobytes()
-        record = clean_image_file(f"/r/{index}.png", png, str(labels[index]), CFG.images, RATIOS)
-        rows.append((record.split, record.label_name, record.path, record.profile))
+    rows = _image_rows(images[:90], labels[:90])
     whole = statistics.build(statistics.accumulate(rows, "images"), "images", {})
     parts = [statistics.accumulate(rows[i:i + 25], "images") for i in range(0, 90, 25)]
     merged = statistics.empty()
     for part in reversed(parts):
         merged = statistics.merge(part, merged)
     built = statistics.build(merged, "images", {})
+    a, b, c = parts[:3]  # associative, with empty() as identity: any partitioning adds up
+    assert statistics.merge(a, statistics.merge(b, c))["hist"] == statistics.merge(
+        statistics.merge(a, b), c)["hist"]
+    assert statistics.merge(statistics.empty(), a) == a
     assert built.feature("brightness")["counts"] == whole.feature("brightness")["counts"]
     assert built.feature("contrast")["mean"] == pytest.approx(whole.feature("contrast")["mean"])
     assert built.labels() == whole.labels() and built.rows == 90
@@ -204,9 +199,36 @@ def test_new_files_of_one_class_are_judged_at_their_class_mix(digits):
     assert "brightness (new files)" in _errors(bad, reference)
 
 
-def test_in_increment_matches_sparks_uris_to_relative_paths():
-    increment = frozenset({"cats/a.png", "b.csv"})
-    depths = frozenset({2, 1})
-    assert statistics.in_increment("file:/data/raw/cats/a.png", increment, depths)
-    assert statistics.in_increment("s3a://bucket/raw/b.csv", increment, depths)
-    assert not statistics.in_increment("file:/data/raw/dogs/a.png", increment, depths)
+def test_in_increment_matches_sparks_uris_to_the_snapshots_relative_paths():
+    increment = frozenset({"cats/a.png", "b.csv", "new reviews.parquet"})
+    assert statistics.in_increment("file:/data/raw/cats/a.png", "file:///data/raw", increment)
+    assert statistics.in_increment("s3a://bucket/raw/b.csv", "s3://bucket/raw/", increment)
+    assert statistics.in_increment("file:/data/raw/new%20reviews.parquet", "file:///data/raw",
+                                   increment)  # Spark quotes Parquet paths
+    assert not statistics.in_increment("file:/data/raw/dogs/a.png", "file:///data/raw",
+                                       increment)
+    assert not statistics.in_increment("file:/data/raw/old/b.csv", "file:///data/raw",
+                                       increment)  # the same name elsewhere
+    assert not statistics.in_increment("s3a://other/raw/b.csv", "s3://bucket/raw", increment)
+
+
+def test_predicted_counts_are_the_confusion_matrixs_columns():
+    from pipeline.tracking.reports import predicted_counts
+
+    confusion = np.array([[5, 1, 0], [0, 0, 3], [0, 0, 2]])  # rows: true a, b, c
+    assert predicted_counts(confusion, ["a", "b", "c"]) == {"a": 5, "b": 1, "c": 5}
+
+
+def test_a_version_is_not_compared_with_data_of_another_kind(digits, reviews):
+    from pipeline.errors import UsageError
+
+    with pytest.raises(UsageError, match="cannot compare"):
+        validate(digits[0], reviews[0], None, CFG.validation, ("images", "text"))
+
+
+def test_inferred_ranges_leave_room_for_a_statistic_that_never_varied(digits):
+    reference, _, _ = digits
+    inferred = expectations.infer(reference)
+    low, high = inferred.ranges["width"]  # every digit is 28 wide: half a bin (16) each side
+    assert (low, high) == (20.0, 36.0)
+    assert "oov" not in inferred.ranges  # not judged, so not expected either
