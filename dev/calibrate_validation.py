@@ -30,10 +30,12 @@ RATIOS = CFG.split.model_dump()
 
 
 def _png(pixels: np.ndarray) -> bytes:
+    """An image as a user's PNG file holds it."""
     return cv2.imencode(".png", pixels)[1].tobytes()
 
 
 def image_rows(images: np.ndarray, labels: np.ndarray) -> list[tuple[str, str, str, str]]:
+    """Accumulator rows of images profiled as ingest profiles them."""
     rows = []
     for index, (pixels, label) in enumerate(zip(images, labels, strict=True)):
         record = clean_image_file(f"raw/{label}/{index}.png", _png(pixels), str(label),
@@ -43,6 +45,8 @@ def image_rows(images: np.ndarray, labels: np.ndarray) -> list[tuple[str, str, s
 
 
 def text_rows(texts: list[str], labels: list[str], tokenizer: Tokenizer | None = None):
+    """Accumulator rows of texts cleaned and profiled as ingest does, with the out-of-vocabulary
+    share of ``tokenizer`` (None: a vocabulary built from these texts, as a first ingest)."""
     records = [clean_text_document(f"raw/{label}/{i}.txt", None, text.encode(), label,
                                    CFG.text, RATIOS)
                for i, (text, label) in enumerate(zip(texts, labels, strict=True))]
@@ -64,10 +68,12 @@ def text_rows(texts: list[str], labels: list[str], tokenizer: Tokenizer | None =
 
 
 def stats(rows, kind):
+    """The statistics document of accumulator rows."""
     return statistics.build(statistics.accumulate(rows, kind), kind, {})
 
 
 def report(name, new, reference):
+    """One table row: the largest distance, the verdict, every statistic compared."""
     comparisons, findings = drift(new, reference, CFG.validation)
     worst = max(comparisons, key=lambda c: c.distance)
     shown = ", ".join(f"{c.feature} {c.distance:.3f} (p={c.pvalue:.0e})" for c in comparisons)
@@ -77,6 +83,7 @@ def report(name, new, reference):
 
 
 def images() -> None:
+    """The digits: halves, a small batch, and real shifts of the second half."""
     images_, labels = load_digits()
     order = np.random.default_rng(0).permutation(len(labels))
     half_a, half_b = order[: len(order) // 2], order[len(order) // 2:]
@@ -99,6 +106,7 @@ def images() -> None:
 
 
 def texts() -> None:
+    """The reviews: halves, a small batch, texts cut short, a class removed."""
     frame = load_reviews().dropna()
     pairs = list(zip(frame["text"], frame["category"], strict=True))
     random.Random(0).shuffle(pairs)

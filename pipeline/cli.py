@@ -231,8 +231,10 @@ def _add_retrain(commands, common: argparse.ArgumentParser) -> None:
                     "the next version by the same rules (old inputs keep their split), train a "
                     "challenger, evaluate it and the champion on the test split and promote by "
                     "registry.metric/margin and the blessing; one MLflow run with a nested run "
-                    "per step. Exits 0 when there is nothing new, 75 when another retrain holds "
-                    "the lock. Safe to rerun after a crash: it finishes what was left.")
+                    "per step. Each new version is validated first (validation.*). Exits 0 when "
+                    "there is nothing new, 4 when the new data failed validation (nothing "
+                    "trained), 75 when another retrain holds the lock. Safe to rerun after a "
+                    "crash: it finishes what was left.")
     _json_option(retrain)
 
 

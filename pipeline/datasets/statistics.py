@@ -284,13 +284,16 @@ class Statistics:
 
     @property
     def kind(self) -> str:
+        """``images`` or ``text`` (``... predictions`` for a batch of predictions)."""
         return self.document["kind"]
 
     @property
     def rows(self) -> int:
+        """Accepted rows, every split together."""
         return self.document["rows"].get(ALL, 0)
 
     def labels(self, split: str = ALL) -> dict[str, int]:
+        """Rows per label."""
         return dict(self.document["labels"].get(split, {}))
 
     def feature(self, name: str, split: str = ALL) -> dict[str, Any]:
@@ -307,6 +310,7 @@ class Statistics:
         return self.document["features"][name].get("labels", {})
 
     def definition(self, name: str) -> dict[str, Any]:
+        """A statistic's kind, description, bin edges and whether drift judges it."""
         return {k: v for k, v in self.document["features"][name].items()
                 if k not in ("splits", "labels")}
 
@@ -318,6 +322,7 @@ class Statistics:
         return {"file": STATISTICS_NAME, "means": means}
 
     def to_json(self) -> str:
+        """The document as ``statistics.json`` holds it."""
         return json.dumps(self.document, indent=1, sort_keys=True)
 
 

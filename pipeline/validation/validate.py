@@ -51,6 +51,7 @@ class Validation:
 
     @property
     def status(self) -> str:
+        """The worst severity found: ok, warning or error."""
         return status(self.findings)
 
     def named(self, severity: Severity = "error") -> list[str]:
@@ -58,6 +59,7 @@ class Validation:
         return named([f.to_dict() for f in self.findings], severity)
 
     def to_dict(self) -> dict[str, Any]:
+        """The outcome as ``--json`` prints it and ``validation.json`` stores it."""
         return {"data": self.data, "reference": self.reference,
                 "expectations": self.expectations, "status": self.status,
                 "errors": self.named("error"), "warnings": self.named("warning"),
