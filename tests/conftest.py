@@ -1,4 +1,5 @@
-"""Shared fixtures: real Spark, the real bundled digits written as files, a real MLflow store."""
+"""Shared fixtures: real Spark, the real bundled digits written as files, a real MLflow store,
+and models trained once for the tests that only read them."""
 
 from __future__ import annotations
 
@@ -157,3 +158,29 @@ def reviews_dataset(spark, config, reviews_raw, session_dir):
     output = session_dir / "datasets" / "reviews"
     manifest = ingest_text(spark, config, str(reviews_raw), str(output))
     return to_uri(output), manifest
+
+
+# one epoch, one reader thread per rank: row groups arrive in a fixed order, so a training
+# with these settings through another launcher must agree with digits_model's (test_launchers)
+DIGITS_MODEL_SETTINGS = ("train.epochs=1", "launch.reader_workers=1")
+
+
+@pytest.fixture(scope="session")
+def digits_model(digits_dataset, tmp_path_factory):
+    """(config, result) of a local training on the digits (DIGITS_MODEL_SETTINGS), registered
+    as the challenger in a store of its own. Built once: the launcher, serving and prediction
+    tests only read it (compare, load, serve, predict, export), and a training with its model
+    logging costs about a minute."""
+    from pipeline.train.job import train
+
+    cfg = make_config(tmp_path_factory.mktemp("digits_model"), *DIGITS_MODEL_SETTINGS)
+    return cfg, train(cfg, digits_dataset[0], register=True)
+
+
+@pytest.fixture(scope="session")
+def reviews_model(reviews_dataset, tmp_path_factory):
+    """As ``digits_model``, on the reviews (text_cnn)."""
+    from pipeline.train.job import train
+
+    cfg = make_config(tmp_path_factory.mktemp("reviews_model"), "train.epochs=1")
+    return cfg, train(cfg, reviews_dataset[0], register=True)

@@ -65,12 +65,18 @@ def test_modes_and_the_quality_gate(digits_raw, tmp_path):
     versions = tmp_path / "versions"
     args = ["ingest", "images", "--input", str(raw), "--output", str(versions), *FAST]
 
-    first = run_pipeline([*args, "--mode", "new-version"], tmp_path)
-    assert first.returncode == 0, first.stderr[-3000:]
-    assert re.search(r"discovered\s+31\s", first.stdout), first.stdout
-    assert re.search(r"corrupt_image\s+1\s", first.stdout), first.stdout
-    second = run_pipeline([*args, "--mode", "new-version"], tmp_path)
-    assert second.returncode == 0
+    # each ingest starts a JVM: the two versions are also the two sides of the quality gate
+    # (1 of 31 quarantined, 3.2%); the default gate (1.0) passes in the listing test above
+    passed = run_pipeline([*args, "--mode", "new-version", "--max-bad-fraction", "0.05"],
+                          tmp_path)
+    assert passed.returncode == 0, passed.stderr[-3000:]
+    assert re.search(r"discovered\s+31\s", passed.stdout), passed.stdout
+    assert re.search(r"corrupt_image\s+1\s", passed.stdout), passed.stdout
+    gated = run_pipeline([*args, "--mode", "new-version", "--max-bad-fraction", "0.01"],
+                         tmp_path)
+    assert gated.returncode == 3
+    assert "quarantined, more than --max-bad-fraction" in gated.stderr
+    # a gated version is committed all the same (its quarantine table is what to read)
     assert sorted(p.name for p in versions.iterdir()) == ["LATEST", "v0001", "v0002"]
     url, manifest = open_version(versions.as_uri())
     assert url.endswith("/v0002")
@@ -79,14 +85,6 @@ def test_modes_and_the_quality_gate(digits_raw, tmp_path):
     refused = run_pipeline([*args[:-2], "--output", str(versions / "v0001"), *FAST], tmp_path)
     assert refused.returncode == 1
     assert "already exists" in refused.stderr and "Traceback" not in refused.stderr
-
-    gated = run_pipeline([*args[:-2], "--output", str(tmp_path / "gated"), *FAST,
-                          "--max-bad-fraction", "0.01"], tmp_path)
-    assert gated.returncode == 3
-    assert "quarantined, more than --max-bad-fraction" in gated.stderr
-    passed = run_pipeline([*args[:-2], "--output", str(tmp_path / "passed"), *FAST,
-                           "--max-bad-fraction", "0.05"], tmp_path)
-    assert passed.returncode == 0
 
 
 def test_crash_mid_write_leaves_no_dataset_and_rerun_completes(digits_raw, digits_dataset,

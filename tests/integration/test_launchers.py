@@ -20,19 +20,20 @@ from pipeline.config import load_config
 from pipeline.train.job import train
 from pipeline.train.launcher import make_launcher
 from tests.cluster import StandaloneCluster
-from tests.conftest import fresh_store, make_config
+from tests.conftest import DIGITS_MODEL_SETTINGS, fresh_store, make_config
 from tests.procs import run_pipeline
 from tests.sshd import LoopbackSshd
 
-SETTINGS = ("train.epochs=1", "launch.reader_workers=1")
+SETTINGS = DIGITS_MODEL_SETTINGS  # the local launcher's result is conftest's digits_model
 # the launchers differ in where ranks run, not in what they compute: on one machine the
 # results agree to float precision; the stated tolerance leaves room for other hardware
 TOLERANCE = 0.01
 
 
 @pytest.fixture(scope="module")
-def local_result(digits_dataset, tmp_path_factory):
-    return train(make_config(tmp_path_factory.mktemp("local"), *SETTINGS), digits_dataset[0])
+def local_result(digits_model):
+    """The local launcher's training with SETTINGS (its registration changes no weight)."""
+    return digits_model[1]
 
 
 @pytest.fixture(scope="session")

@@ -15,8 +15,7 @@ from PIL import Image
 from pipeline.datasets.features import feature_of
 from pipeline.datasets.reader import read_batches
 from pipeline.inference.job import predict_files
-from pipeline.train.job import train
-from tests.conftest import make_config, stored_rows
+from tests.conftest import stored_rows
 from tests.procs import run_pipeline
 
 
@@ -31,12 +30,6 @@ def _copy_some(raw: Path, target: Path, per_label: int) -> dict[str, str]:
             copied[copy.as_uri().replace("file:///", "file:/")] = (
                 original.as_uri().replace("file:///", "file:/"))
     return copied
-
-
-@pytest.fixture(scope="module")
-def digits_model(digits_dataset, tmp_path_factory):
-    cfg = make_config(tmp_path_factory.mktemp("digits_model"), "train.epochs=1")
-    return cfg, train(cfg, digits_dataset[0], register=True)
 
 
 def _predict(kind_dataset, trained, raw: Path, tmp: Path, spark, broken: dict[str, bytes]):
@@ -81,12 +74,11 @@ def test_images_are_predicted_from_ingests_pixels(spark, digits_raw, digits_data
     assert (good["score"] == got.max(axis=1)).all()
 
 
-def test_text_is_predicted_from_ingests_token_ids(spark, reviews_raw, reviews_dataset, tmp_path):
+def test_text_is_predicted_from_ingests_token_ids(spark, reviews_raw, reviews_dataset,
+                                                   reviews_model, tmp_path):
     broken = {"fresh/blank.txt": b"   \n\t ", "rotten/markup.txt": b"<p> </p>"}
-    cfg = make_config(tmp_path / "model", "train.epochs=1")
-    trained = cfg, train(cfg, reviews_dataset[0], register=True)
-    manifest, copied, out, model = _predict(reviews_dataset, trained, reviews_raw, tmp_path,
-                                            spark, broken)
+    manifest, copied, out, model = _predict(reviews_dataset, reviews_model, reviews_raw,
+                                            tmp_path, spark, broken)
     assert set(out["reason"].dropna()) == {"empty_text"}
     assert out["reason"].notna().sum() == 2
     stored = stored_rows(reviews_dataset[0], "token_ids")

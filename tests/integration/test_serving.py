@@ -16,30 +16,16 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pytest
 
 from pipeline.datasets.features import feature_of
-from pipeline.train.job import train
 from tests.cluster import free_port
-from tests.conftest import make_config, stored_rows
+from tests.conftest import stored_rows
 from tests.procs import PIPELINE, run_pipeline, wait_until_answers
 
 OUTPUT = ["label", "confidence", "probabilities", "error"]
 BROKEN_IMAGES = [b"", b"not an image at all"]  # an empty upload, a text file sent as image
 RESULT_TYPE = "label string, confidence double, probabilities array<double>, error string"
 NO_VENV_PATH = "/usr/local/bin:/usr/bin:/bin"  # a shell without the venv activated
-
-
-@pytest.fixture(scope="module")
-def image_model(digits_dataset, tmp_path_factory):
-    cfg = make_config(tmp_path_factory.mktemp("serve_images"), "train.epochs=1")
-    return cfg, train(cfg, digits_dataset[0], register=True)
-
-
-@pytest.fixture(scope="module")
-def text_model(reviews_dataset, tmp_path_factory):
-    cfg = make_config(tmp_path_factory.mktemp("serve_text"), "train.epochs=1")
-    return cfg, train(cfg, reviews_dataset[0], register=True)
 
 
 def _files(raw: Path, per_label: int) -> list[Path]:
@@ -85,10 +71,10 @@ class _Server:
         self.process.wait(timeout=60)
 
 
-def test_the_registered_version_takes_raw_files_prepared_as_ingest_did(image_model,
+def test_the_registered_version_takes_raw_files_prepared_as_ingest_did(digits_model,
                                                                        digits_dataset,
                                                                        digits_raw):
-    cfg, result = image_model
+    cfg, result = digits_model
     url, manifest = digits_dataset
     files = _files(digits_raw, 4)
     model = _load(cfg, result.model_version.uri)
@@ -113,9 +99,9 @@ def test_the_registered_version_takes_raw_files_prepared_as_ingest_did(image_mod
     assert (out["label"].iloc[accepted] == truth).mean() > 0.7
 
 
-def test_pipeline_serve_answers_base64_images_without_an_activated_venv(image_model, digits_raw,
+def test_pipeline_serve_answers_base64_images_without_an_activated_venv(digits_model, digits_raw,
                                                                       tmp_path):
-    cfg, result = image_model
+    cfg, result = digits_model
     files = _files(digits_raw, 1)
     contents = [f.read_bytes() for f in files] + BROKEN_IMAGES
     expected = _load(cfg, result.model_version.uri).predict(pd.DataFrame({"image": contents}))
@@ -134,8 +120,8 @@ def test_pipeline_serve_answers_base64_images_without_an_activated_venv(image_mo
                                np.stack(expected["probabilities"].iloc[:-2]), atol=1e-6)
 
 
-def test_mlflow_models_serve_answers_raw_text(text_model, reviews_raw, tmp_path):
-    cfg, result = text_model
+def test_mlflow_models_serve_answers_raw_text(reviews_model, reviews_raw, tmp_path):
+    cfg, result = reviews_model
     texts = [f.read_text(encoding="utf-8") for f in _files(reviews_raw, 3)] + ["", " <p> </p>"]
     expected = _load(cfg, result.model_version.uri).predict(pd.DataFrame({"text": texts}))
     assert list(expected["error"].iloc[-2:]) == ["empty_text", "empty_text"]
@@ -154,13 +140,13 @@ def test_mlflow_models_serve_answers_raw_text(text_model, reviews_raw, tmp_path)
     assert list(got["error"]) == list(expected["error"])
 
 
-def test_spark_udf_applies_the_model_to_raw_bytes(spark, image_model, digits_raw):
+def test_spark_udf_applies_the_model_to_raw_bytes(spark, digits_model, digits_raw):
     """MLflow 3's spark_udf casts a struct's string fields with numpy, so a null ``label`` or
     ``error`` arrives as the string 'None'; the README's expression turns it back into null."""
     import mlflow
     from pyspark.sql import functions as F
 
-    cfg, result = image_model
+    cfg, result = digits_model
     files = _files(digits_raw, 2)
     contents = [f.read_bytes() for f in files] + BROKEN_IMAGES
     expected = _load(cfg, result.model_version.uri).predict(pd.DataFrame({"image": contents}))
@@ -178,13 +164,13 @@ def test_spark_udf_applies_the_model_to_raw_bytes(spark, image_model, digits_raw
                                atol=1e-6)
 
 
-def test_export_writes_a_savedmodel_that_tensorflow_serves(image_model, digits_dataset,
+def test_export_writes_a_savedmodel_that_tensorflow_serves(digits_model, digits_dataset,
                                                             tmp_path):
     import tensorflow as tf
 
     from pipeline.datasets.reader import read_batches
 
-    cfg, result = image_model
+    cfg, result = digits_model
     url, manifest = digits_dataset
     out = tmp_path / "savedmodel"
     done = run_pipeline(["export", "--model", result.model_version.uri, "--output", str(out),
