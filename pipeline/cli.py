@@ -527,11 +527,13 @@ def _doctor(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def _ingest(cfg: Config, args: argparse.Namespace) -> int:
+    from pipeline.datasets.commit import check_output
     from pipeline.ingest.report import bad_fraction, summary_table
     from pipeline.spark import get_spark
 
     if not 0.0 <= args.max_bad_fraction <= 1.0:
         raise UsageError("--max-bad-fraction must be between 0 and 1")
+    check_output(storage.to_uri(args.output), args.mode)  # refused before a JVM starts
     spark = get_spark(cfg.spark, app_name=f"pipeline-ingest-{args.kind}")
     try:
         if args.kind == "images":
