@@ -135,7 +135,7 @@ def test_two_halves_pass_and_the_report_shows_both(versions, tmp_path):
     assert outcome["status"] in ("ok", "warning")
     assert not [f for f in outcome["findings"] if f["severity"] == "error"]
     page = (tmp_path / "report.html").read_text()
-    assert "brightness" in page and "<svg" in page and "Grey: the reference" in page
+    assert "brightness" in page and "<svg" in page and "Grey: what was compared with" in page
 
 
 def test_inverted_brightness_exits_4_naming_brightness(versions, tmp_path):
