@@ -11,6 +11,7 @@ import numpy as np
 
 from pipeline.errors import first_line
 from pipeline.tracking import keys
+from pipeline.tracking.requirements import pip_requirements
 from pipeline.tracking.retry import MODEL_WRITE, Retrying
 from pipeline.tracking.tracker import Tracker
 
@@ -100,27 +101,6 @@ def log_outcome(tracker: Tracker, run_id: str, model, example: np.ndarray,
     retrying("the validation report", log_report, client, run_id, confusion, labels, "val",
              history)
     return retrying(MODEL_WRITE, log_keras_model, tracker, run_id, model, example)
-
-
-def pip_requirements(*extra: str) -> list[str]:
-    """What a Keras model of this environment needs (and the ``extra`` distributions), pinned
-    to the installed versions. Given explicitly, MLflow skips inferring them (a subprocess that
-    loads the model: ~15 s). TensorFlow as ``tensorflow``, installed here maybe as
-    ``tensorflow-cpu`` (Linux only)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    def installed(*names: str) -> str:
-        for name in names:
-            try:
-                return version(name)
-            except PackageNotFoundError:
-                continue
-        raise PackageNotFoundError(names[0])
-
-    return [f"mlflow=={installed('mlflow')}", f"cloudpickle=={installed('cloudpickle')}",
-            f"numpy=={installed('numpy')}",
-            f"tensorflow=={installed('tensorflow', 'tensorflow-cpu')}",
-            *(f"{name}=={installed(name)}" for name in extra)]
 
 
 def log_keras_model(tracker: Tracker, run_id: str, model, example: np.ndarray) -> None:

@@ -32,7 +32,7 @@ from pipeline import storage
 from pipeline.datasets.manifest import MANIFEST_NAME, VOCAB_NAME, Manifest
 from pipeline.errors import PipelineError
 from pipeline.tracking import keys
-from pipeline.tracking.keras import pip_requirements
+from pipeline.tracking.requirements import pip_requirements
 from pipeline.tracking.tracker import Tracker
 from pipeline.tracking.ui import mlflow_executable
 
