@@ -5,7 +5,8 @@ a scratch AIRFLOW_HOME with SQLite, ``airflow db migrate``. Then: the DAG import
 promised settings; the exit-code contract of ``pipeline retrain`` maps to task states (a stand-in
 ``pipeline`` that exits 0/75/1); and ``airflow dags test`` runs the real retrain twice on a small
 set of real digits: the first run builds a dataset version and registers a model, the second
-finds nothing new and builds nothing.
+finds nothing new and builds nothing. That run keeps its raw files, dataset versions and model
+artifacts on ``s3://`` (a real S3 API), as production does.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from pipeline import storage
 from tests.conftest import REPO, fresh_store
+from tests.integration.test_s3_pipeline import _upload
 
 # the first test sets up Airflow's venv; the last runs two real retrains under Airflow
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
@@ -27,7 +30,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 DAG_ID = "pipeline_retrain"
 AIRFLOW_VENV = REPO / ".venv-airflow"
 AIRFLOW = AIRFLOW_VENV / "bin" / "airflow"
-DIGITS = 1000  # real MNIST digits: enough for every split to hold several row groups
+PER_LABEL = 30  # 300 real MNIST digits: with 8 rows per group, several groups in every split
+DIGITS = 10 * PER_LABEL
 FAKE_PIPELINE = """#!/bin/sh
 printf '%s\\n' "$(pwd)" "$@" > "$FAKE_RECORD"
 exit "$FAKE_RC"
@@ -165,25 +169,21 @@ def test_airflow_variables_choose_the_installation_and_the_config(airflow_env, f
     assert record.read_text().splitlines() == [str(fake_home), "retrain", "--config", str(config)]
 
 
-def _retrain_config(tmp: Path) -> Path:
-    """The embedded defaults with every path under ``tmp`` (as tests/conftest.py make_config)."""
+def _retrain_config(tmp: Path, root: str) -> Path:
+    """The embedded defaults with the raw input, the dataset versions, the checkpoints and the
+    MLflow artifacts under the bucket ``root``, the lock and the tracking store under ``tmp``."""
     config = tmp / "retrain.yaml"
     config.write_text(yaml.safe_dump({
         "data_dir": str(tmp / "data"),
         "spark": {"master": "local[2]"},
-        "dataset": {"rows_per_row_group": 16},
-        "train": {"epochs": 1, "checkpoint_dir": str(tmp / "checkpoints")},
+        "dataset": {"rows_per_row_group": 8},
+        "train": {"epochs": 1, "checkpoint_dir": f"{root}/checkpoints"},
         "launch": {"reader_workers": 1},
-        "mlflow": {"tracking_uri": fresh_store(tmp),
-                   "artifact_root": str(tmp / "mlartifacts")},
-        "retrain": {"kind": "images", "input": str(tmp / "raw" / "digits"),
-                    "output": str(tmp / "versions" / "digits")},
+        "mlflow": {"tracking_uri": fresh_store(tmp), "artifact_root": f"{root}/mlartifacts"},
+        "retrain": {"kind": "images", "input": f"{root}/raw", "output": f"{root}/versions",
+                    "lock_dir": str(tmp / "lock")},
     }))
     return config
-
-
-def _versions(output: Path) -> list[Path]:
-    return sorted(p for p in output.glob("v[0-9]*") if p.is_dir())
 
 
 def _model_versions(tracking_uri: str) -> list[tuple[str, str]]:
@@ -193,23 +193,29 @@ def _model_versions(tracking_uri: str) -> list[tuple[str, str]]:
     return sorted((v.name, v.version) for v in client.search_model_versions())
 
 
-def test_the_dag_runs_the_real_retrain_and_a_second_run_finds_nothing_new(airflow_env, tmp_path):
+def _manifests(s3) -> list[str]:
+    return [k for k in s3.keys("airflow", "versions/") if k.endswith("/manifest.json")]
+
+
+def test_the_dag_runs_the_real_retrain_on_s3_and_a_second_run_finds_nothing_new(
+        airflow_env, s3, digits_raw, tmp_path):
+    """As production runs it: Airflow starts ``pipeline retrain`` on raw files in object
+    storage (a real S3 API, reached through the AWS environment alone), versions and model
+    artifacts written there, the lock on local disk as the README says."""
     from mlflow import MlflowClient
 
-    from pipeline.samples.digits import write_digits
-
-    assert write_digits(tmp_path / "raw" / "digits", limit=DIGITS) == DIGITS
-    config = _retrain_config(tmp_path)
-    settings = yaml.safe_load(config.read_text())
-    output, tracking_uri = Path(settings["retrain"]["output"]), settings["mlflow"]["tracking_uri"]
+    root = s3.bucket("airflow")
+    assert _upload(s3, digits_raw, "airflow", "raw", PER_LABEL) == DIGITS
+    config = _retrain_config(tmp_path, root)
+    tracking_uri = yaml.safe_load(config.read_text())["mlflow"]["tracking_uri"]
     # PIPELINE_HOME unset: the DAG runs the pipeline of the repository it lives in
-    env = {**airflow_env, "PIPELINE_CONFIG": str(config)}
+    env = {**airflow_env, **s3.env, "PIPELINE_CONFIG": str(config)}
 
     status, log, dag, task = _dags_test(env, timeout=900)
     assert (status, dag, task) == (0, "success", "success"), log
-    versions = _versions(output)
-    assert len(versions) == 1, log
-    manifest = json.loads((versions[0] / "manifest.json").read_text())
+    assert _manifests(s3) == ["versions/v0001/manifest.json"], log
+    assert "versions/v0001/inputs.json" in s3.keys("airflow", "versions/v0001/")
+    manifest = json.loads(storage.read_text(f"{root}/versions/v0001/manifest.json"))
     assert manifest["discovered"] == DIGITS
     assert sum(split["rows"] for split in manifest["splits"].values()) == DIGITS
     registered = _model_versions(tracking_uri)
@@ -217,9 +223,10 @@ def test_the_dag_runs_the_real_retrain_and_a_second_run_finds_nothing_new(airflo
     name, version = registered[0]
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     assert client.get_model_version_by_alias(name, "champion").version == version
+    assert any(k.endswith("MLmodel") for k in s3.keys("airflow", "mlartifacts/"))
 
     status, log, dag, task = _dags_test(env, timeout=900)
     assert (status, dag, task) == (0, "success", "success"), log
     assert "no new data" in log
-    assert _versions(output) == versions
+    assert _manifests(s3) == ["versions/v0001/manifest.json"]
     assert _model_versions(tracking_uri) == registered
