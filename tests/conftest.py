@@ -177,10 +177,14 @@ def digits_model(digits_dataset, tmp_path_factory):
     return cfg, train(cfg, digits_dataset[0], register=True)
 
 
+# three epochs at a rate that overfits after the first or second: the kept epoch is tested
+REVIEWS_MODEL_SETTINGS = ("train.epochs=3", "train.learning_rate=0.005")
+
+
 @pytest.fixture(scope="session")
 def reviews_model(reviews_dataset, tmp_path_factory):
-    """As ``digits_model``, on the reviews (text_cnn)."""
+    """As ``digits_model``, on the reviews (text_cnn, REVIEWS_MODEL_SETTINGS)."""
     from pipeline.train.job import train
 
-    cfg = make_config(tmp_path_factory.mktemp("reviews_model"), "train.epochs=1")
+    cfg = make_config(tmp_path_factory.mktemp("reviews_model"), *REVIEWS_MODEL_SETTINGS)
     return cfg, train(cfg, reviews_dataset[0], register=True)

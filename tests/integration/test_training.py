@@ -11,8 +11,11 @@ from pipeline.datasets.reader import read_batches
 from pipeline.train.job import train
 from tests.conftest import make_config
 
-# one reader thread: row groups arrive in a fixed order, so runs are reproducible (see below)
-SETTINGS = ("train.epochs=2", "launch.reader_workers=1")
+# one reader thread: row groups arrive in a fixed order, so runs are reproducible (see below).
+# Early stopping with a val_loss drop of 10 that never comes: stopped after patience 1, at the
+# second of 5 epochs, on every rank
+SETTINGS = ("train.epochs=5", "train.early_stopping.patience=1",
+            "train.early_stopping.min_delta=10", "launch.reader_workers=1")
 
 
 @pytest.fixture(scope="module")
@@ -27,6 +30,7 @@ def test_two_workers_ran_the_same_number_of_steps_and_improved(trained):
 
     cfg, _, manifest, result = trained
     expected = -(-manifest.splits["train"].rows // (cfg.train.batch_size * 2)) * 2
+    assert result.epochs_run == 2  # stopped early, every rank at the same epoch
     assert result.steps_per_rank == [expected, expected]  # counted by each optimiser
     assert result.val_accuracy > 0.9
     client = MlflowClient(tracking_uri=cfg.mlflow.tracking_uri)
@@ -105,12 +109,11 @@ def test_logged_model_loads_and_predicts(trained):
     assert correct / total == pytest.approx(result.val_accuracy, abs=1e-6)
 
 
-def test_text_cnn_learns_the_reviews_and_keeps_its_best_epoch(reviews_dataset, tmp_path):
+def test_text_cnn_learns_the_reviews_and_keeps_its_best_epoch(reviews_dataset, reviews_model):
     import mlflow
 
     url, manifest = reviews_dataset
-    cfg = make_config(tmp_path, "train.epochs=3", "train.learning_rate=0.005")
-    result = train(cfg, url)
+    cfg, result = reviews_model  # REVIEWS_MODEL_SETTINGS: 3 epochs
     val = manifest.splits["val"]
     majority = max(val.per_label.values()) / val.rows
     assert result.val_accuracy > majority + 0.1, (result.val_accuracy, majority)
@@ -151,19 +154,6 @@ def test_text_rnn_with_lstm_and_cosine_schedule_learns(reviews_dataset, tmp_path
     val = manifest.splits["val"]
     assert result.val_accuracy > max(val.per_label.values()) / val.rows
     assert result.steps_per_rank[0] == result.steps_per_rank[1]
-
-
-def test_early_stopping_stops_every_rank_at_the_same_epoch(digits_dataset, tmp_path):
-    url, manifest = digits_dataset
-    # no val_loss drop of 10 will ever come: stop after patience 1, at the second epoch
-    cfg = make_config(tmp_path, "train.epochs=5", "train.early_stopping.patience=1",
-                      "train.early_stopping.min_delta=10", "train.optimizer=momentum",
-                      "train.learning_rate=0.01")
-    result = train(cfg, url)
-    steps = -(-manifest.splits["train"].rows // (cfg.train.batch_size * 2))
-    assert result.epochs_run == 2
-    assert result.steps_per_rank == [2 * steps, 2 * steps]
-    assert result.val_accuracy > 0.8  # SGD with momentum learns the digits
 
 
 def test_uneven_shards_train_without_hanging(spark, digits_raw, tmp_path):
