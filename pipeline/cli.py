@@ -109,9 +109,15 @@ class _SubmitArguments(argparse.Action):
 
 
 def _add_doctor(commands, common: argparse.ArgumentParser) -> None:
-    commands.add_parser("doctor", parents=[common], help="check Java, Spark, Horovod and MLflow",
-                        description="Check that every stage can run here; exits 1 naming what "
-                                    "is wrong.")
+    from pipeline.doctor import CHECKS
+
+    doctor = commands.add_parser("doctor", parents=[common],
+                                 help="check Java, Spark, Horovod and MLflow",
+                                 description="Check that every stage can run here; exits 1 "
+                                             "naming what is wrong.")
+    doctor.add_argument("--check", action="append", choices=CHECKS, metavar="NAME",
+                        help=f"run only this check (repeatable; one of {', '.join(CHECKS)}; "
+                             "default: all)")
 
 
 def _add_ingest(commands, common: argparse.ArgumentParser) -> None:
@@ -515,9 +521,9 @@ def _load(args: argparse.Namespace) -> Config:
 
 
 def _doctor(cfg: Config, args: argparse.Namespace) -> int:
-    from pipeline.doctor import format_table, run_checks
+    from pipeline.doctor import CHECKS, format_table, run_checks
 
-    results = run_checks(cfg)
+    results = run_checks(cfg, args.check or CHECKS)
     print(format_table(results))
     failed = [r.name for r in results if not r.ok]
     if failed:

@@ -28,11 +28,12 @@ def test_doctor_passes_here(tmp_path):
 def test_doctor_names_a_broken_tracking_store(tmp_path):
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("a file where the store's folder should be")
-    out = _run(["doctor", "spark.master=local[1]",
+    out = _run(["doctor", "--check", "python", "--check", "mlflow",
                 f"mlflow.tracking_uri=sqlite:///{blocker}/mlruns.db"], tmp_path)
     assert out.returncode == 1
-    row = next(line for line in out.stdout.splitlines() if line.startswith("mlflow "))
-    assert "FAIL" in row and str(blocker) in row
+    rows = out.stdout.splitlines()[2:]  # only the checks asked for, in the table's order
+    assert [row.split()[0] for row in rows] == ["python", "mlflow"]
+    assert "FAIL" in rows[1] and str(blocker) in rows[1] and " ok " in rows[0]
     assert "failed: mlflow" in out.stderr
 
 
@@ -49,10 +50,11 @@ def _path_without_java(tmp_path: Path) -> str:
 
 def test_doctor_says_how_to_install_java_when_missing(tmp_path):
     env = {**os.environ, "PATH": _path_without_java(tmp_path), "JAVA_HOME": ""}
-    out = _run(["doctor"], tmp_path, env=env)
+    out = _run(["doctor", "--check", "java", "--check", "spark"], tmp_path, env=env)
     assert out.returncode == 1
-    row = next(line for line in out.stdout.splitlines() if line.startswith("java "))
-    assert "FAIL" in row and "apt-get install" in row
+    for check in ("java", "spark"):  # Spark cannot start either, and says why
+        row = next(line for line in out.stdout.splitlines() if line.startswith(check + " "))
+        assert "FAIL" in row and "apt-get install" in row, row
 
 
 def test_setup_script_says_how_to_install_java_when_missing(tmp_path):
