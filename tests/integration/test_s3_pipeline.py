@@ -6,6 +6,7 @@ input over the size cap is quarantined from its listed size."""
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -16,7 +17,6 @@ from pipeline.datasets.manifest import open_version
 from pipeline.evaluation.job import evaluate
 from pipeline.inference.job import predict_files
 from pipeline.ingest.image_job import ingest_images
-from pipeline.train.job import train
 from tests.conftest import fresh_store, make_config
 
 PER_LABEL = 60  # 600 real digits: enough row groups for 2 workers, quick to train
@@ -63,34 +63,11 @@ def test_ingest_reads_and_writes_s3_and_quarantines_the_oversized_file(flow, s3)
     assert url.endswith("/v0001") and reopened.fingerprint == manifest.fingerprint
 
 
-def test_training_evaluation_and_inference_keep_everything_on_s3(flow, s3, spark):
-    cfg, root, _, manifest, raw = flow
-    data = f"{root}/datasets/digits"
-    result = train(cfg, data, register=True)
-    assert result.model_version is not None
-    assert any(k.startswith(f"checkpoints/{result.run_id}/epoch-0000/")
-               for k in s3.keys("flow", "checkpoints/"))
-    assert f"checkpoints/{result.run_id}/latest.json" in s3.keys("flow", "checkpoints/")
-    artifacts = s3.keys("flow", "mlartifacts/")
-    assert any(k.endswith("dataset/manifest.json") for k in artifacts)
-    assert any("MLmodel" in k for k in artifacts)
-
-    scored = evaluate(cfg, result.model_version.uri, data, "test")
-    assert scored.scores.rows == manifest.splits["test"].rows
-
-    _upload(s3, raw, "flow", "new", 3)
-    summary = predict_files(spark, cfg, result.model_version.uri, f"{root}/new",
-                            f"{root}/predictions")
-    assert summary.inputs == 30 and summary.predicted == 30
-    written = [k for k in s3.keys("flow", "predictions/") if k.endswith(".parquet")]
-    rows = sum(pq.read_table(io.BytesIO(storage.read_bytes(f"s3://flow/{k}"))).num_rows
-               for k in written)
-    assert rows == 30
-
-
-def test_a_killed_training_resumes_from_its_checkpoints_on_s3(flow, s3, tmp_path):
+def test_a_killed_training_resumes_on_s3_and_its_model_is_evaluated_and_applied_there(
+        flow, s3, spark, tmp_path):
     """``--resume`` reads ``latest.json`` and the checkpoint from ``s3://`` and finishes the
-    same run (as tests/integration/test_resume.py does on local disk)."""
+    same run (as tests/integration/test_resume.py does on local disk); the model it logged to
+    ``s3://`` is evaluated on the version there and predicts files from and into ``s3://``."""
     import json
     import os
     import signal
@@ -99,7 +76,7 @@ def test_a_killed_training_resumes_from_its_checkpoints_on_s3(flow, s3, tmp_path
     from tests.integration.test_resume import _rank_pid
     from tests.procs import Background, run_pipeline
 
-    _, root, *_ = flow
+    _, root, _, manifest, raw = flow
     epochs = 6  # as test_resume.py: the kill comes right after the first checkpoint
     settings = [f"mlflow.tracking_uri={fresh_store(tmp_path)}",
                 f"mlflow.artifact_root={root}/resume-artifacts",
@@ -123,4 +100,24 @@ def test_a_killed_training_resumes_from_its_checkpoints_on_s3(flow, s3, tmp_path
     done = run_pipeline(["train", "--data", data, "--resume", *settings], tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"epochs {saved + 2}-{epochs} of {epochs}" in done.stdout
-    assert pointer.split("/")[1] in done.stdout + done.stderr  # the same run id
+    run_id = pointer.split("/")[1]
+    assert run_id in done.stdout + done.stderr  # the same run id
+    kept = s3.keys("flow", f"resume-checkpoints/{run_id}/")
+    assert {k.split("/")[2] for k in kept if "/epoch-" in k} >= {f"epoch-{epochs - 1:04d}"}
+    artifacts = s3.keys("flow", "resume-artifacts/")
+    assert any(k.endswith("dataset/manifest.json") for k in artifacts)
+    assert any("MLmodel" in k for k in artifacts)
+
+    cfg = make_config(tmp_path)  # the same tracking store as the training's
+    registered = re.search(r"^registered .+ \((models:/\S+)\) as challenger$", done.stdout, re.M)
+    assert registered, done.stdout
+    model = registered.group(1)
+    scored = evaluate(cfg, model, data, "test")
+    assert scored.scores.rows == manifest.splits["test"].rows
+    _upload(s3, raw, "flow", "new", 3)
+    summary = predict_files(spark, cfg, model, f"{root}/new", f"{root}/predictions")
+    assert summary.inputs == 30 and summary.predicted == 30
+    written = [k for k in s3.keys("flow", "predictions/") if k.endswith(".parquet")]
+    rows = sum(pq.read_table(io.BytesIO(storage.read_bytes(f"s3://flow/{k}"))).num_rows
+               for k in written)
+    assert rows == 30
