@@ -13,7 +13,7 @@ import pytest
 from tests.cluster import StandaloneCluster
 from tests.procs import Background
 
-# a standalone cluster, and two ingests of 5,000 images on it
+# a standalone cluster, and an ingest of 5,000 images on it
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 PROBE = '''
@@ -79,14 +79,9 @@ def test_executors_import_the_shipped_zip_not_the_checkout(cluster, tmp_path):
 
 def test_same_fingerprint_as_local_even_when_a_worker_dies(cluster, digits_raw, digits_dataset,
                                                            tmp_path):
+    """One ingest on the cluster, a worker killed while it decodes: Spark reruns the lost
+    tasks on the other, and the version is the one the local ingest wrote."""
     _, local = digits_dataset
-    healthy = Background(_submit_args(cluster, digits_raw, tmp_path / "healthy"), tmp_path,
-                         merge_output=True)
-    code, _, out = healthy.finish()
-    assert code == 0, out[-3000:]
-    assert f"fingerprint {local.fingerprint}" in out
-    assert list((tmp_path / "build" / "submit").glob("pipeline-*.zip"))
-
     job = Background(_submit_args(cluster, digits_raw, tmp_path / "degraded"), tmp_path,
                      merge_output=True)
     job.wait_for("decoding")
@@ -97,3 +92,4 @@ def test_same_fingerprint_as_local_even_when_a_worker_dies(cluster, digits_raw, 
     assert f"fingerprint {local.fingerprint}" in out
     assert re.search(r"discovered\s+5,000", out)
     assert cluster.alive_workers() == 1
+    assert list((tmp_path / "build" / "submit").glob("pipeline-*.zip"))

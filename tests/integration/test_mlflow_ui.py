@@ -1,6 +1,7 @@
-"""The MLflow UI compares our runs in a real browser: ``pipeline ui`` serves the store on
-127.0.0.1, Debian's headless chromium (driven by Playwright, which downloads nothing) opens the
-page that ``pipeline runs compare`` prints; a screenshot is kept in test-artifacts/."""
+"""The MLflow UI in a real browser: ``pipeline ui`` serves the store on 127.0.0.1, Debian's
+headless chromium (driven by Playwright, which downloads nothing) opens the page that ``pipeline
+runs compare`` prints, and a registered version's model card; screenshots are kept in
+test-artifacts/."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ import signal
 import subprocess
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -43,26 +46,29 @@ def served(tmp_path, digits_dataset):
                                      manifest, url)
         client.log_batch(run_id, metrics=[Metric("val_accuracy", accuracy, 0, 0)])
         end_run(tracker, run_id, ok=True)
-    server = subprocess.Popen([PIPELINE, "ui", *settings], cwd=tmp_path, start_new_session=True,
+    with _ui(cfg, settings, tmp_path):
+        yield settings, tmp_path
+
+
+@contextmanager
+def _ui(cfg, settings: list[str], cwd) -> Iterator[str]:
+    """``pipeline ui`` with ``settings`` for the block; yields its URL."""
+    server = subprocess.Popen([PIPELINE, "ui", *settings], cwd=cwd, start_new_session=True,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    wait_until_answers(f"{cfg.mlflow.ui_url}/health", server, "pipeline ui",
-                       lambda: server.stdout.read().decode() if server.poll() is not None
-                       else "(still running, not answering)")
-    yield settings, tmp_path
-    os.killpg(server.pid, signal.SIGTERM)
-    server.wait(timeout=30)
+    try:
+        wait_until_answers(f"{cfg.mlflow.ui_url}/health", server, "pipeline ui",
+                           lambda: server.stdout.read().decode() if server.poll() is not None
+                           else "(still running, not answering)")
+        yield cfg.mlflow.ui_url
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
 
 
-def test_compare_page_shows_both_runs_in_chromium(served):
+@contextmanager
+def _chromium() -> Iterator:
+    """A page of Debian's headless chromium, driven by Playwright."""
     from playwright.sync_api import sync_playwright
-
-    settings, cwd = served
-    listed = subprocess.run([PIPELINE, "runs", "compare", *settings], cwd=cwd,
-                            capture_output=True, text=True, timeout=120)
-    assert listed.returncode == 0, listed.stderr[-3000:]
-    assert listed.stdout.index("lr 0.001") < listed.stdout.index("lr 0.01 ")  # best first
-    url = re.search(r"compare in the MLflow UI: (\S+)", listed.stdout).group(1)
-    assert url.startswith("http://127.0.0.1:")
 
     chromium = shutil.which("chromium")
     assert chromium, "Debian's chromium is missing: sudo apt-get install -y chromium"
@@ -71,15 +77,52 @@ def test_compare_page_shows_both_runs_in_chromium(served):
         browser = playwright.chromium.launch(executable_path=chromium, headless=True,
                                              args=["--no-sandbox", "--disable-gpu"])
         try:
-            page = browser.new_page(viewport={"width": 1600, "height": 1000})
-            page.goto(url)
-            for name in RUNS:
-                page.get_by_text(name).first.wait_for(timeout=60_000)
-            page.get_by_text("0.9731").first.wait_for(timeout=30_000)
-            page.screenshot(path=str(ARTIFACTS / "mlflow_compare_runs.png"), full_page=True)
+            yield browser.new_page(viewport={"width": 1600, "height": 1000})
         finally:
             browser.close()
+
+
+def test_compare_page_shows_both_runs_in_chromium(served):
+    settings, cwd = served
+    listed = subprocess.run([PIPELINE, "runs", "compare", *settings], cwd=cwd,
+                            capture_output=True, text=True, timeout=120)
+    assert listed.returncode == 0, listed.stderr[-3000:]
+    assert listed.stdout.index("lr 0.001") < listed.stdout.index("lr 0.01 ")  # best first
+    url = re.search(r"compare in the MLflow UI: (\S+)", listed.stdout).group(1)
+    assert url.startswith("http://127.0.0.1:")
+
+    with _chromium() as page:
+        page.goto(url)
+        for name in RUNS:
+            page.get_by_text(name).first.wait_for(timeout=60_000)
+        page.get_by_text("0.9731").first.wait_for(timeout=30_000)
+        page.screenshot(path=str(ARTIFACTS / "mlflow_compare_runs.png"), full_page=True)
     assert (ARTIFACTS / "mlflow_compare_runs.png").stat().st_size > 10_000
+
+
+def test_a_registered_versions_model_card_reads_in_the_ui(digits_model, tmp_path):
+    """The version page links the card; the run's artifact view shows its HTML rendered."""
+    from mlflow.tracking import MlflowClient
+
+    cfg, result = digits_model
+    version = result.model_version
+    client = MlflowClient(cfg.mlflow.tracking_uri)
+    experiment = client.get_run(result.run_id).info.experiment_id
+    settings = [f"mlflow.tracking_uri={cfg.mlflow.tracking_uri}", f"mlflow.ui_port={free_port()}"]
+    ui_cfg = make_config(tmp_path, *settings)
+    with _ui(ui_cfg, settings, tmp_path) as url, _chromium() as page:
+        page.goto(f"{url}/#/models/{version.name}/versions/{version.version}")
+        page.get_by_text(f"runs:/{result.run_id}/model_card/v{version.version}.md").first \
+            .wait_for(timeout=60_000)
+        page.goto(f"{url}/#/experiments/{experiment}/runs/{result.run_id}/artifacts/model_card/"
+                  f"v{version.version}.html")
+        card = page.frame_locator("iframe")  # MLflow shows an HTML artifact in a frame
+        card.get_by_text(f"Model card: {version.name} v{version.version}").wait_for(
+            timeout=60_000)
+        for section in ("Intended use", "Training data", "Where it came from", "Evaluation"):
+            card.get_by_role("heading", name=section, exact=True).wait_for(timeout=10_000)
+        page.screenshot(path=str(ARTIFACTS / "mlflow_model_card.png"), full_page=True)
+    assert (ARTIFACTS / "mlflow_model_card.png").stat().st_size > 10_000
 
 
 def test_a_network_facing_ui_needs_expose_and_auth_needs_the_admins_credentials(tmp_path):
