@@ -301,14 +301,14 @@ def _add_serve(commands, common: argparse.ArgumentParser) -> None:
 
 def _add_export(commands, common: argparse.ArgumentParser) -> None:
     export = commands.add_parser(
-        "export", parents=[common], help="write a model as a TensorFlow SavedModel",
-        description="Write the Keras network of a logged or registered model as a TensorFlow "
-                    "SavedModel with a serving_default signature (inputs: the model's tensors; "
-                    "outputs: probabilities) for TensorFlow servers. ONNX is not offered yet: "
-                    "see README.")
+        "export", parents=[common], help="write a model as a TensorFlow SavedModel or ONNX",
+        description="Write the Keras network of a logged or registered model for other "
+                    "servers: a TensorFlow SavedModel with a serving_default signature, or an "
+                    "ONNX graph (model.onnx). Input 'inputs': the model's tensors; output "
+                    "'probabilities'.")
     _model_uri_option(export)
-    export.add_argument("--format", choices=("savedmodel",), default="savedmodel",
-                        help="savedmodel (the only one; default)")
+    export.add_argument("--format", choices=("savedmodel", "onnx"), default="savedmodel",
+                        help="savedmodel (default) or onnx")
     export.add_argument("--output", required=True, metavar="URI", help="a new folder")
     _json_option(export)
 
@@ -723,12 +723,12 @@ def _serve(cfg: Config, args: argparse.Namespace) -> int:
 
 def _export(cfg: Config, args: argparse.Namespace) -> int:
     from pipeline.tracking.tracker import Tracker
-    from pipeline.train.export import export_savedmodel
+    from pipeline.train.export import export_model
 
-    export = export_savedmodel(Tracker.from_config(cfg.mlflow), args.model_uri, args.output)
-    _report(args, export, f"SavedModel of {args.model_uri}: signature serving_default, inputs "
-                          f"{export.inputs}, outputs {export.outputs}",
-            f"written to {export.output_uri}")
+    export = export_model(Tracker.from_config(cfg.mlflow), args.model_uri, args.output,
+                          args.format)
+    _report(args, export, f"{args.format} of {args.model_uri}: inputs {export.inputs}, outputs "
+                          f"{export.outputs}", f"written to {export.output_uri}")
     return 0
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from pipeline.datasets.features import feature_of
 from tests.cluster import free_port
@@ -185,5 +186,34 @@ def test_export_writes_a_savedmodel_that_tensorflow_serves(digits_model, digits_
     batch = next(read_batches(url, "test", ("image",), 64))
     inputs = feature_of(manifest).model_input(batch["image"])
     got = serving(inputs=tf.constant(inputs))["probabilities"].numpy()
+    keras = _load(cfg, f"runs:/{result.run_id}/model")
+    np.testing.assert_allclose(got, np.asarray(keras.predict(inputs)), atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["digits", "reviews"])
+def test_export_writes_onnx_that_onnx_runtime_runs_alike(kind, request, tmp_path):
+    """The image CNN and the text CNN (embeddings, 1-D convolutions) through tf2onnx, run by
+    ONNX Runtime on stored test rows: the Keras model's probabilities."""
+    import onnxruntime
+
+    from pipeline.datasets.reader import read_batches
+
+    cfg, result = request.getfixturevalue(f"{kind}_model")
+    url, manifest = request.getfixturevalue(f"{kind}_dataset")
+    out = tmp_path / "onnx"
+    done = run_pipeline(["export", "--model", result.model_version.uri, "--format", "onnx",
+                         "--output", str(out), "--json",
+                         f"mlflow.tracking_uri={cfg.mlflow.tracking_uri}"], tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    feature = feature_of(manifest)
+    assert json.loads(done.stdout)["outputs"] == {"probabilities": [None,
+                                                                    manifest.num_classes]}
+
+    session = onnxruntime.InferenceSession(str(out / "model.onnx"),
+                                           providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["inputs"]
+    batch = next(read_batches(url, "test", (feature.field,), 64))
+    inputs = feature.model_input(batch[feature.field])
+    (got,) = session.run(["probabilities"], {"inputs": inputs})
     keras = _load(cfg, f"runs:/{result.run_id}/model")
     np.testing.assert_allclose(got, np.asarray(keras.predict(inputs)), atol=1e-5)
