@@ -284,6 +284,7 @@ class MlflowConfig(_Section):
     ui_host: str = Field(min_length=1)
     ui_port: int = Field(gt=0, lt=65536)
     auth_database_uri: str = Field(min_length=1)  # pipeline ui --auth: MLflow's users database
+    epoch_models: bool  # each epoch's weights as a logged model, its metrics linked to it
 
     @property
     def ui_url(self) -> str:

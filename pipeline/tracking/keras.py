@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import io
 import logging
+import tempfile
 import time
 from contextlib import redirect_stdout
+from pathlib import Path
 
 import numpy as np
 
@@ -25,16 +27,29 @@ def _keras_callback_base():
 
 
 class MlflowEpochLogger(_keras_callback_base()):
-    """Logs every epoch's metrics to an existing run and a progress line for people."""
+    """Logs every epoch's metrics to an existing run and a progress line for people; with
+    ``epoch_models``, also the epoch's weights as an MLflow logged model (``epoch-N``, one HDF5
+    file) that the metrics are linked to, so the UI shows which weights scored what."""
 
     def __init__(self, tracker: Tracker, run_id: str, epochs: int, steps: int,
-                 retrying: Retrying) -> None:
+                 retrying: Retrying, epoch_models: bool = True) -> None:
         super().__init__()
         self._client = tracker.client
+        self._experiment_id = tracker.experiment_id if epoch_models else None
         self._retrying = retrying
         self._run_id = run_id
         self._epochs = epochs
         self._steps = steps
+
+    def _log_epoch_model(self, epoch: int, logged_ids: list[str]) -> None:
+        logged = self._client.create_logged_model(
+            self._experiment_id, name=f"epoch-{epoch + 1}", source_run_id=self._run_id,
+            model_type=keys.EPOCH_MODEL_TYPE, tags={"epoch": str(epoch + 1)})
+        with tempfile.TemporaryDirectory(prefix="pipeline-epoch-") as scratch:
+            self.model.save_weights(str(Path(scratch, keys.EPOCH_MODEL_WEIGHTS)))
+            self._client.log_model_artifacts(logged.model_id, scratch)
+        self._client.finalize_logged_model(logged.model_id, "READY")
+        logged_ids.append(logged.model_id)
 
     def on_epoch_end(self, epoch, logs=None):
         from mlflow.entities import Metric
@@ -42,7 +57,13 @@ class MlflowEpochLogger(_keras_callback_base()):
         logs = logs or {}
         now_ms = int(time.time() * 1000)
         values = {k: float(v) for k, v in logs.items() if np.isscalar(v) or np.ndim(v) == 0}
-        metrics = [Metric(key, value, now_ms, epoch) for key, value in sorted(values.items())]
+        logged_ids: list[str] = []
+        if self._experiment_id is not None:
+            self._retrying(f"the weights of epoch {epoch + 1}", self._log_epoch_model, epoch,
+                           logged_ids)
+        model_id = logged_ids[-1] if logged_ids else None
+        metrics = [Metric(key, value, now_ms, epoch, model_id=model_id)
+                   for key, value in sorted(values.items())]
         self._retrying(f"metrics of epoch {epoch + 1}", self._client.log_batch, self._run_id,
                        metrics=metrics)
         shown = ", ".join(f"{k} {v:.4f}" for k, v in sorted(values.items())

@@ -30,6 +30,8 @@ CHAMPION, CHALLENGER = "champion", "challenger"
 # artifacts of a training run: what the model needs to preprocess its inputs
 MODEL_ARTIFACT = "model"  # the Keras model, taking tensors
 RAW_MODEL_ARTIFACT = "raw_model"  # the raw-input model (registered): files and texts in
+EPOCH_MODEL_TYPE = "keras-weights"  # the logged model of one epoch (mlflow.epoch_models)
+EPOCH_MODEL_WEIGHTS = "weights.h5"  # its one file: Keras save_weights
 RAW_MODEL_KERAS, RAW_MODEL_DATASET = "keras", "dataset"  # its artifacts: model, preprocessing
 DATASET_ARTIFACTS = "dataset"
 MANIFEST_ARTIFACT = f"{DATASET_ARTIFACTS}/manifest.json"

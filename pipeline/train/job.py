@@ -214,7 +214,7 @@ def train(cfg: Config, data: str, resume: str | None = None, parent_run_id: str 
                   | ({keys.WARM_START_MODEL: warm_start} if warm_start else {}))
     log.info("MLflow run %s, checkpoints in %s", run_id, root)
     spec = WorkerSpec(dataset_url, manifest, cfg.train, cfg.launch, tracker, run_id, model, root,
-                      resume_from, warm_start)
+                      resume_from, warm_start, cfg.mlflow.epoch_models)
     ok = False
     try:
         results = launch(make_launcher(cfg), train_worker, (spec,), cfg.train.workers)

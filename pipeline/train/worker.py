@@ -59,7 +59,8 @@ def _callbacks(spec: WorkerSpec, hvd, validation, schedule, steps: int, retrying
         chain += [keep_best] if keep_best else []
         chain.append(cb.CheckpointEachEpoch(spec.checkpoint_root, early_stopping, keep_best,
                                             validation))
-        chain.append(MlflowEpochLogger(spec.tracker, spec.run_id, cfg.epochs, steps, retrying))
+        chain.append(MlflowEpochLogger(spec.tracker, spec.run_id, cfg.epochs, steps, retrying,
+                                       spec.epoch_models))
         chain.append(cb.StepProgress(cfg.epochs, steps, cfg.batch_size * hvd.size()))
     return chain
 

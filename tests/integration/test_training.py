@@ -92,6 +92,30 @@ def test_mlflow_run_holds_params_metrics_and_manifest(trained):
     assert f"mlflow=={version('mlflow')}" in pinned
 
 
+def test_each_epoch_is_a_logged_model_its_metrics_linked_to_it(trained):
+    """mlflow.epoch_models: the UI lists epoch-1, epoch-2 with the metrics each scored, and
+    each holds that epoch's weights."""
+    from mlflow.entities import LoggedModelStatus
+    from mlflow.tracking import MlflowClient
+
+    from pipeline.tracking import keys
+
+    cfg, _, _, result = trained
+    client = MlflowClient(tracking_uri=cfg.mlflow.tracking_uri)
+    experiment = client.get_run(result.run_id).info.experiment_id
+    models = client.search_logged_models(
+        [experiment], filter_string=f"source_run_id = '{result.run_id}'")
+    by_name = {m.name: m for m in models if m.model_type == keys.EPOCH_MODEL_TYPE}
+    assert sorted(by_name) == ["epoch-1", "epoch-2"]
+    history = {m.step: m.value for m in client.get_metric_history(result.run_id, "val_loss")}
+    for epoch, model in enumerate(sorted(by_name.values(), key=lambda m: m.name)):
+        assert model.status == LoggedModelStatus.READY
+        linked = {m.key: m.value for m in model.metrics}
+        assert linked["val_loss"] == pytest.approx(history[epoch])
+        files = [f.path for f in client.list_logged_model_artifacts(model.model_id)]
+        assert files == [keys.EPOCH_MODEL_WEIGHTS]
+
+
 def test_logged_model_loads_and_predicts(trained):
     import mlflow
 
