@@ -18,6 +18,8 @@ import warnings
 from collections.abc import Callable
 from typing import TextIO
 
+from pipeline.redaction import redact
+
 NOISY_LOGGERS = ("py4j", "petastorm", "pyarrow", "tensorflow", "absl", "mlflow", "alembic",
                  "horovod", "urllib3", "matplotlib", "h5py")
 
@@ -54,12 +56,21 @@ class _StatusAwareHandler(logging.StreamHandler):
                 shown.draw()
 
 
+class _RedactingFormatter(logging.Formatter):
+    """Every line as it may be kept: a URI's password or signed token never reaches a log
+    (logs are shipped and kept like any record; ``pipeline.redaction``'s rule)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
+
+
 def setup_logging(verbose: bool = False) -> None:
-    """Log ``pipeline.*`` messages with a timestamp; everything else at ERROR."""
+    """Log ``pipeline.*`` messages with a timestamp, secrets in URIs redacted; everything else
+    at ERROR."""
     quiet_third_party()
     handler = _StatusAwareHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-5s %(name)s: %(message)s",
-                                           datefmt="%H:%M:%S"))
+    handler.setFormatter(_RedactingFormatter("%(asctime)s %(levelname)-5s %(name)s: %(message)s",
+                                             datefmt="%H:%M:%S"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING)

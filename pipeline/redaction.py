@@ -1,5 +1,6 @@
 """Secrets never stored in clear: the one redaction function for everything the pipeline
-records (run parameters and tags, registry tags, dataset lineage, a manifest's ``source``).
+records (run parameters and tags, registry tags, dataset lineage, a manifest's ``source``, the
+retrain input snapshot's ``source``, log lines).
 
 A value is redacted whole when its key names a secret by convention: a password, secret, token,
 key or credential, a signature, and Hadoop's families of token-valued keys (``fs.azure.sas.*``,

@@ -15,6 +15,7 @@ from pyarrow import fs as pafs
 
 from pipeline import storage
 from pipeline.errors import InputError
+from pipeline.redaction import redact
 
 SNAPSHOT_NAME = "inputs.json"
 CHUNK = 1 << 20
@@ -95,8 +96,16 @@ def compare(previous: Snapshot | None, current: Snapshot) -> Changes:
 
 
 def to_json(source_uri: str, snapshot: Snapshot) -> str:
+    """The snapshot as stored in a version: its ``source`` redacted (a signed URL's token or a
+    password never lands in the dataset)."""
     files = {path: [s.size, s.mtime_ns, s.sha256] for path, s in snapshot.items()}
-    return json.dumps({"source": source_uri, "files": files}, indent=0, sort_keys=True)
+    return json.dumps({"source": redact(source_uri), "files": files}, indent=0, sort_keys=True)
+
+
+def same_source(recorded: str, source_uri: str) -> bool:
+    """Whether a snapshot's ``source`` names ``source_uri``: compared redacted, so a rotated
+    token is the same input, and a snapshot an earlier release stored in clear still matches."""
+    return redact(recorded) == redact(source_uri)
 
 
 def from_json(text: str) -> tuple[str, Snapshot]:

@@ -155,7 +155,7 @@ def _previous_snapshot(cfg: Config, source_uri: str, latest: tuple[str, Manifest
         return None
     _check_same_rules(cfg, latest[1], latest[0])
     recorded = inputs.read_snapshot(latest[0])
-    if recorded is not None and recorded[0] != source_uri:
+    if recorded is not None and not inputs.same_source(recorded[0], source_uri):
         raise ConfigError(f"config key 'retrain.input' is {source_uri}, but {latest[0]} was "
                           f"built from {recorded[0]}; point retrain.output at a new folder "
                           "for another input")

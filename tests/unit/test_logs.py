@@ -176,3 +176,24 @@ def test_spark_progress_reports_the_tasks_of_the_running_stages(monkeypatch, cap
             time.sleep(0.01)
     assert caplog.messages[0] == "decode: 5/15 tasks (33%), stages 3, 4"
     assert len(set(caplog.messages)) == 1  # the same status is not logged again
+
+
+def test_log_lines_never_carry_a_uris_password_or_signed_token():
+    import io
+
+    stream = io.StringIO()
+    root = logging.getLogger()
+    saved_handlers, saved_level = root.handlers[:], root.level
+    try:
+        logs.setup_logging()
+        root.handlers[0].setStream(stream)
+        logging.getLogger("pipeline.test").info(
+            "reading https://acct.blob.core.windows.net/c/raw?sv=2024&sig=S3CRET%3D and "
+            "postgresql://alice:hunter2@db:5432/mlflow; learning_rate=0.01")
+    finally:
+        root.handlers[:] = saved_handlers
+        root.setLevel(saved_level)
+    line = stream.getvalue()
+    assert "S3CRET" not in line and "hunter2" not in line, line
+    assert "sig=<redacted>" in line and "alice:<redacted>@db" in line
+    assert "sv=2024" in line and "learning_rate=0.01" in line  # nothing else touched

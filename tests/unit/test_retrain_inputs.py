@@ -84,3 +84,13 @@ def test_damaged_snapshot_names_the_file(tmp_path):
     (tmp_path / "inputs.json").write_text('{"files": 3}')
     with pytest.raises(InputError, match=r"inputs.json is damaged"):
         inputs.read_snapshot(str(tmp_path))
+
+
+def test_the_stored_source_is_redacted_and_still_names_the_input(tmp_path):
+    signed = "https://acct.blob.core.windows.net/c/raw?sv=2024&sig=S3CRET"
+    stored, _ = inputs.from_json(inputs.to_json(signed, {}))
+    assert "S3CRET" not in stored and stored.endswith("sig=<redacted>")
+    assert inputs.same_source(stored, signed)
+    assert inputs.same_source(stored, signed.replace("S3CRET", "ROTATED"))  # a new token
+    assert inputs.same_source(signed, signed)  # a snapshot stored in clear by an earlier release
+    assert not inputs.same_source(stored, signed.replace("/raw?", "/other?"))
