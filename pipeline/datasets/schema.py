@@ -20,6 +20,9 @@ def image_schema(images: ImagesConfig) -> Unischema:
         UnischemaField("label_name", np.str_, (), ScalarCodec(StringType()), False),
         UnischemaField("source", np.str_, (), ScalarCodec(StringType()), False),
         UnischemaField("content_hash", np.str_, (), ScalarCodec(StringType()), False),
+        # the raw file's size as its header said, before any resize (evaluation's size slice)
+        UnischemaField("original_width", np.int32, (), ScalarCodec(IntegerType()), False),
+        UnischemaField("original_height", np.int32, (), ScalarCodec(IntegerType()), False),
     ])
 
 

@@ -18,6 +18,7 @@ from pipeline.tracking.reports import class_scores
 CALIBRATION_BINS = 10  # equal-width bins of the predicted class's probability
 AUC_BINS = 1000  # a class's scores are counted in these bins; scores in one bin tie (half)
 LENGTH_EDGES = (1, 8, 16, 32, 64, 128, 256)  # token-count buckets of the text length slice
+SIZE_EDGES = (32, 64, 128, 256, 512, 1024, 2048)  # longer-side pixels: the image size slice
 
 
 @dataclass
@@ -100,12 +101,25 @@ def expected_calibration_error(calibration: np.ndarray) -> float:
     return float(gaps.sum() / rows.sum()) if rows.sum() else float("nan")
 
 
+def _bucket(value: int, edges: Sequence[int]) -> str:
+    """``<first``, ``low-high`` between two edges (both included), or ``last+``."""
+    if value < edges[0]:
+        return f"<{edges[0]}"
+    for low, high in itertools.pairwise(edges):
+        if value < high:
+            return f"{low}-{high - 1}"
+    return f"{edges[-1]}+"
+
+
 def length_bucket(tokens: int) -> str:
     """The text length slice of a row: ``8-15`` tokens, ..., ``256+``."""
-    for low, high in itertools.pairwise(LENGTH_EDGES):
-        if tokens < high:
-            return f"{low}-{high - 1}" if tokens >= low else f"<{low}"
-    return f"{LENGTH_EDGES[-1]}+"
+    return _bucket(tokens, LENGTH_EDGES)
+
+
+def size_bucket(width: int, height: int) -> str:
+    """The image size slice of a row, by the original file's longer side: ``<32``, ``32-63``,
+    ..., ``2048+`` pixels."""
+    return _bucket(max(width, height), SIZE_EDGES)
 
 
 def source_folder(source: str, line: int | None = None) -> str:

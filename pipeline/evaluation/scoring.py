@@ -39,11 +39,13 @@ class Scores:
         return {"accuracy": self.accuracy, "loss": self.loss}[name]
 
 
-SLICE_FIELDS = ("source", "length", "line")  # read besides the feature, when the version has them
+# read besides the feature, when the version has them (older versions may not)
+SLICE_FIELDS = ("source", "length", "line", "original_width", "original_height")
 
 
 def _slices(batch: dict[str, np.ndarray], manifest: Manifest) -> dict[str, list[str]]:
-    """Each row's slice values: label, source folder, and for text the length bucket."""
+    """Each row's slice values: label, source folder, and the size bucket (text: tokens;
+    images: the original file's longer side)."""
     slices = {"label": [manifest.labels[i] for i in batch["label"]]}
     if "source" in batch:
         lines = batch.get("line", [None] * len(batch["source"]))
@@ -51,6 +53,9 @@ def _slices(batch: dict[str, np.ndarray], manifest: Manifest) -> dict[str, list[
                             for s, line in zip(batch["source"], lines, strict=True)]
     if "length" in batch:
         slices["length"] = [metrics.length_bucket(int(n)) for n in batch["length"]]
+    if "original_width" in batch:
+        slices["size"] = [metrics.size_bucket(int(w), int(h)) for w, h in
+                          zip(batch["original_width"], batch["original_height"], strict=True)]
     return slices
 
 
@@ -62,7 +67,7 @@ def score_split(predict: Callable[[np.ndarray], np.ndarray], dataset_url: str,
         raise InputError(f"{dataset_url} has no rows in a '{split}' split "
                          f"(splits: {', '.join(sorted(manifest.splits))})")
     feature, tally, loss_sum = feature_of(manifest), metrics.Tally(manifest.num_classes), 0.0
-    stored = {f["name"] for f in manifest.schema}  # older versions may lack a slice field
+    stored = {f["name"] for f in manifest.schema}
     fields = (feature.field, "label", *(f for f in SLICE_FIELDS if f in stored))
     for batch in read_batches(dataset_url, split, fields, batch_size):
         labels = batch["label"].astype(np.int64)

@@ -169,7 +169,11 @@ def ingest_images(spark: SparkSession, cfg: Config, input_path: str | None, outp
         label_map = build_label_map(labels)
         label_index = F.create_map(*[F.lit(x) for kv in label_map.items() for x in kv])
         records = (records.withColumn("label", label_index[F.col("label_name")].cast("int"))
-                   .withColumn("source", F.col("path")))
+                   .withColumn("source", F.col("path"))
+                   .withColumn("original_width",
+                               F.get_json_object("profile", "$.width").cast("int"))
+                   .withColumn("original_height",
+                               F.get_json_object("profile", "$.height").cast("int")))
         version = VersionSpec(
             kind="images", source=inputs.source, schema=image_schema(cfg.images),
             config={"images": cfg.images.model_dump(), "split": ratios,

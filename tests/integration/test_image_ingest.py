@@ -107,12 +107,16 @@ def test_broken_and_odd_images_are_all_accounted_for(spark, tmp_path):
     accepted = {}
     for split in manifest.splits:
         for batch in read_batches(f"file://{tmp_path / 'out'}", split,
-                                  ("image", "source", "label_name"), 64):
-            for image, source, label in zip(batch["image"], batch["source"],
-                                            batch["label_name"], strict=True):
+                                  ("image", "source", "label_name", "original_width",
+                                   "original_height"), 64):
+            for image, source, label, width, height in zip(
+                    batch["image"], batch["source"], batch["label_name"],
+                    batch["original_width"], batch["original_height"], strict=True):
                 relative = source.removeprefix(root)
                 assert image.shape == (28, 28, 3), relative  # every accepted row decodes
                 assert label == relative.split("/")[0]
+                with Image.open(source.removeprefix("file:")) as original:  # before any resize
+                    assert (width, height) == original.size, relative
                 accepted[relative] = "accepted"
     assert not set(accepted) & set(got), "an input is both accepted and quarantined"
     outcome = {**got, **accepted}

@@ -119,9 +119,10 @@ def test_evaluate_reads_every_test_row_once_and_links_the_version(first, digits_
         assert run.data.metrics[f"test_{name}"] == pytest.approx(getattr(review, name))
         assert float(tags[f"eval.test.{name}"]) == pytest.approx(getattr(review, name), abs=1e-6)
     assert sum(b["rows"] for b in review.calibration) == ev.scores.rows
-    assert set(review.slices) == {"label", "source"}
+    assert set(review.slices) == {"label", "source", "size"}
     assert set(review.slices["label"]) == set(manifest.labels)
     assert sum(row["rows"] for row in review.slices["source"].values()) == ev.scores.rows
+    assert review.slices["size"]["<32"]["rows"] == ev.scores.rows  # every digit is 28 x 28
     kind, value, row = review.worst_slice
     assert row["accuracy"] == min(r["accuracy"] for rows in review.slices.values()
                                   for r in rows.values() if r["rows"] >= 30)

@@ -80,6 +80,12 @@ def test_text_lengths_fall_in_fixed_buckets():
         "1-7", "1-7", "8-15", "16-31", "128-255", "256+", "256+"]
 
 
+def test_image_sizes_fall_in_buckets_by_their_longer_side():
+    assert [metrics.size_bucket(w, h) for w, h in ((28, 28), (31, 40), (64, 20), (640, 480),
+                                                   (4000, 3000))] == [
+        "<32", "32-63", "64-127", "512-1023", "2048+"]
+
+
 def test_a_diverged_model_is_counted_not_crashed():
     probs = np.array([[np.nan, np.nan], [0.2, 0.8], [np.inf, 0.0]])
     tally = _tally(probs, np.array([0, 1, 0]))
