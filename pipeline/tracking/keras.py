@@ -34,8 +34,9 @@ class MlflowEpochLogger(_keras_callback_base()):
     def __init__(self, tracker: Tracker, run_id: str, epochs: int, steps: int,
                  retrying: Retrying, epoch_models: bool = True) -> None:
         super().__init__()
+        self._tracker = tracker  # its experiment id is read in the retried call, not here
         self._client = tracker.client
-        self._experiment_id = tracker.experiment_id if epoch_models else None
+        self._epoch_models = epoch_models
         self._retrying = retrying
         self._run_id = run_id
         self._epochs = epochs
@@ -43,7 +44,7 @@ class MlflowEpochLogger(_keras_callback_base()):
 
     def _log_epoch_model(self, epoch: int, logged_ids: list[str]) -> None:
         logged = self._client.create_logged_model(
-            self._experiment_id, name=f"epoch-{epoch + 1}", source_run_id=self._run_id,
+            self._tracker.experiment_id, name=f"epoch-{epoch + 1}", source_run_id=self._run_id,
             model_type=keys.EPOCH_MODEL_TYPE, tags={"epoch": str(epoch + 1)})
         with tempfile.TemporaryDirectory(prefix="pipeline-epoch-") as scratch:
             self.model.save_weights(str(Path(scratch, keys.EPOCH_MODEL_WEIGHTS)))
@@ -58,7 +59,7 @@ class MlflowEpochLogger(_keras_callback_base()):
         now_ms = int(time.time() * 1000)
         values = {k: float(v) for k, v in logs.items() if np.isscalar(v) or np.ndim(v) == 0}
         logged_ids: list[str] = []
-        if self._experiment_id is not None:
+        if self._epoch_models:
             self._retrying(f"the weights of epoch {epoch + 1}", self._log_epoch_model, epoch,
                            logged_ids)
         model_id = logged_ids[-1] if logged_ids else None
