@@ -203,9 +203,33 @@ class TrainConfig(_Section):
     text_rnn: TextRnnConfig
     checkpoint_dir: str = Field(min_length=1)
     shuffle_buffer: int = Field(ge=0)
+    class_weight: Any  # "none" | "balanced" | {label: weight > 0}: see _class_weight
+    sampling: Literal["none", "balanced"]
+    precision: Literal["float32", "mixed_float16", "mixed_bfloat16"]
+    init_from: str | None = Field(default=None, min_length=1)  # a model URI
+    freeze: list[Annotated[str, Field(min_length=1)]]  # layer names, or ["backbone"]
+    freeze_epochs: int = Field(ge=1)
+    fine_tune_learning_rate: float | None = Field(default=None, gt=0)
+
+    @field_validator("class_weight", mode="before")
+    @classmethod
+    def _class_weight(cls, value: Any) -> str | dict[str, float]:
+        if value in ("none", "balanced"):
+            return value
+        if not isinstance(value, Mapping) or not value:
+            raise ValueError("expected none, balanced or a mapping of labels to weights")
+        bad = [f"{k}: {v!r}" for k, v in value.items() if isinstance(v, bool)
+               or not isinstance(v, int | float) or not 0 < v < float("inf")]
+        if bad:
+            raise ValueError(f"weights must be positive numbers ({', '.join(bad)})")
+        return {str(k): float(v) for k, v in value.items()}
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
+        self._check_transfer()
+        if self.sampling == "balanced" and self.class_weight != "none":
+            raise ValueError("train.sampling=balanced already evens the classes out; set "
+                             "train.class_weight to none (or sampling to none)")
         if self.optimizer != "momentum" and self.momentum is not None:
             raise ValueError(f"train.momentum is only used by optimizer 'momentum', not "
                              f"'{self.optimizer}'")
@@ -216,6 +240,14 @@ class TrainConfig(_Section):
             raise ValueError(f"train.augment (flip, shift, rotation) applies to images; "
                              f"turn it off for {self.model}")
         return self
+
+    def _check_transfer(self) -> None:
+        if self.freeze and self.init_from is None:
+            raise ValueError("train.freeze keeps layers as train.init_from left them; set "
+                             "train.init_from (frozen random weights learn nothing)")
+        if self.freeze and self.freeze_epochs > self.epochs:
+            raise ValueError(f"train.freeze_epochs ({self.freeze_epochs}) exceeds train.epochs "
+                             f"({self.epochs})")
 
 
 # A DNS host name (RFC 1123 labels: letters, digits, inner hyphens) or an IPv4 address: nothing

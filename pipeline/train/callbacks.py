@@ -23,6 +23,8 @@ from pipeline.train import checkpoints
 from pipeline.train.optim import make_loss
 from pipeline.train.spec import WorkerSpec
 
+log = logging.getLogger("pipeline.train.worker")
+
 
 class ValidationCountError(PipelineError, RuntimeError):
     """The workers together read a different number of validation rows than the manifest says."""
@@ -83,11 +85,35 @@ class LearningRateInLogs(tf.keras.callbacks.Callback):
 
     def __init__(self, schedule) -> None:
         super().__init__()
-        self._schedule = schedule
+        self.schedule = schedule  # replaced by UnfreezeAfter with the fine-tuning one
 
     def on_epoch_end(self, epoch, logs=None):
         step = max(0, int(self.model.optimizer.iterations.numpy()) - 1)
-        logs["learning_rate"] = float(self._schedule(step))
+        logs["learning_rate"] = float(self.schedule(step))
+
+
+class UnfreezeAfter(tf.keras.callbacks.Callback):
+    """At the start of epoch ``epoch`` (0-based): the frozen layers train again, with a new
+    optimiser at the fine-tuning rate (the old one has no slots for them); the training step is
+    traced anew, since it captured the trainable variables. Every rank does the same."""
+
+    def __init__(self, epoch: int, layers: list, optimizer_factory, rate: LearningRateInLogs
+                 ) -> None:
+        super().__init__()
+        self._epoch, self._layers, self._rate = epoch, layers, rate
+        self._factory = optimizer_factory  # () -> (optimizer, schedule) of the fine-tuning
+        self.steps_before = 0  # optimiser steps of the frozen phase in this process
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch != self._epoch:
+            return
+        for layer in self._layers:
+            layer.trainable = True
+        self.steps_before = int(self.model.optimizer.iterations.numpy())
+        self.model.optimizer, self._rate.schedule = self._factory()
+        self.model.train_function = self.model.make_train_function(force=True)
+        log.info("epoch %d: %d frozen layers train again, at the fine-tuning rate", epoch + 1,
+                 len(self._layers))
 
 
 class ResumableEarlyStopping(tf.keras.callbacks.EarlyStopping):

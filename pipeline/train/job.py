@@ -17,11 +17,13 @@ from pipeline.errors import InputError, PipelineError
 from pipeline.redaction import redact
 from pipeline.tracking import keys, registry, runs
 from pipeline.tracking.model_card import card_link, write_model_card
+from pipeline.tracking.models import model_run
 from pipeline.tracking.params import loggable_params
 from pipeline.tracking.registry import CHALLENGER, ModelRef
 from pipeline.tracking.retry import MODEL_WRITE, Retrying
 from pipeline.tracking.tracker import Tracker
 from pipeline.train import checkpoints
+from pipeline.train.balance import class_weights
 from pipeline.train.launcher import launch, make_launcher
 from pipeline.train.model import choose_model
 from pipeline.train.spec import WorkerSpec
@@ -32,7 +34,10 @@ log = logging.getLogger(__name__)
 # what a run learns: a resume must match these; every other section may change
 LEARNING_KEYS = ("train.", "model", "dataset_version.")
 # learning keys added in a release, as logged for the behaviour runs had before them
-ADDED_KEYS = {"train.keep_best": "None"}  # older runs kept the last epoch
+ADDED_KEYS = {"train.keep_best": "None",  # older runs kept the last epoch
+              "train.class_weight": "none", "train.sampling": "none",
+              "train.precision": "float32", "train.init_from": "None", "train.freeze": "[]",
+              "train.freeze_epochs": "1", "train.fine_tune_learning_rate": "None"}
 
 
 class ResumeError(PipelineError, ValueError):
@@ -114,7 +119,22 @@ def _open_dataset(cfg: Config, data: str) -> tuple[str, Manifest, str]:
     if cfg.train.loss == "binary_crossentropy" and manifest.num_classes != 2:
         raise ConfigError(f"config key 'train.loss': binary_crossentropy needs two classes; the "
                           f"dataset version has {manifest.num_classes}")
+    class_weights(cfg.train.class_weight, manifest.splits["train"].per_label, manifest.label_map)
     return dataset_url, manifest, model
+
+
+def _lineage_tags(tracker: Tracker, cfg: Config, run_id: str) -> dict[str, str]:
+    """Where the run's checkpoints go and, with ``train.init_from``, the model and the run its
+    weights come from (checked before any worker starts)."""
+    source = cfg.train.init_from
+    tags = {keys.CHECKPOINT_URI: checkpoints.checkpoint_root(cfg.train.checkpoint_dir, run_id)}
+    if source is None:
+        return tags
+    try:
+        source_run = model_run(tracker, source)
+    except registry.RegistryError as exc:
+        raise ConfigError(f"config key 'train.init_from': {exc}") from None
+    return tags | {keys.INIT_FROM_MODEL: source, keys.INIT_FROM_RUN: source_run}
 
 
 def _differing_learning_keys(tracker: Tracker, run_id: str, params: dict) -> list[str]:
@@ -193,13 +213,13 @@ def _record_best_epoch(tracker: Tracker, result: TrainResult) -> None:
 
 
 def train(cfg: Config, data: str, resume: str | None = None, parent_run_id: str | None = None,
-          warm_start: str | None = None, register: bool = False) -> TrainResult:
+          register: bool = False) -> TrainResult:
     """Train on the dataset version at ``data`` and return the MLflow run and final metrics.
 
     ``resume``: a run id, or ``"latest"`` for the newest failed or killed run of this dataset and
     model; training continues after its last checkpoint, logging into the same run.
-    ``parent_run_id``: nest the run under a sweep's or a retrain's. ``warm_start``: a model URI
-    whose weights the new model starts from. ``register``: register the model as the challenger.
+    ``parent_run_id``: nest the run under a sweep's or a retrain's. ``register``: register the
+    model as the challenger.
     """
     dataset_url, manifest, model = _open_dataset(cfg, data)
     tracker = Tracker.from_config(cfg.mlflow)
@@ -209,12 +229,12 @@ def train(cfg: Config, data: str, resume: str | None = None, parent_run_id: str 
                               lambda: {manifest.fingerprint})
     run_id, resume_from = _open_run(cfg, tracker, manifest, dataset_url, model, resume,
                                     parent_run_id)
-    root = checkpoints.checkpoint_root(cfg.train.checkpoint_dir, run_id)
-    runs.set_tags(tracker, run_id, {keys.CHECKPOINT_URI: root}
-                  | ({keys.WARM_START_MODEL: warm_start} if warm_start else {}))
+    tags = _lineage_tags(tracker, cfg, run_id)
+    runs.set_tags(tracker, run_id, tags)
+    root = tags[keys.CHECKPOINT_URI]
     log.info("MLflow run %s, checkpoints in %s", run_id, root)
     spec = WorkerSpec(dataset_url, manifest, cfg.train, cfg.launch, tracker, run_id, model, root,
-                      resume_from, warm_start, cfg.mlflow.epoch_models)
+                      resume_from, cfg.mlflow.epoch_models)
     ok = False
     try:
         results = launch(make_launcher(cfg), train_worker, (spec,), cfg.train.workers)

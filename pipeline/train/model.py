@@ -14,6 +14,7 @@ from pipeline.errors import PipelineError
 
 MODELS_BY_KIND = {"images": ("image_cnn",), "text": ("text_cnn", "text_rnn")}
 MIN_IMAGE_CNN_SIDE = 10
+OUTPUT_LAYER = "probabilities"  # the softmax every model ends in
 
 
 class ModelChoiceError(PipelineError, ValueError):
@@ -103,6 +104,7 @@ def build_model(name: str, manifest: Manifest, cfg: TrainConfig):
         builder = {"text_cnn": _text_cnn, "text_rnn": _text_rnn}[name]
         body = builder(layers, shape, manifest.extra["vocab_size"], cfg, reg)
     head = [layers.Dropout(cfg.dropout, seed=cfg.seed)] if cfg.dropout > 0 else []
-    head.append(layers.Dense(manifest.num_classes, activation="softmax", name="probabilities",
-                             kernel_regularizer=reg))
+    # float32 probabilities whatever train.precision computes the body in
+    head.append(layers.Dense(manifest.num_classes, activation="softmax", name=OUTPUT_LAYER,
+                             kernel_regularizer=reg, dtype="float32"))
     return tf.keras.Sequential(body + head, name=name)

@@ -76,6 +76,16 @@ def make_schedule(cfg: TrainConfig, workers: int, steps_per_epoch: int):
     return _schedule_class()(**schedule_config(cfg, workers, steps_per_epoch))
 
 
+def fine_tune_config(cfg: TrainConfig) -> TrainConfig:
+    """The settings of the epochs after ``train.freeze_epochs``: the fine-tuning rate
+    (``learning_rate / 10`` when unset), the schedule over the remaining epochs, no new
+    warm-up (the model is trained already)."""
+    return cfg.model_copy(update={
+        "learning_rate": cfg.fine_tune_learning_rate or cfg.learning_rate / 10,
+        "epochs": cfg.epochs - cfg.freeze_epochs,
+        "schedule": cfg.schedule.model_copy(update={"warmup_epochs": 0})})
+
+
 def make_optimizer(cfg: TrainConfig, schedule):
     import tensorflow as tf
 

@@ -21,5 +21,4 @@ class WorkerSpec:
     model: str
     checkpoint_root: str
     resume_from: Checkpoint | None = None
-    warm_start_uri: str | None = None  # a logged model whose weights the model starts from
     epoch_models: bool = True  # mlflow.epoch_models: each epoch's weights as a logged model

@@ -9,15 +9,20 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import dataclass
+from typing import Any
 
 from pipeline import storage
+from pipeline.config import TrainConfig
 from pipeline.datasets.manifest import VOCAB_NAME
 from pipeline.datasets.reader import model_batches, read_batches
 from pipeline.logs import setup_logging
+from pipeline.train.balance import acceptance, class_weights
 from pipeline.train.inputs import training_examples
 from pipeline.train.model import build_model
-from pipeline.train.optim import make_loss, make_optimizer, make_schedule
+from pipeline.train.optim import fine_tune_config, make_loss, make_optimizer, make_schedule
 from pipeline.train.spec import WorkerSpec
+from pipeline.train.transfer import TransferError, copy_matching_weights, layers_to_freeze
 
 log = logging.getLogger("pipeline.train.worker")
 
@@ -37,16 +42,22 @@ def _configure_devices(tf, hvd, threads: int) -> None:
     tf.config.threading.set_inter_op_parallelism_threads(threads)
 
 
-def _callbacks(spec: WorkerSpec, hvd, validation, schedule, steps: int, retrying,
+def _callbacks(spec: WorkerSpec, hvd, validation, prepared, steps: int, retrying,
                keep_best) -> list:
     from pipeline.train import callbacks as cb
 
     cfg, rank = spec.train, hvd.rank()
+    rate = cb.LearningRateInLogs(prepared.schedule)
     chain = [cb.EpochTimer(steps * cfg.batch_size * hvd.size()),
              hvd.callbacks.BroadcastGlobalVariablesCallback(0),
              hvd.callbacks.MetricAverageCallback(),
              validation,
-             cb.LearningRateInLogs(schedule)]
+             rate]
+    if prepared.frozen:
+        import tensorflow as tf
+
+        chain.insert(0, cb.UnfreezeAfter(cfg.freeze_epochs, prepared.frozen, lambda:
+                                         _phase_optimizer(tf, hvd, cfg, steps, True), rate))
     early_stopping = None
     if cfg.early_stopping.patience:
         resumed = spec.resume_from.early_stopping if spec.resume_from else {}
@@ -92,57 +103,105 @@ def _log_raw_model(spec: WorkerSpec, model, example, retrying) -> None:
              RawInputPredictor.from_folder, raw_example(spec.manifest, example, texts))
 
 
-class WarmStartError(RuntimeError):
-    """The model to start from has other layers or shapes than the model being trained."""
-
-
-def _warm_start(model, spec: WorkerSpec) -> None:
-    """Copy the weights of a logged model (e.g. the champion) into ``model``, on every rank."""
+def _init_from(model, spec: WorkerSpec, rank: int) -> None:
+    """Start from the weights of ``train.init_from``'s layers that match (name, kind, shapes)."""
     from pipeline.tracking.models import load_keras_model
 
-    source = load_keras_model(spec.tracker, spec.warm_start_uri)
-    try:
-        model.set_weights(source.get_weights())
-    except ValueError as exc:
-        raise WarmStartError(f"cannot warm-start from {spec.warm_start_uri}: its layers differ "
-                             f"from the model configured in train.* ({exc})") from None
-    log.info("weights start from %s", spec.warm_start_uri)
+    uri = spec.train.init_from
+    transferred, fresh = copy_matching_weights(model, load_keras_model(spec.tracker, uri))
+    if not transferred:
+        raise TransferError(f"config key 'train.init_from': no layer of {uri} matches the "
+                            f"{model.name} configured in train.* (same name, kind and shapes)")
+    if rank == 0:
+        log.info("weights from %s: %s transferred%s", uri, ", ".join(transferred),
+                 f"; {', '.join(fresh)} start fresh" if fresh else "")
 
 
-def _compiled_model(spec: WorkerSpec, tf, hvd, steps: int):
-    """(model compiled with Horovod's optimizer, its schedule, the first epoch to run): from
-    the seed, the warm-start model or the checkpoint to resume."""
+def _phase_optimizer(tf, hvd, cfg: TrainConfig, steps: int, fine_tuning: bool):
+    """(Horovod optimiser, its learning-rate schedule) of a run, or of its fine-tuning epochs
+    (after ``train.freeze_epochs``); with float16, Keras's dynamic loss scaling around it."""
+    phase = fine_tune_config(cfg) if fine_tuning else cfg
+    schedule = make_schedule(phase, hvd.size(), steps)
+    optimizer = hvd.DistributedOptimizer(make_optimizer(phase, schedule))
+    if cfg.precision == "mixed_float16":
+        optimizer = tf.keras.mixed_precision.LossScaleOptimizer(optimizer)
+    return optimizer, schedule
+
+
+@dataclass
+class _Prepared:
+    """The compiled model, its schedule, the first epoch to run and what is frozen until when."""
+
+    model: Any
+    schedule: Any
+    initial_epoch: int
+    frozen: list  # layers frozen now, unfrozen at train.freeze_epochs (empty: none)
+
+
+def _restore(spec: WorkerSpec, model, frozen_before: bool) -> None:
+    """A resume: weights and optimiser state, or only the weights on the first fine-tuning
+    epoch (the frozen phase's optimiser has no slots for the unfrozen layers)."""
     from pipeline.train import checkpoints
 
+    first_fine_tuning = (bool(spec.train.freeze) and not frozen_before
+                         and spec.resume_from.epoch + 1 == spec.train.freeze_epochs)
+    if first_fine_tuning:
+        checkpoints.restore_weights(spec.resume_from, model)
+    else:
+        checkpoints.restore(spec.resume_from, model, model.optimizer)
+
+
+def _compiled_model(spec: WorkerSpec, tf, hvd, steps: int) -> _Prepared:
+    """The model compiled with Horovod's optimizer at ``train.precision``: from the seed (and
+    ``train.init_from``'s weights), or from the checkpoint to resume."""
     cfg = spec.train
     # the same initial weights on every rank (Horovod broadcasts only after the first step);
     # the shards are shuffled with per-rank seeds
     tf.keras.utils.set_random_seed(cfg.seed)
-    schedule = make_schedule(cfg, hvd.size(), steps)
+    tf.keras.mixed_precision.set_global_policy(cfg.precision)
     model = build_model(spec.model, spec.manifest, cfg)
-    model.compile(optimizer=hvd.DistributedOptimizer(make_optimizer(cfg, schedule)),
-                  loss=make_loss(cfg.loss),
+    first = spec.resume_from.epoch + 1 if spec.resume_from else 0
+    frozen = layers_to_freeze(model, cfg.freeze) if first < cfg.freeze_epochs else []
+    for layer in frozen:
+        layer.trainable = False
+    optimizer, schedule = _phase_optimizer(tf, hvd, cfg, steps, fine_tuning=bool(cfg.freeze)
+                                           and not frozen)
+    model.compile(optimizer=optimizer, loss=make_loss(cfg.loss),
                   metrics=[tf.keras.metrics.CategoricalAccuracy(name="accuracy")])
-    if spec.warm_start_uri is not None and spec.resume_from is None:
-        _warm_start(model, spec)
-    if spec.resume_from is None:
-        return model, schedule, 0
-    checkpoints.restore(spec.resume_from, model, model.optimizer)
-    return model, schedule, spec.resume_from.epoch + 1
+    if spec.resume_from is not None:
+        _restore(spec, model, bool(frozen))
+    elif cfg.init_from is not None:
+        _init_from(model, spec, hvd.rank())
+    return _Prepared(model, schedule, first, frozen)
 
 
 def _fit(spec: WorkerSpec, tf, model, initial_epoch: int, callbacks: list, steps: int, rank: int,
          size: int):
-    """``model.fit`` on this rank's endless shard, ``steps`` batches per epoch."""
-    cfg = spec.train
+    """``model.fit`` on this rank's endless shard, ``steps`` batches per epoch, with the class
+    weights or balanced sampling ``train`` asks for."""
+    cfg, counts = spec.train, spec.manifest.splits["train"].per_label
+    rates = (acceptance(counts, spec.manifest.label_map) if cfg.sampling == "balanced"
+             else None)
     with training_examples(tf, spec.dataset_url, spec.manifest, rank, size,
                            seed=cfg.seed + rank + 1000 * initial_epoch,
-                           reader_workers=spec.launch.reader_workers) as examples:
+                           reader_workers=spec.launch.reader_workers,
+                           acceptance=rates) as examples:
         if cfg.shuffle_buffer:
             examples = examples.shuffle(cfg.shuffle_buffer, seed=cfg.seed + rank)
         batches = examples.batch(cfg.batch_size).prefetch(tf.data.AUTOTUNE)
         return model.fit(batches, steps_per_epoch=steps, epochs=cfg.epochs,
-                         initial_epoch=initial_epoch, callbacks=callbacks, verbose=0)
+                         initial_epoch=initial_epoch, callbacks=callbacks, verbose=0,
+                         class_weight=class_weights(cfg.class_weight, counts,
+                                                    spec.manifest.label_map))
+
+
+def _steps_run(model, start_step: int, chain: list) -> int:
+    """Optimiser steps taken in this process, over both optimisers when layers were unfrozen."""
+    from pipeline.train.callbacks import UnfreezeAfter
+
+    now = int(model.optimizer.iterations.numpy())
+    unfrozen = [c.steps_before for c in chain if isinstance(c, UnfreezeAfter) and c.steps_before]
+    return unfrozen[0] - start_step + now if unfrozen else now - start_step
 
 
 def train_worker(spec: WorkerSpec) -> dict:
@@ -161,7 +220,8 @@ def train_worker(spec: WorkerSpec) -> dict:
     rank, size, cfg = hvd.rank(), hvd.size(), spec.train
     _configure_devices(tf, hvd, spec.launch.threads_per_worker)
     steps = steps_per_epoch(spec.manifest.splits["train"].rows, cfg.batch_size, size)
-    model, schedule, initial_epoch = _compiled_model(spec, tf, hvd, steps)
+    prepared = _compiled_model(spec, tf, hvd, steps)
+    model, initial_epoch = prepared.model, prepared.initial_epoch
     start_step = int(model.optimizer.iterations.numpy())
     if rank == 0:
         log.info("training %s on %d workers: %d steps per epoch, epochs %d-%d of %d",
@@ -172,14 +232,13 @@ def train_worker(spec: WorkerSpec) -> dict:
                  if rank == 0 and cfg.keep_best else None)
     monitor = start_system_metrics(spec.tracker, spec.run_id, resumed=spec.resume_from
                                    is not None) if rank == 0 else None
+    chain = _callbacks(spec, hvd, validation, prepared, steps, retrying, keep_best)
     try:
-        history = _fit(spec, tf, model, initial_epoch,
-                       _callbacks(spec, hvd, validation, schedule, steps, retrying, keep_best),
-                       steps, rank, size)
+        history = _fit(spec, tf, model, initial_epoch, chain, steps, rank, size)
     finally:
         if monitor is not None:
             monitor.finish()
-    steps_run = int(model.optimizer.iterations.numpy()) - start_step  # measured, not planned
+    steps_run = _steps_run(model, start_step, chain)  # measured, not planned
     if rank == 0:
         _log_models(spec, model, history.history, retrying,
                     keep_best.confusion if keep_best and keep_best.confusion is not None

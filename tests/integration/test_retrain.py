@@ -179,7 +179,10 @@ def test_new_files_build_a_version_where_old_inputs_keep_their_split(ws):
     assert [str(v.version) for v in versions] == ["1", "2"]
     challenger = versions[1].tags
     (train_run,) = [r for r in ws.runs("train") if r.info.run_id == challenger["train.run_id"]]
-    assert train_run.data.tags["warm_start.model"] == f"models:/{MODEL}/1"
+    # the warm start is train.init_from: a parameter, and lineage to the champion's run
+    assert train_run.data.params["train.init_from"] == f"models:/{MODEL}/1"
+    assert train_run.data.tags["init_from.model"] == f"models:/{MODEL}/1"
+    assert train_run.data.tags["init_from.run_id"] == versions[0].run_id
     # validated against the champion's data before training: the outcome on both
     assert train_run.data.tags["validation.status"] == challenger["validation.status"] != "error"
     # the decision follows the rule, on numbers measured on v0002's test split for both

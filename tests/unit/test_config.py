@@ -55,6 +55,13 @@ def test_file_is_merged_over_defaults_and_overrides_win(tmp_path):
     (["split.train=0.5"], "config key 'split'"),
     (["images.png_compression=12"], "config key 'images.png_compression'"),
     (["spark.log_level=LOUD"], "config key 'spark.log_level'"),
+    (["train.precision=float16"], "config key 'train.precision'"),
+    (["train.class_weight=inverse"], "config key 'train.class_weight'"),
+    (["train.class_weight={'8': -1}"], "config key 'train.class_weight"),
+    (["train.freeze=[backbone]"], "set train.init_from"),
+    (["train.init_from=runs:/r/model", "train.freeze=[conv2d]", "train.freeze_epochs=9"],
+     "train.freeze_epochs (9) exceeds train.epochs (8)"),
+    (["train.sampling=balanced", "train.class_weight=balanced"], "set train.class_weight to none"),
 ])
 def test_bad_values_name_the_key(overrides, message):
     with pytest.raises(ConfigError) as info:
