@@ -25,8 +25,9 @@ LAYERS: dict[str, int] = {
 ADAPTER_ORDER = ["storage", "spark", "datasets", "tracking"]  # each imports only those before it
 STAGES = 2  # they talk through dataset versions and the tracker, but for STAGE_IMPORTS:
 # inference reuses ingest's per-record preprocessing; training packages inference's raw-input
-# model beside the Keras model it trained
-STAGE_IMPORTS = {("inference", "ingest"), ("train", "inference")}
+# model beside the Keras model it trained; evaluation's robustness encodes misspelt text again
+# with ingest's tokeniser
+STAGE_IMPORTS = {("inference", "ingest"), ("train", "inference"), ("evaluation", "ingest")}
 HOMES = {"mlflow": "tracking", "petastorm": "datasets", "horovod": "train"}
 ADD_IT = "add it to LAYERS in dev/check_layers.py"
 

@@ -424,7 +424,8 @@ def _evaluation_json(evaluation: Any) -> dict[str, Any]:
     """The evaluation's fields with its scores (rows, loss, accuracy, confusion) inline."""
     fields = _fields(evaluation)
     scores = fields.pop("scores")
-    return {**fields, **scores}
+    robustness = evaluation.robustness
+    return {**fields, **scores, "robustness": robustness.metrics() if robustness else None}
 
 
 def _sweep_json(sweep: Any) -> dict[str, Any]:
@@ -609,8 +610,23 @@ def _evaluate(cfg: Config, args: argparse.Namespace) -> int:
     _report(args, result,
             f"{result.model or result.model_uri} on {args.split} ({result.scores.rows} rows): "
             f"accuracy {result.scores.accuracy:.4f}, loss {result.scores.loss:.4f}",
-            *_review_lines(result.scores.review), f"evaluation run id {result.run_id}")
+            *_review_lines(result.scores.review), *_robustness_lines(result.robustness),
+            f"evaluation run id {result.run_id}")
     return 0
+
+
+def _robustness_lines(robustness) -> list[str]:
+    """Accuracy under corruption for people: the mean, and the corruption that hurts most."""
+    from pipeline.tracking import keys
+
+    if robustness is None:
+        return []
+    numbers = robustness.metrics()
+    worst = min(robustness.curves, key=lambda name: robustness.curves[name][-1])
+    return [f"under corruption ({robustness.rows} rows): mean accuracy "
+            f"{numbers[keys.ROBUSTNESS_MEAN]:.4f}, {numbers[keys.ROBUSTNESS_RELATIVE]:.2f} of "
+            f"clean {robustness.clean:.4f}; worst: {worst} at severity 3, "
+            f"{robustness.curves[worst][-1]:.4f}"]
 
 
 def _review_lines(review) -> list[str]:

@@ -340,6 +340,14 @@ class RegistryConfig(_Section):
     serving_sample: int = Field(ge=1)
 
 
+class EvaluationConfig(_Section):
+    """What ``pipeline evaluate`` measures beside the split's scores."""
+
+    robustness: bool
+    robustness_rows: int = Field(ge=1)
+    seed: int
+
+
 class ValidationConfig(_Section):
     """``pipeline validate`` and the retrain's gate: thresholds and the expectations file."""
 
@@ -389,6 +397,7 @@ class Config(_Section):
     launch: LaunchConfig
     mlflow: MlflowConfig
     registry: RegistryConfig
+    evaluation: EvaluationConfig
     retrain: RetrainConfig
     validation: ValidationConfig
 

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import partial
 
 from pipeline import storage
 from pipeline.config import Config
-from pipeline.datasets.manifest import open_version
+from pipeline.datasets.manifest import Manifest, open_version
+from pipeline.evaluation.adversarial import fgsm
+from pipeline.evaluation.robustness import Robustness, measure
 from pipeline.evaluation.scoring import Scores, score_split
 from pipeline.tracking import keys, registry, runs
-from pipeline.tracking.models import check_fits, load_predictor
+from pipeline.tracking.models import check_fits, load_keras_model, load_predictor
 from pipeline.tracking.tracker import Tracker
 
 log = logging.getLogger(__name__)
@@ -25,6 +28,7 @@ class Evaluation:
     split: str
     dataset_fingerprint: str
     scores: Scores
+    robustness: Robustness | None = None  # evaluation.robustness
 
 
 def _worst_slice_tag(scores: Scores, split: str) -> dict[str, str]:
@@ -50,8 +54,10 @@ def evaluate(cfg: Config, model_uri: str, data: str, split: str = "test",
     log.info("evaluating %s on %s/%s (%d rows)", ref or model_uri, dataset_url, split,
              manifest.splits[split].rows if split in manifest.splits else 0)
     scores = score_split(predict, dataset_url, manifest, split, cfg.registry.slice_min_rows)
+    robustness = (_robustness(cfg, tracker, resolved, predict, dataset_url, manifest, split)
+                  if cfg.evaluation.robustness else None)
     run_id = runs.log_evaluation_run(tracker, model_uri, ref, manifest, dataset_url, split,
-                                     scores, parent_run_id)
+                                     scores, parent_run_id, robustness)
     if ref is not None:
         registry.tag(tracker, ref, {
             **{keys.eval_tag(split, name): f"{value:.6f}" if name != "rows" else str(value)
@@ -63,4 +69,19 @@ def evaluate(cfg: Config, model_uri: str, data: str, split: str = "test",
              scores.accuracy, scores.loss, run_id)
     for text in _worst_slice_tag(scores, split).values():
         log.info("worst slice: %s", text)
-    return Evaluation(run_id, model_uri, ref, split, manifest.fingerprint, scores)
+    return Evaluation(run_id, model_uri, ref, split, manifest.fingerprint, scores, robustness)
+
+
+def _robustness(cfg: Config, tracker: Tracker, model_uri: str, predict, dataset_url: str,
+                manifest: Manifest, split: str) -> Robustness:
+    """Accuracy under corruption on the split's first ``evaluation.robustness_rows`` rows;
+    images also under FGSM, on the Keras model's gradients."""
+    adversary = None
+    if manifest.kind == "images":
+        keras_model = load_keras_model(tracker, model_uri)
+        adversary = partial(fgsm, keras_model)
+    found = measure(predict, dataset_url, manifest, split, cfg.evaluation.robustness_rows,
+                    cfg.evaluation.seed, adversary)
+    log.info("robustness on %d rows: mean accuracy under corruption %.4f (clean %.4f)",
+             found.rows, found.metrics()[keys.ROBUSTNESS_MEAN], found.clean)
+    return found

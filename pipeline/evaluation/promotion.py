@@ -164,11 +164,14 @@ def _card(tracker: Tracker, judged: Promotion, verdict: str, split: str, min_row
     run_id = registry.version_tags(tracker, judged.challenger).get(keys.TRAIN_RUN_ID)
     if run_id is None:
         return ""
-    scores = judged.evaluations[CHALLENGER].scores
+    evaluation = judged.evaluations[CHALLENGER]
+    scores, robustness = evaluation.scores, evaluation.robustness
     review = scores.review
     judgement = Judgement(verdict, judged.decision.reason, split, runs.review_metrics(scores),
                           review.slices if review else {}, min_rows, scores.confusion,
-                          [(c.name, c.passed, c.detail) for c in judged.checks])
+                          [(c.name, c.passed, c.detail) for c in judged.checks],
+                          robustness.curves if robustness else {},
+                          robustness.clean if robustness else None)
     path = write_model_card(tracker, judged.challenger, run_id, judgement)
     return " " + card_link(run_id, path) if path else ""
 

@@ -75,3 +75,17 @@ def eval_tag(split: str, name: str) -> str:
 def lower_is_better(metric: str) -> bool:
     """Losses, times and errors fall as a model improves; everything else rises."""
     return "loss" in metric or metric.endswith(("_time_s", "error"))
+
+
+# an evaluation's accuracy under corruption (evaluation.robustness)
+ROBUSTNESS = "robustness"  # metric prefix and artifact folder
+FGSM = "fgsm"  # the adversarial check's name among the corruptions
+ROBUSTNESS_MEAN = f"{ROBUSTNESS}.mean_corruption_accuracy"  # over corruptions and severities
+ROBUSTNESS_RELATIVE = f"{ROBUSTNESS}.relative_corruption_accuracy"  # that mean / clean accuracy
+ROBUSTNESS_FIGURE = f"{ROBUSTNESS}/accuracy_by_severity.png"
+
+
+def robustness_metric(corruption: str, severity: int | None = None) -> str:
+    """``robustness.jpeg.2.accuracy``; ``robustness.clean.accuracy`` without a severity."""
+    middle = f"{corruption}.{severity}" if severity is not None else corruption
+    return f"{ROBUSTNESS}.{middle}.accuracy"

@@ -39,6 +39,19 @@ class Judgement:
     min_rows: int = 1  # slices smaller than this are not ranked (registry.slice_min_rows)
     confusion: np.ndarray | None = None
     checks: Sequence[tuple[str, bool, str]] = ()  # (name, passed, detail)
+    robustness: Mapping[str, Sequence[float]] = field(default_factory=dict)  # accuracy by severity
+    clean: float | None = None  # the robustness sample's accuracy uncorrupted
+
+
+def _robustness(judged: Judgement) -> list[str]:
+    if not judged.robustness:
+        return ["## Robustness", "Not measured for this version (`evaluation.robustness`)."]
+    rows = [(name, *(f"{a:.4f}" for a in accuracies))
+            for name, accuracies in judged.robustness.items()]
+    return ["## Robustness",
+            f"Accuracy under corruption at severities 1-3 (clean: {judged.clean:.4f}; the "
+            f"figure is `{keys.ROBUSTNESS_FIGURE}` in the evaluation run):",
+            _table(["corruption", "1", "2", "3"], rows)]
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
@@ -90,7 +103,7 @@ def _judgement(judged: Judgement | None, labels: Sequence[str]) -> list[str]:
              f"Slices of at least {judged.min_rows} rows, worst first:",
              _table(["slice", "rows", "accuracy"],
                     [(f"{kind}={value}", rows, f"{acc:.4f}") for acc, kind, value, rows in worst]),
-             "## Robustness and explanations", "Not measured for this version.",
+             *_robustness(judged), "## Explanations", "Not measured for this version.",
              "## Known limits"]
     if judged.confusion is not None:
         _, _, f1 = class_scores(judged.confusion)

@@ -227,3 +227,29 @@ def log_statistics(client, run_id: str, dataset_url: str) -> None:
         except FileNotFoundError:
             continue
         client.log_text(run_id, text, f"{keys.DATASET_ARTIFACTS}/{name}")
+
+
+def robustness_figure(curves: Mapping[str, Sequence[float]], clean: float) -> Figure:
+    """Accuracy against severity (0: clean), one line per corruption."""
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(7, 4.5))
+    for name, accuracies in curves.items():
+        axis.plot(range(len(accuracies) + 1), [clean, *accuracies], "-o", label=name)
+    axis.set_xticks(range(4), ["clean", "1", "2", "3"])
+    axis.set_xlabel("severity")
+    axis.set_ylabel("accuracy")
+    axis.set_ylim(0, 1)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8, loc="lower left")
+    figure.tight_layout()
+    return figure
+
+
+def log_robustness(client, run_id: str, curves: Mapping[str, Sequence[float]],
+                   clean: float) -> None:
+    """The accuracy-by-severity figure into the run, under ``robustness/``."""
+    figure = robustness_figure(curves, clean)
+    try:
+        client.log_figure(run_id, figure, keys.ROBUSTNESS_FIGURE)
+    finally:
+        _pyplot().close(figure)

@@ -185,10 +185,11 @@ def reopen_run(tracker: Tracker, run_id: str, epoch: int, logs: Mapping[str, flo
 
 def log_evaluation_run(tracker: Tracker, model_uri: str, model_ref, manifest: Manifest,
                        dataset_url: str, split: str, scores,
-                       parent_run_id: str | None = None) -> str:
-    """A finished run holding one evaluation: metrics, confusion matrix, per-class table, and
-    the review (macro-F1, ROC-AUC, calibration, slices) when the scores have one."""
-    from pipeline.tracking.reports import log_report, log_review
+                       parent_run_id: str | None = None, robustness=None) -> str:
+    """A finished run holding one evaluation: metrics, confusion matrix, per-class table, the
+    review (macro-F1, ROC-AUC, calibration, slices) when the scores have one, and accuracy
+    under corruption (its metrics and figure) when measured."""
+    from pipeline.tracking.reports import log_report, log_review, log_robustness
 
     tags = {keys.EVAL_MODEL_URI: model_uri, keys.EVAL_SPLIT: split,
             **lineage_tags(manifest, dataset_url)}
@@ -204,6 +205,9 @@ def log_evaluation_run(tracker: Tracker, model_uri: str, model_ref, manifest: Ma
         log_report(tracker.client, run_id, scores.confusion, manifest.labels, split)
         if scores.review is not None:
             log_review(tracker.client, run_id, scores.review, split)
+        if robustness is not None:
+            log_metrics(tracker, run_id, robustness.metrics())
+            log_robustness(tracker.client, run_id, robustness.curves, robustness.clean)
     except Exception:
         end_run(tracker, run_id, ok=False)
         raise
