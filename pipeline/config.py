@@ -344,7 +344,8 @@ class EvaluationConfig(_Section):
     """What ``pipeline evaluate`` measures beside the split's scores."""
 
     robustness: bool
-    robustness_rows: int = Field(ge=1)
+    explain_per_class: int = Field(ge=0)
+    sample_rows: int = Field(ge=1)
     seed: int
 
 

@@ -60,15 +60,15 @@ def fresh_store(folder: Path) -> str:
 
 def make_config(tmp: Path, *overrides: str) -> Config:
     """The embedded defaults, with every path under ``tmp`` and Spark on 2 local cores, and
-    without the robustness measures in evaluations (seconds each; test_robustness.py and the
-    demo measure them)."""
+    without robustness and explanations in evaluations (seconds each;
+    test_robustness_and_explanations.py and the demo make them)."""
     return load_config(overrides=[
         f"data_dir={tmp / 'data'}",
         f"mlflow.tracking_uri={fresh_store(tmp)}",
         f"mlflow.artifact_root={tmp / 'mlartifacts'}",
         f"train.checkpoint_dir={tmp / 'checkpoints'}",
         "spark.master=local[2]",
-        "evaluation.robustness=false",
+        "evaluation.robustness=false", "evaluation.explain_per_class=0",
         *overrides,
     ])
 

@@ -11,6 +11,7 @@ from pipeline import storage
 from pipeline.config import Config
 from pipeline.datasets.manifest import Manifest, open_version
 from pipeline.evaluation.adversarial import fgsm
+from pipeline.evaluation.explained import explain
 from pipeline.evaluation.robustness import Robustness, measure
 from pipeline.evaluation.scoring import Scores, score_split
 from pipeline.tracking import keys, registry, runs
@@ -54,10 +55,15 @@ def evaluate(cfg: Config, model_uri: str, data: str, split: str = "test",
     log.info("evaluating %s on %s/%s (%d rows)", ref or model_uri, dataset_url, split,
              manifest.splits[split].rows if split in manifest.splits else 0)
     scores = score_split(predict, dataset_url, manifest, split, cfg.registry.slice_min_rows)
-    robustness = (_robustness(cfg, tracker, resolved, predict, dataset_url, manifest, split)
+    keras_model = (load_keras_model(tracker, resolved) if cfg.evaluation.robustness
+                   or cfg.evaluation.explain_per_class else None)
+    robustness = (_robustness(cfg, keras_model, predict, dataset_url, manifest, split)
                   if cfg.evaluation.robustness else None)
+    explained = (explain(keras_model, predict, dataset_url, manifest, split,
+                         cfg.evaluation.sample_rows, cfg.evaluation.explain_per_class)
+                 if cfg.evaluation.explain_per_class else None)
     run_id = runs.log_evaluation_run(tracker, model_uri, ref, manifest, dataset_url, split,
-                                     scores, parent_run_id, robustness)
+                                     scores, parent_run_id, robustness, explained)
     if ref is not None:
         registry.tag(tracker, ref, {
             **{keys.eval_tag(split, name): f"{value:.6f}" if name != "rows" else str(value)
@@ -72,15 +78,12 @@ def evaluate(cfg: Config, model_uri: str, data: str, split: str = "test",
     return Evaluation(run_id, model_uri, ref, split, manifest.fingerprint, scores, robustness)
 
 
-def _robustness(cfg: Config, tracker: Tracker, model_uri: str, predict, dataset_url: str,
-                manifest: Manifest, split: str) -> Robustness:
-    """Accuracy under corruption on the split's first ``evaluation.robustness_rows`` rows;
-    images also under FGSM, on the Keras model's gradients."""
-    adversary = None
-    if manifest.kind == "images":
-        keras_model = load_keras_model(tracker, model_uri)
-        adversary = partial(fgsm, keras_model)
-    found = measure(predict, dataset_url, manifest, split, cfg.evaluation.robustness_rows,
+def _robustness(cfg: Config, keras_model, predict, dataset_url: str, manifest: Manifest,
+                split: str) -> Robustness:
+    """Accuracy under corruption on the split's first ``evaluation.sample_rows`` rows; images
+    also under FGSM, on the Keras model's gradients."""
+    adversary = partial(fgsm, keras_model) if manifest.kind == "images" else None
+    found = measure(predict, dataset_url, manifest, split, cfg.evaluation.sample_rows,
                     cfg.evaluation.seed, adversary)
     log.info("robustness on %d rows: mean accuracy under corruption %.4f (clean %.4f)",
              found.rows, found.metrics()[keys.ROBUSTNESS_MEAN], found.clean)

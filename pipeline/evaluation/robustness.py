@@ -12,8 +12,8 @@ import numpy as np
 from pipeline import storage
 from pipeline.datasets.features import feature_of
 from pipeline.datasets.manifest import VOCAB_NAME, Manifest
-from pipeline.datasets.reader import read_batches
 from pipeline.evaluation import corruptions
+from pipeline.evaluation.scoring import first_rows
 from pipeline.ingest.tokens import Tokenizer
 from pipeline.tracking import keys
 from pipeline.tracking.models import checked_predict
@@ -40,22 +40,6 @@ class Robustness:
                        keys.ROBUSTNESS_RELATIVE: mean / self.clean if self.clean else 0.0}
 
 
-def _sample(dataset_url: str, manifest: Manifest, split: str, rows: int
-            ) -> dict[str, np.ndarray]:
-    """The first ``rows`` rows of the split in read order (deterministic for a version)."""
-    feature = feature_of(manifest)
-    fields = (feature.field, "label", *(("text",) if manifest.kind == "text" else ()))
-    taken: dict[str, list] = {name: [] for name in fields}
-    for batch in read_batches(dataset_url, split, fields, min(rows, 256)):
-        for name in fields:
-            taken[name].extend(batch[name])
-        if len(taken["label"]) >= rows:
-            break
-    sample = {name: np.stack(values[:rows]) for name, values in taken.items()}
-    sample[feature.field] = feature.model_input(sample[feature.field])
-    return sample
-
-
 def _accuracies(predict: Predict, versions: list[np.ndarray], labels: np.ndarray,
                 classes: int) -> list[float]:
     """Accuracy of each version of the sample, predicted in one call (one call costs Keras
@@ -78,7 +62,7 @@ def measure(predict: Predict, dataset_url: str, manifest: Manifest, split: str, 
             ) -> Robustness:
     """Accuracy of ``predict`` on a sample of ``split`` under every corruption of the version's
     kind; ``adversary(inputs, labels, epsilon)`` adds FGSM's rows (images)."""
-    sample = _sample(dataset_url, manifest, split, rows)
+    sample = first_rows(dataset_url, manifest, split, rows)
     field, labels, classes = feature_of(manifest).field, sample["label"], manifest.num_classes
     inputs = sample[field]
     curves: dict[str, list[float]] = {}

@@ -92,3 +92,20 @@ def _review(tally: metrics.Tally, slice_min_rows: int) -> Review:
                   ece=metrics.expected_calibration_error(tally.calibration),
                   calibration=metrics.calibration_table(tally.calibration), slices=slices,
                   worst_slice=list(worst) if worst else None)
+
+
+def first_rows(dataset_url: str, manifest: Manifest, split: str, rows: int
+               ) -> dict[str, np.ndarray]:
+    """The first ``rows`` rows of the split in read order (deterministic for a version): model
+    inputs, labels and, for text, the cleaned text. Robustness and explanations work on them."""
+    feature = feature_of(manifest)
+    fields = (feature.field, "label", *(("text",) if manifest.kind == "text" else ()))
+    taken: dict[str, list] = {name: [] for name in fields}
+    for batch in read_batches(dataset_url, split, fields, min(rows, 256)):
+        for name in fields:
+            taken[name].extend(batch[name])
+        if len(taken["label"]) >= rows:
+            break
+    sample = {name: np.stack(values[:rows]) for name, values in taken.items()}
+    sample[feature.field] = feature.model_input(sample[feature.field])
+    return sample

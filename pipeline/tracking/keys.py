@@ -89,3 +89,5 @@ def robustness_metric(corruption: str, severity: int | None = None) -> str:
     """``robustness.jpeg.2.accuracy``; ``robustness.clean.accuracy`` without a severity."""
     middle = f"{corruption}.{severity}" if severity is not None else corruption
     return f"{ROBUSTNESS}.{middle}.accuracy"
+
+EXPLANATIONS = "explanations"  # the artifact folder of an evaluation's explanations

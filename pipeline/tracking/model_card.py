@@ -103,8 +103,7 @@ def _judgement(judged: Judgement | None, labels: Sequence[str]) -> list[str]:
              f"Slices of at least {judged.min_rows} rows, worst first:",
              _table(["slice", "rows", "accuracy"],
                     [(f"{kind}={value}", rows, f"{acc:.4f}") for acc, kind, value, rows in worst]),
-             *_robustness(judged), "## Explanations", "Not measured for this version.",
-             "## Known limits"]
+             *_robustness(judged), "## Known limits"]
     if judged.confusion is not None:
         _, _, f1 = class_scores(judged.confusion)
         present = np.flatnonzero(judged.confusion.sum(axis=1))  # classes the split holds

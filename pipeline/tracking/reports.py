@@ -47,7 +47,7 @@ def per_class_metrics(confusion: np.ndarray, labels: Sequence[str]) -> dict[str,
             "f1": [round(float(v), 4) for v in f1]}
 
 
-def _pyplot():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
@@ -58,7 +58,7 @@ def _pyplot():
 
 def curves_figure(history: Mapping[str, Sequence[float]]) -> Figure:
     """Loss and accuracy per epoch, training beside validation."""
-    plt = _pyplot()
+    plt = pyplot()
     figure, axes = plt.subplots(1, 2, figsize=(10, 4))
     for axis, metric in zip(axes, ("loss", "accuracy"), strict=True):
         for key, style in ((metric, "-o"), (f"val_{metric}", "--s")):
@@ -84,7 +84,7 @@ def confusion_figure(confusion: np.ndarray, labels: Sequence[str], title: str) -
     confusion = np.asarray(confusion)
     if len(labels) > GRID_MAX:
         return _top_confusions_figure(confusion, labels, title)
-    plt = _pyplot()
+    plt = pyplot()
     shares = confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)
     size = max(4.0, 0.5 * len(labels) + 2)
     figure, axis = plt.subplots(figsize=(size, size))
@@ -115,7 +115,7 @@ def top_confusions(confusion: np.ndarray, labels: Sequence[str], top: int
 
 def _top_confusions_figure(confusion: np.ndarray, labels: Sequence[str], title: str
                            ) -> Figure:
-    plt = _pyplot()
+    plt = pyplot()
     found = top_confusions(confusion, labels, TOP_CONFUSIONS)
     figure, axis = plt.subplots(figsize=(8, 1.5 + 0.3 * max(len(found), 1)))
     axis.barh(range(len(found)), [count for *_, count in found], color="tab:blue")
@@ -131,7 +131,7 @@ def _top_confusions_figure(confusion: np.ndarray, labels: Sequence[str], title: 
 def log_report(client, run_id: str, confusion: np.ndarray, labels: Sequence[str], split: str,
                history: Mapping[str, Sequence[float]] | None = None) -> None:
     """Figures and the per-class table into the run, under ``<split>/`` (curves at the top)."""
-    plt = _pyplot()
+    plt = pyplot()
     figures = {f"{split}/confusion_matrix.png": confusion_figure(
         confusion, labels, f"{split}: {int(np.asarray(confusion).sum())} rows")}
     if history:
@@ -155,7 +155,7 @@ def predicted_counts(confusion: np.ndarray, labels: Sequence[str]) -> dict[str, 
 
 def reliability_figure(calibration: Sequence[Mapping], title: str) -> Figure:
     """Accuracy against confidence per bin, beside the diagonal of perfect calibration."""
-    plt = _pyplot()
+    plt = pyplot()
     figure, axis = plt.subplots(figsize=(5, 5))
     filled = [b for b in calibration if b["rows"]]
     axis.plot([0, 1], [0, 1], ":", color="grey", label="perfectly calibrated")
@@ -174,7 +174,7 @@ def reliability_figure(calibration: Sequence[Mapping], title: str) -> Figure:
 def log_review(client, run_id: str, review, split: str) -> None:
     """An evaluation's review under ``<split>/``: reliability diagram, calibration bins and
     accuracy per slice (``pipeline.evaluation.scoring.Review``)."""
-    plt = _pyplot()
+    plt = pyplot()
     figure = reliability_figure(review.calibration, f"{split}: ECE {review.ece:.4f}")
     try:
         client.log_figure(run_id, figure, f"{split}/reliability.png")
@@ -188,7 +188,7 @@ def log_review(client, run_id: str, review, split: str) -> None:
 def statistics_figure(stats: Statistics) -> Figure:
     """One bar chart per numeric or categorical statistic of a version (every split
     together): what the data the run learned from looks like."""
-    plt = _pyplot()
+    plt = pyplot()
     names = list(stats.document["features"])
     columns = 3
     rows = -(-len(names) // columns)
@@ -220,7 +220,7 @@ def log_statistics(client, run_id: str, dataset_url: str) -> None:
     try:
         client.log_figure(run_id, figure, keys.STATISTICS_FIGURE)
     finally:
-        _pyplot().close(figure)
+        pyplot().close(figure)
     for name in (VALIDATION_NAME, VALIDATION_REPORT):
         try:
             text = storage.read_text(storage.join(dataset_url, name))
@@ -231,7 +231,7 @@ def log_statistics(client, run_id: str, dataset_url: str) -> None:
 
 def robustness_figure(curves: Mapping[str, Sequence[float]], clean: float) -> Figure:
     """Accuracy against severity (0: clean), one line per corruption."""
-    plt = _pyplot()
+    plt = pyplot()
     figure, axis = plt.subplots(figsize=(7, 4.5))
     for name, accuracies in curves.items():
         axis.plot(range(len(accuracies) + 1), [clean, *accuracies], "-o", label=name)
@@ -252,4 +252,5 @@ def log_robustness(client, run_id: str, curves: Mapping[str, Sequence[float]],
     try:
         client.log_figure(run_id, figure, keys.ROBUSTNESS_FIGURE)
     finally:
-        _pyplot().close(figure)
+        pyplot().close(figure)
+

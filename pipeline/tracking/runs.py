@@ -185,10 +185,12 @@ def reopen_run(tracker: Tracker, run_id: str, epoch: int, logs: Mapping[str, flo
 
 def log_evaluation_run(tracker: Tracker, model_uri: str, model_ref, manifest: Manifest,
                        dataset_url: str, split: str, scores,
-                       parent_run_id: str | None = None, robustness=None) -> str:
+                       parent_run_id: str | None = None, robustness=None,
+                       explained=None) -> str:
     """A finished run holding one evaluation: metrics, confusion matrix, per-class table, the
-    review (macro-F1, ROC-AUC, calibration, slices) when the scores have one, and accuracy
-    under corruption (its metrics and figure) when measured."""
+    review (macro-F1, ROC-AUC, calibration, slices) when the scores have one, accuracy under
+    corruption (its metrics and figure) and explanations when measured."""
+    from pipeline.tracking.explanation_report import log_explanations
     from pipeline.tracking.reports import log_report, log_review, log_robustness
 
     tags = {keys.EVAL_MODEL_URI: model_uri, keys.EVAL_SPLIT: split,
@@ -208,6 +210,8 @@ def log_evaluation_run(tracker: Tracker, model_uri: str, model_ref, manifest: Ma
         if robustness is not None:
             log_metrics(tracker, run_id, robustness.metrics())
             log_robustness(tracker.client, run_id, robustness.curves, robustness.clean)
+        if explained is not None:
+            log_explanations(tracker.client, run_id, explained)
     except Exception:
         end_run(tracker, run_id, ok=False)
         raise

@@ -67,3 +67,24 @@ def test_typos_misspell_words_with_one_edit():
     assert all(w != o and abs(len(w) - len(o)) <= 1 for w, o in zip(words, originals, strict=True))
     assert corruptions.typos(text, 0.5, np.random.default_rng(3)) == corruptions.typos(
         text, 0.5, np.random.default_rng(3))
+
+
+def test_explained_rows_are_the_most_confident_right_and_wrong_per_class():
+    from pipeline.evaluation.explanations import chosen_rows
+
+    probs = np.array([[0.9, 0.1], [0.6, 0.4], [0.2, 0.8], [0.7, 0.3], [0.45, 0.55]])
+    labels = np.array([0, 0, 1, 1, 0])
+    # class 0: right 0 (0.9) then 1; wrong as 0: row 3; class 1: right 2; wrong as 1: row 4
+    assert chosen_rows(probs, labels, 1) == [0, 3, 2, 4]
+    assert chosen_rows(probs, labels, 2) == [0, 1, 3, 2, 4]
+
+
+def test_the_token_page_escapes_words_and_colours_by_sign():
+    from pipeline.tracking.explanation_report import token_page, top_tokens
+
+    page = token_page(["true a, predicted b (0.90)"], [["<b>", "fine"]],
+                      [np.array([0.5, -0.25])])
+    assert "&lt;b&gt;" in page and "<b>" not in page.split("</title>")[1].split("<p>")[2]
+    assert "rgba(220,50,32,1.00)" in page and "rgba(30,90,200,0.50)" in page
+    assert top_tokens([["x", "y"], ["y"]], [np.array([0.1, 0.2]), np.array([0.3])],
+                      ["pos", "pos"]) == {"pos": [("y", 0.5), ("x", 0.1)]}

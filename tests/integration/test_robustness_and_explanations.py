@@ -1,0 +1,122 @@
+"""Beyond accuracy, on the session's digits and reviews models: accuracy under corruption at
+three severities and explanations, made by ``evaluate`` and recorded in its run; Grad-CAM and
+token attributions checked against what they claim to show."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipeline.config import with_overrides
+from pipeline.evaluation import corruptions
+from pipeline.evaluation.job import evaluate
+from pipeline.tracking import keys
+
+
+def _evaluated(model_fixture, dataset_fixture):
+    from mlflow.tracking import MlflowClient
+
+    cfg, result = model_fixture
+    cfg = with_overrides(cfg, ["evaluation.robustness=true", "evaluation.explain_per_class=1"])
+    run_id = evaluate(cfg, result.model_version.uri, dataset_fixture[0], "test").run_id
+    client = MlflowClient(tracking_uri=cfg.mlflow.tracking_uri)
+    return client, run_id, client.get_run(run_id).data.metrics
+
+
+def _curves(metrics: dict[str, float], names) -> dict[str, list[float]]:
+    return {name: [metrics[keys.robustness_metric(name, s)] for s in (1, 2, 3)] for name in names}
+
+
+def _check_severity_order(curves: dict[str, list[float]]) -> None:
+    """Worse with severity: each corruption's third level no better than its first, and the
+    mean over corruptions falls at every step."""
+    for name, (first, _, third) in curves.items():
+        assert third <= first + 0.02, (name, curves[name])
+    means = np.mean(list(curves.values()), axis=0)
+    assert means[0] > means[1] > means[2], means
+
+
+@pytest.mark.parametrize("kind", ["images", "text"])
+def test_evaluation_records_accuracy_under_each_corruption_and_explanations(kind, request):
+    fixtures = ("digits_model", "digits_dataset") if kind == "images" else (
+        "reviews_model", "reviews_dataset")
+    client, run_id, metrics = _evaluated(*(request.getfixturevalue(f) for f in fixtures))
+    names = ([c.name for c in corruptions.IMAGE_CORRUPTIONS] if kind == "images" else
+             [c.name for c in (*corruptions.TOKEN_CORRUPTIONS, *corruptions.TEXT_CORRUPTIONS)])
+    curves = _curves(metrics, names)
+    _check_severity_order(curves)
+    clean = metrics[keys.robustness_metric("clean")]
+    mean = float(np.mean(list(curves.values())))
+    assert metrics[keys.ROBUSTNESS_MEAN] == pytest.approx(mean)
+    assert metrics[keys.ROBUSTNESS_RELATIVE] == pytest.approx(mean / clean)
+    assert mean < clean
+    figure = [a.path for a in client.list_artifacts(run_id, keys.ROBUSTNESS)]
+    assert figure == [keys.ROBUSTNESS_FIGURE]
+    explained = sorted(a.path.split("/")[-1] for a in client.list_artifacts(
+        run_id, keys.EXPLANATIONS))
+    assert explained == (["grad_cam.png", "integrated_gradients.png"] if kind == "images"
+                         else ["token_attributions.html", "top_tokens.png"])
+    if kind == "images":  # the adversarial check, on the model's own gradients
+        fgsm = _curves(metrics, [keys.FGSM])[keys.FGSM]
+        assert clean > fgsm[0] > fgsm[1] > fgsm[2], (clean, fgsm)
+    else:
+        assert not any(keys.FGSM in name for name in metrics)
+
+
+def _first_rows(dataset_fixture, rows: int):
+    from pipeline.evaluation.scoring import first_rows
+
+    url, manifest = dataset_fixture
+    return first_rows(url, manifest, "test", rows)
+
+
+def _keras(model_fixture):
+    import mlflow
+
+    cfg, result = model_fixture
+    mlflow.set_tracking_uri(cfg.mlflow.tracking_uri)
+    return mlflow.tensorflow.load_model(f"runs:/{result.run_id}/model")
+
+
+def test_grad_cam_puts_its_mass_on_the_digit_more_often_than_a_random_map(digits_model,
+                                                                         digits_dataset):
+    """On correctly classified test digits: is the share of the map's mass on the digit's
+    pixels above the digit's share of the image (what a map that ignores the digit gets)?"""
+    from pipeline.evaluation.explanations import grad_cam
+
+    model, sample = _keras(digits_model), _first_rows(digits_dataset, 200)
+    images, labels = sample["image"], sample["label"]
+    right = model.predict(images, verbose=0).argmax(axis=1) == labels
+    images, labels = images[right], labels[right]
+    digit = images.mean(axis=-1) > 64  # white strokes on black
+
+    def on_digit(maps: np.ndarray) -> float:
+        mass = (maps * digit).sum(axis=(1, 2)) / maps.sum(axis=(1, 2)).clip(1e-9)
+        return float((mass > digit.mean(axis=(1, 2))).mean())
+
+    random_maps = np.random.default_rng(0).random(digit.shape)
+    cam = on_digit(grad_cam(model, images, labels))
+    assert cam > on_digit(random_maps) + 0.2, (cam, on_digit(random_maps))
+
+
+def test_removing_the_top_token_changes_its_attributions_and_the_prediction(reviews_model,
+                                                                           reviews_dataset):
+    from pipeline.evaluation.explanations import token_occlusion
+    from pipeline.ingest.tokens import PAD
+
+    model, sample = _keras(reviews_model), _first_rows(reviews_dataset, 20)
+    ids = sample["token_ids"][(sample["token_ids"] != PAD).sum(axis=1) >= 5][:5]
+    probs = model.predict(ids, verbose=0)
+    classes = probs.argmax(axis=1)
+    for row, cls, before, attribution in zip(ids, classes, probs, token_occlusion(
+            lambda x: model.predict(x, verbose=0), ids, classes), strict=True):
+        tokens = row[row != PAD]
+        top = int(np.argmax(attribution))
+        shorter = np.full_like(row, PAD)
+        shorter[:len(tokens) - 1] = np.delete(tokens, top)
+        after = model.predict(shorter[None], verbose=0)[0]
+        assert after[cls] < before[cls]  # the class loses what the token gave it
+        assert after[cls] == pytest.approx(before[cls] - attribution[top], abs=1e-4)
+        (again,) = token_occlusion(lambda x: model.predict(x, verbose=0), shorter[None],
+                                   np.array([cls]))
+        assert not np.allclose(again, np.delete(attribution, top), atol=1e-4)
