@@ -42,9 +42,10 @@ def _worst_slice_tag(scores: Scores, split: str) -> dict[str, str]:
 
 
 def evaluate(cfg: Config, model_uri: str, data: str, split: str = "test",
-             parent_run_id: str | None = None) -> Evaluation:
+             parent_run_id: str | None = None, scores_only: bool = False) -> Evaluation:
     """Every row of ``split`` once through the model; metrics and figures in a new run (nested
-    under ``parent_run_id`` when given)."""
+    under ``parent_run_id`` when given). Robustness and explanations as ``evaluation.*`` asks,
+    unless ``scores_only`` (a champion re-scored only to be compared)."""
     dataset_url, manifest = open_version(storage.to_uri(data))
     tracker = Tracker.from_config(cfg.mlflow)
     tracker.experiment_id  # noqa: B018 - the store must answer before the model is read
@@ -55,13 +56,15 @@ def evaluate(cfg: Config, model_uri: str, data: str, split: str = "test",
     log.info("evaluating %s on %s/%s (%d rows)", ref or model_uri, dataset_url, split,
              manifest.splits[split].rows if split in manifest.splits else 0)
     scores = score_split(predict, dataset_url, manifest, split, cfg.registry.slice_min_rows)
-    keras_model = (load_keras_model(tracker, resolved) if cfg.evaluation.robustness
-                   or cfg.evaluation.explain_per_class else None)
+    extras = cfg.evaluation if not scores_only else cfg.evaluation.model_copy(
+        update={"robustness": False, "explain_per_class": 0})
+    keras_model = (load_keras_model(tracker, resolved) if extras.robustness
+                   or extras.explain_per_class else None)
     robustness = (_robustness(cfg, keras_model, predict, dataset_url, manifest, split)
-                  if cfg.evaluation.robustness else None)
+                  if extras.robustness else None)
     explained = (explain(keras_model, predict, dataset_url, manifest, split,
-                         cfg.evaluation.sample_rows, cfg.evaluation.explain_per_class)
-                 if cfg.evaluation.explain_per_class else None)
+                         extras.sample_rows, extras.explain_per_class)
+                 if extras.explain_per_class else None)
     run_id = runs.log_evaluation_run(tracker, model_uri, ref, manifest, dataset_url, split,
                                      scores, parent_run_id, robustness, explained)
     if ref is not None:

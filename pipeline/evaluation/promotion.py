@@ -105,7 +105,8 @@ def promote(cfg: Config, name: str, data: str | None = None, split: str = "test"
     metric, margin = cfg.registry.metric, cfg.registry.margin
     try:
         if champion is not None and champion != challenger:
-            evaluations[CHAMPION] = evaluate(cfg, champion.uri, data, split, parent_run_id)
+            evaluations[CHAMPION] = evaluate(cfg, champion.uri, data, split, parent_run_id,
+                                             scores_only=True)
         decision = decide(metric, evaluations[CHALLENGER].scores.metric(metric),
                           evaluations[CHAMPION].scores.metric(metric)
                           if CHAMPION in evaluations else None, margin)
