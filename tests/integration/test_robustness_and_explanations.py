@@ -78,25 +78,29 @@ def _keras(model_fixture):
     return mlflow.tensorflow.load_model(f"runs:/{result.run_id}/model")
 
 
-def test_grad_cam_puts_its_mass_on_the_digit_more_often_than_a_random_map(digits_model,
-                                                                         digits_dataset):
-    """On correctly classified test digits: is the share of the map's mass on the digit's
-    pixels above the digit's share of the image (what a map that ignores the digit gets)?"""
+def test_grad_cam_puts_most_of_its_mass_on_the_digit_more_often_than_a_random_map(
+        digits_model, digits_dataset):
+    """On correctly classified test digits: does more than half of the map's mass fall on the
+    digit? Its pixels are the strokes (brighter than 64) widened by 2 pixels, the size of a cell
+    of the last convolution's 11x11 grid that Grad-CAM is resized from."""
+    from scipy import ndimage
+
     from pipeline.evaluation.explanations import grad_cam
 
     model, sample = _keras(digits_model), _first_rows(digits_dataset, 200)
     images, labels = sample["image"], sample["label"]
     right = model.predict(images, verbose=0).argmax(axis=1) == labels
     images, labels = images[right], labels[right]
-    digit = images.mean(axis=-1) > 64  # white strokes on black
+    digit = np.stack([ndimage.binary_dilation(strokes, iterations=2)
+                      for strokes in images.mean(axis=-1) > 64])
 
-    def on_digit(maps: np.ndarray) -> float:
+    def mostly_on_digit(maps: np.ndarray) -> float:
         mass = (maps * digit).sum(axis=(1, 2)) / maps.sum(axis=(1, 2)).clip(1e-9)
-        return float((mass > digit.mean(axis=(1, 2))).mean())
+        return float((mass > 0.5).mean())
 
-    random_maps = np.random.default_rng(0).random(digit.shape)
-    cam = on_digit(grad_cam(model, images, labels))
-    assert cam > on_digit(random_maps) + 0.2, (cam, on_digit(random_maps))
+    cam = mostly_on_digit(grad_cam(model, images, labels))
+    random = mostly_on_digit(np.random.default_rng(0).random(digit.shape))
+    assert cam > random + 0.3, (cam, random)  # about 0.5 against 0.01 here
 
 
 def test_removing_the_top_token_changes_its_attributions_and_the_prediction(reviews_model,

@@ -310,7 +310,8 @@ def _promotion():
 DIGITS_3 = {"name": "digits", "version": "3", "uri": "models:/digits/3"}
 EVALUATION = {"run_id": "ev1", "model_uri": "models:/digits@challenger", "model": DIGITS_3,
               "split": "test", "dataset_fingerprint": "f" * 64, "rows": 4, "loss": 0.25,
-              "accuracy": 0.75, "confusion": [[2, 0], [1, 1]], "review": None}
+              "accuracy": 0.75, "confusion": [[2, 0], [1, 1]], "review": None,
+              "robustness": None}
 TRAINING = {"run_id": "run1", "model": "image_cnn", "dataset_url": "file:///d/v0001",
             "dataset_fingerprint": "f" * 64, "val_accuracy": 0.9, "val_loss": None,
             "steps_per_rank": [10, 10], "local_ranks": [0, 1], "initial_epoch": 0,
@@ -357,6 +358,20 @@ def test_sweep_json_lists_the_trials_with_their_values():
 
 def test_evaluate_json_has_the_scores_inline():
     assert _outcome(_evaluation()) == EVALUATION
+
+
+def test_evaluate_json_has_the_robustness_metrics():
+    from dataclasses import replace
+
+    from pipeline.evaluation.robustness import Robustness
+
+    found = Robustness(rows=4, clean=0.75, curves={"jpeg": [0.75, 0.5, 0.25],
+                                                   "fgsm": [0.5, 0.25, 0.0]})
+    robustness = _outcome(replace(_evaluation(), robustness=found))["robustness"]
+    assert robustness["robustness.jpeg.3.accuracy"] == 0.25
+    assert robustness["robustness.fgsm.1.accuracy"] == 0.5
+    assert robustness["robustness.mean_corruption_accuracy"] == 0.5  # FGSM aside
+    assert robustness["robustness.relative_corruption_accuracy"] == pytest.approx(0.5 / 0.75)
 
 
 def test_promote_json_has_the_decision_and_both_versions():

@@ -43,7 +43,7 @@ def _versions(tracker: Tracker, urls: list[str], name: str = NAME) -> list[Model
 
 def _stub_evaluate(monkeypatch, accuracy: dict[str, float], during=None) -> None:
     """``evaluate`` returns ``accuracy[model version]``; ``during(model_uri)`` runs first."""
-    def evaluate(cfg, model_uri, data, split="test", parent_run_id=None):
+    def evaluate(cfg, model_uri, data, split="test", parent_run_id=None, scores_only=False):
         if during is not None:
             during(model_uri)
         scores = Scores(rows=10, loss=0.5, accuracy=accuracy[model_uri.rsplit("/", 1)[1]],
