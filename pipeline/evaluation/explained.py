@@ -44,9 +44,10 @@ def explain(model, predict: Callable[[np.ndarray], np.ndarray], dataset_url: str
     classes = probs.argmax(axis=1)
     titles, predicted = _titles(manifest, labels, probs), [manifest.labels[c] for c in classes]
     if manifest.kind == "images":
-        return Explained("images", titles, predicted, inputs, {
-            "grad_cam": explanations.grad_cam(model, inputs, classes),
-            "integrated_gradients": explanations.integrated_gradients(model, inputs, classes)})
+        maps = {"integrated_gradients": explanations.integrated_gradients(model, inputs, classes)}
+        if explanations.has_convolution(model):  # Grad-CAM reads the last one
+            maps = {"grad_cam": explanations.grad_cam(model, inputs, classes), **maps}
+        return Explained("images", titles, predicted, inputs, maps)
     words = {i: token for token, i in parse_vocab(storage.read_text(
         storage.join(dataset_url, VOCAB_NAME))).items()}
     return Explained("text", titles, predicted,

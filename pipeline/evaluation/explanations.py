@@ -25,13 +25,15 @@ def chosen_rows(probs: np.ndarray, labels: np.ndarray, per_class: int) -> list[i
     return chosen
 
 
-def _last_conv(model):
+def _convolutions(model) -> list:
     import tensorflow as tf
 
-    convs = [layer for layer in model.layers if isinstance(layer, tf.keras.layers.Conv2D)]
-    if not convs:
-        raise ValueError(f"{model.name} has no Conv2D layer: Grad-CAM needs one")
-    return convs[-1]
+    return [layer for layer in model.layers if isinstance(layer, tf.keras.layers.Conv2D)]
+
+
+def has_convolution(model) -> bool:
+    """Grad-CAM needs a ``Conv2D`` layer; integrated gradients works on any model."""
+    return bool(_convolutions(model))
 
 
 def _scaled(maps: np.ndarray) -> np.ndarray:
@@ -44,7 +46,7 @@ def grad_cam(model, images: np.ndarray, classes: np.ndarray) -> np.ndarray:
     rectified and resized to the input."""
     import tensorflow as tf
 
-    probe = tf.keras.Model(model.inputs, [_last_conv(model).output, model.output])
+    probe = tf.keras.Model(model.inputs, [_convolutions(model)[-1].output, model.output])
     with tf.GradientTape() as tape:
         maps, probs = probe(tf.convert_to_tensor(images, tf.float32), training=False)
         score = tf.gather(probs, classes, axis=1, batch_dims=1)

@@ -41,9 +41,11 @@ class Workspace:
             "train": {"epochs": 1, "checkpoint_dir": str(root / "checkpoints")},
             "mlflow": {"tracking_uri": self.tracking_uri,
                        "artifact_root": str(root / "mlartifacts")},
-            # the serving check has its own tests (test_registry.py); here every promotion
-            # would start an MLflow server (~15 s) for nothing these tests assert
+            # the serving check, robustness and explanations have their own tests
+            # (test_registry.py, test_robustness_and_explanations.py); here every promotion
+            # would spend 15 s and more on them for nothing these tests assert
             "registry": {"model_name": MODEL, "serving_check": False},
+            "evaluation": {"robustness": False, "explain_per_class": 0},
             "retrain": {"kind": "images", "input": str(self.raw), "output": str(self.versions)},
         }))
 
