@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from pipeline.tracking import keys
-from pipeline.tracking.reports import pyplot
+from pipeline.tracking.reports import log_figures, pyplot
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -83,7 +83,6 @@ def token_page(titles: Sequence[str], tokens: Sequence[Sequence[str]],
 def log_explanations(client, run_id: str, explained) -> None:
     """An evaluation's explanations under ``explanations/``: image maps as PNG grids, or the
     token page and the per-class summary of the most influential words."""
-    plt = pyplot()
     if explained.kind == "images":
         figures = {f"{keys.EXPLANATIONS}/{method}.png": heatmaps_figure(
             explained.images, maps, explained.titles, method)
@@ -94,9 +93,4 @@ def log_explanations(client, run_id: str, explained) -> None:
                         f"{keys.EXPLANATIONS}/token_attributions.html")
         figures = {f"{keys.EXPLANATIONS}/top_tokens.png": top_tokens_figure(top_tokens(
             explained.tokens, explained.attributions, explained.predicted))}
-    try:
-        for name, figure in figures.items():
-            client.log_figure(run_id, figure, name)
-    finally:
-        for figure in figures.values():
-            plt.close(figure)
+    log_figures(client, run_id, figures)

@@ -56,6 +56,16 @@ def pyplot():
     return plt
 
 
+def log_figures(client, run_id: str, figures: Mapping[str, Figure]) -> None:
+    """Each figure as a PNG artifact at its path in the run; all closed, whatever fails."""
+    try:
+        for name, figure in figures.items():
+            client.log_figure(run_id, figure, name)
+    finally:
+        for figure in figures.values():
+            pyplot().close(figure)
+
+
 def curves_figure(history: Mapping[str, Sequence[float]]) -> Figure:
     """Loss and accuracy per epoch, training beside validation."""
     plt = pyplot()
@@ -131,17 +141,11 @@ def _top_confusions_figure(confusion: np.ndarray, labels: Sequence[str], title: 
 def log_report(client, run_id: str, confusion: np.ndarray, labels: Sequence[str], split: str,
                history: Mapping[str, Sequence[float]] | None = None) -> None:
     """Figures and the per-class table into the run, under ``<split>/`` (curves at the top)."""
-    plt = pyplot()
     figures = {f"{split}/confusion_matrix.png": confusion_figure(
         confusion, labels, f"{split}: {int(np.asarray(confusion).sum())} rows")}
     if history:
         figures["training_curves.png"] = curves_figure(history)
-    try:
-        for name, figure in figures.items():
-            client.log_figure(run_id, figure, name)
-    finally:
-        for figure in figures.values():
-            plt.close(figure)
+    log_figures(client, run_id, figures)
     client.log_table(run_id, per_class_metrics(confusion, labels), f"{split}/per_class.json")
     client.log_dict(run_id, predicted_counts(confusion, labels),
                     f"{split}/{keys.PREDICTED_LABELS}")
@@ -174,12 +178,8 @@ def reliability_figure(calibration: Sequence[Mapping], title: str) -> Figure:
 def log_review(client, run_id: str, review, split: str) -> None:
     """An evaluation's review under ``<split>/``: reliability diagram, calibration bins and
     accuracy per slice (``pipeline.evaluation.scoring.Review``)."""
-    plt = pyplot()
-    figure = reliability_figure(review.calibration, f"{split}: ECE {review.ece:.4f}")
-    try:
-        client.log_figure(run_id, figure, f"{split}/reliability.png")
-    finally:
-        plt.close(figure)
+    log_figures(client, run_id, {f"{split}/reliability.png": reliability_figure(
+        review.calibration, f"{split}: ECE {review.ece:.4f}")})
     client.log_dict(run_id, review.calibration, f"{split}/calibration.json")
     client.log_dict(run_id, {"worst": review.worst_slice, "slices": review.slices},
                     f"{split}/slices.json")
@@ -216,11 +216,7 @@ def log_statistics(client, run_id: str, dataset_url: str) -> None:
     except StatisticsError:  # a version of an older release: nothing to show
         return
     client.log_text(run_id, stats.to_json(), keys.STATISTICS_ARTIFACT)
-    figure = statistics_figure(stats)
-    try:
-        client.log_figure(run_id, figure, keys.STATISTICS_FIGURE)
-    finally:
-        pyplot().close(figure)
+    log_figures(client, run_id, {keys.STATISTICS_FIGURE: statistics_figure(stats)})
     for name in (VALIDATION_NAME, VALIDATION_REPORT):
         try:
             text = storage.read_text(storage.join(dataset_url, name))
@@ -248,9 +244,5 @@ def robustness_figure(curves: Mapping[str, Sequence[float]], clean: float) -> Fi
 def log_robustness(client, run_id: str, curves: Mapping[str, Sequence[float]],
                    clean: float) -> None:
     """The accuracy-by-severity figure into the run, under ``robustness/``."""
-    figure = robustness_figure(curves, clean)
-    try:
-        client.log_figure(run_id, figure, keys.ROBUSTNESS_FIGURE)
-    finally:
-        pyplot().close(figure)
+    log_figures(client, run_id, {keys.ROBUSTNESS_FIGURE: robustness_figure(curves, clean)})
 
