@@ -104,14 +104,16 @@ def _log_raw_model(spec: WorkerSpec, model, example, retrying) -> None:
 
 
 def _init_from(model, spec: WorkerSpec, rank: int) -> None:
-    """Start from the weights of ``train.init_from``'s layers that match (name, kind, shapes)."""
+    """Start from the weights of ``train.init_from``'s layers that match (the n-th layer of a
+    kind, with the same weight shapes)."""
     from pipeline.tracking.models import load_keras_model
 
     uri = spec.train.init_from
     transferred, fresh = copy_matching_weights(model, load_keras_model(spec.tracker, uri))
     if not transferred:
         raise TransferError(f"config key 'train.init_from': no layer of {uri} matches the "
-                            f"{model.name} configured in train.* (same name, kind and shapes)")
+                            f"{model.name} configured in train.* (the n-th layer of a kind, "
+                            "with the same weight shapes)")
     if rank == 0:
         log.info("weights from %s: %s transferred%s", uri, ", ".join(transferred),
                  f"; {', '.join(fresh)} start fresh" if fresh else "")
