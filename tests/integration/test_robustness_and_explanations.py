@@ -28,12 +28,14 @@ def _curves(metrics: dict[str, float], names) -> dict[str, list[float]]:
 
 
 def _check_severity_order(curves: dict[str, list[float]]) -> None:
-    """Worse with severity: each corruption's third level no better than its first, and the
-    mean over corruptions falls at every step."""
+    """Worse with severity: each corruption's third level no better than its first (within
+    0.02: 256 rows), and the mean over corruptions clearly lower at the third than at the
+    first. Between neighbouring levels of mild text corruptions the difference is within the
+    sample's noise (a few rows of 256), so that order is not asserted."""
     for name, (first, _, third) in curves.items():
         assert third <= first + 0.02, (name, curves[name])
     means = np.mean(list(curves.values()), axis=0)
-    assert means[0] > means[1] > means[2], means
+    assert means[2] < means[0] - 0.01, means
 
 
 @pytest.mark.parametrize("kind", ["images", "text"])
