@@ -17,7 +17,7 @@ from functools import partial
 from typing import Literal
 
 from pipeline import storage
-from pipeline.config import Config, ConfigError, flatten
+from pipeline.config import Config, ConfigError, flatten, with_overrides
 from pipeline.datasets.commit import guard_commits
 from pipeline.datasets.manifest import VOCAB_NAME, Manifest, committed_versions, open_version
 from pipeline.errors import PipelineError
@@ -270,9 +270,8 @@ def _train_challenger(cfg: Config, tracker: Tracker, parent: str, output_uri: st
                   if cfg.retrain.warm_start else None)
     log.info("step 3/5: training a challenger on %s%s", version.url,
              f" from {warm_start}'s weights" if warm_start else "")
-    if warm_start:  # the model URI as is, not parsed as an override's YAML
-        cfg = cfg.model_copy(update={"train": cfg.train.model_copy(
-            update={"init_from": warm_start})})
+    if warm_start:
+        cfg = with_overrides(cfg, [f"train.init_from={warm_start}"])
     training = train(cfg, version.url, parent_run_id=parent)
     if not training.model_logged:
         raise PipelineError(f"training run {training.run_id} could not log its model; "
