@@ -23,8 +23,7 @@ from pipeline.ingest.tokens import OOV, PAD
 class Corruption:
     name: str
     apply: Callable[[Any, float, np.random.Generator], Any]
-    levels: tuple[float, float, float]  # the parameter at severities 1, 2, 3
-    unit: str  # what the parameter is, for the README and the figure
+    levels: tuple[float, float, float]  # the parameter at severities 1, 2, 3 (README table)
 
 
 def _per_image(pixels: np.ndarray, change: Callable[[Image.Image, int], Image.Image]
@@ -130,19 +129,18 @@ def typos(texts: list[str], rate: float, rng: np.random.Generator) -> list[str]:
 
 
 IMAGE_CORRUPTIONS = (
-    Corruption("gaussian_noise", gaussian_noise, (16, 48, 96), "standard deviation (0-255)"),
-    Corruption("gaussian_blur", gaussian_blur, (0.5, 1.0, 2.0), "radius (pixels)"),
-    Corruption("brightness", brightness, (40, 80, 140), "added to every pixel (0-255)"),
-    Corruption("contrast", contrast, (0.6, 0.35, 0.15), "kept share of the contrast"),
-    Corruption("jpeg", jpeg, (30, 10, 2), "JPEG quality"),
-    Corruption("rotation", rotation, (10, 25, 45), "degrees"),
-    Corruption("occlusion", occlusion, (0.2, 0.35, 0.5), "square side / shorter side"),
+    Corruption("gaussian_noise", gaussian_noise, (16, 48, 96)),
+    Corruption("gaussian_blur", gaussian_blur, (0.5, 1.0, 2.0)),
+    Corruption("brightness", brightness, (40, 80, 140)),
+    Corruption("contrast", contrast, (0.6, 0.35, 0.15)),
+    Corruption("jpeg", jpeg, (30, 10, 2)),
+    Corruption("rotation", rotation, (10, 25, 45)),
+    Corruption("occlusion", occlusion, (0.2, 0.35, 0.5)),
 )
 TOKEN_CORRUPTIONS = (
-    Corruption("word_dropout", word_dropout, (0.1, 0.25, 0.5), "share of words dropped"),
-    Corruption("word_shuffle", word_shuffle, (2, 4, 8), "window (words)"),
-    Corruption("out_of_vocabulary", out_of_vocabulary, (0.1, 0.25, 0.5),
-               "share of words made unknown"),
+    Corruption("word_dropout", word_dropout, (0.1, 0.25, 0.5)),
+    Corruption("word_shuffle", word_shuffle, (2, 4, 8)),
+    Corruption("out_of_vocabulary", out_of_vocabulary, (0.1, 0.25, 0.5)),
 )
-TEXT_CORRUPTIONS = (Corruption("typos", typos, (0.1, 0.25, 0.5), "share of words misspelt"),)
+TEXT_CORRUPTIONS = (Corruption("typos", typos, (0.1, 0.25, 0.5)),)
 FGSM_EPSILONS = (0.02, 0.05, 0.15)  # images: the adversarial step, as a share of 255
