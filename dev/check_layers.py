@@ -26,7 +26,7 @@ ADAPTER_ORDER = ["storage", "spark", "datasets", "tracking"]  # each imports onl
 STAGES = 2  # they talk through dataset versions and the tracker, but for STAGE_IMPORTS:
 # inference reuses ingest's per-record preprocessing; training packages inference's raw-input
 # model beside the Keras model it trained; evaluation's robustness encodes misspelt text again
-# with ingest's tokeniser
+# with ingest's tokeniser, and ``pipeline explain`` prepares raw files as ingest did
 STAGE_IMPORTS = {("inference", "ingest"), ("train", "inference"), ("evaluation", "ingest")}
 HOMES = {"mlflow": "tracking", "petastorm": "datasets", "horovod": "train"}
 ADD_IT = "add it to LAYERS in dev/check_layers.py"

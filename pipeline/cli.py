@@ -197,6 +197,24 @@ def _add_evaluate(commands, common: argparse.ArgumentParser) -> None:
     _json_option(evaluate)
 
 
+def _add_explain(commands, common: argparse.ArgumentParser) -> None:
+    explain = commands.add_parser(
+        "explain", parents=[common], help="what a model looks at in raw files",
+        description="Prepare raw image or text files as ingest prepared the model's dataset, "
+                    "predict them and explain each prediction: Grad-CAM and integrated-"
+                    "gradients grids (images) or token attributions (text), with "
+                    "predictions.json listing every file's label or the reason it was set "
+                    "aside.")
+    _model_uri_option(explain)
+    explain.add_argument("--input", required=True, metavar="URI",
+                         help="a raw file or a folder of them (searched recursively)")
+    explain.add_argument("--output", required=True, metavar="URI",
+                         help="the folder the figures and predictions.json are written to")
+    explain.add_argument("--max-files", type=int, default=64, metavar="N",
+                         help="refuse inputs of more files (one figure row each; default: 64)")
+    _json_option(explain)
+
+
 def _add_promote(commands, common: argparse.ArgumentParser) -> None:
     promote = commands.add_parser(
         "promote", parents=[common], help="challenger becomes champion if it is better",
@@ -386,9 +404,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "MLflow.")
     parser.add_argument("--version", action="version", version=f"pipeline {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_doctor, _add_ingest, _add_train, _add_evaluate, _add_promote, _add_predict,
-                _add_retrain, _add_validate, _add_runs, _add_datasets, _add_ui, _add_serve,
-                _add_export, _add_demo, _add_submit):
+    for add in (_add_doctor, _add_ingest, _add_train, _add_evaluate, _add_explain, _add_promote,
+                _add_predict, _add_retrain, _add_validate, _add_runs, _add_datasets, _add_ui,
+                _add_serve, _add_export, _add_demo, _add_submit):
         add(commands, common)
     return parser
 
@@ -612,6 +630,18 @@ def _evaluate(cfg: Config, args: argparse.Namespace) -> int:
             f"accuracy {result.scores.accuracy:.4f}, loss {result.scores.loss:.4f}",
             *_review_lines(result.scores.review), *_robustness_lines(result.robustness),
             f"evaluation run id {result.run_id}")
+    return 0
+
+
+def _explain(cfg: Config, args: argparse.Namespace) -> int:
+    from pipeline.evaluation.explain_files import explain_files
+
+    result = explain_files(cfg, args.model_uri, args.input, args.output, args.max_files)
+    _report(args, result,
+            f"{result.inputs} files: {result.explained} explained, "
+            f"{sum(result.quarantined.values())} set aside"
+            + "".join(f"\n  {reason}: {n}" for reason, n in result.quarantined.items()),
+            f"written to {result.output_uri}: {', '.join(result.written)}")
     return 0
 
 
@@ -839,8 +869,8 @@ def _submit(cfg: Config, args: argparse.Namespace) -> int:
 
 
 HANDLERS = {"doctor": _doctor, "ingest": _ingest, "train": _train, "evaluate": _evaluate,
-            "promote": _promote, "predict": _predict, "retrain": _retrain, "runs": _runs,
-            "datasets": _datasets, "ui": _ui, "serve": _serve, "export": _export,
+            "explain": _explain, "promote": _promote, "predict": _predict, "retrain": _retrain,
+            "runs": _runs, "datasets": _datasets, "ui": _ui, "serve": _serve, "export": _export,
             "validate": _validate, "demo": _demo, "submit": _submit}
 
 

@@ -125,9 +125,13 @@ def read_text(uri: str) -> str:
 
 
 def write_text(uri: str, text: str) -> None:
+    write_bytes(uri, text.encode("utf-8"))
+
+
+def write_bytes(uri: str, content: bytes) -> None:
     filesystem, path = resolve(uri)
     with filesystem.open_output_stream(path) as stream:
-        stream.write(text.encode("utf-8"))
+        stream.write(content)
 
 
 def rename(src: str, dst: str) -> None:

@@ -40,16 +40,25 @@ def explain(model, predict: Callable[[np.ndarray], np.ndarray], dataset_url: str
     inputs, labels = sample[feature_of(manifest).field], sample["label"]
     probs = checked_predict(predict, inputs, manifest.num_classes, dataset_url)
     chosen = explanations.chosen_rows(probs, labels, per_class)
-    inputs, labels, probs = inputs[chosen], labels[chosen], probs[chosen]
+    vocab = (storage.read_text(storage.join(dataset_url, VOCAB_NAME))
+             if manifest.kind == "text" else None)
+    return explain_rows(model, predict, manifest, inputs[chosen], probs[chosen],
+                        _titles(manifest, labels[chosen], probs[chosen]), vocab)
+
+
+def explain_rows(model, predict: Callable[[np.ndarray], np.ndarray], manifest: Manifest,
+                 inputs: np.ndarray, probs: np.ndarray, titles: list[str], vocab: str | None
+                 ) -> Explained:
+    """Pixel maps (images) or token attributions (text, words from ``vocab``) of ``inputs``
+    for the class the model predicts for each."""
     classes = probs.argmax(axis=1)
-    titles, predicted = _titles(manifest, labels, probs), [manifest.labels[c] for c in classes]
+    predicted = [manifest.labels[c] for c in classes]
     if manifest.kind == "images":
         maps = {"integrated_gradients": explanations.integrated_gradients(model, inputs, classes)}
         if explanations.has_convolution(model):  # Grad-CAM reads the last one
             maps = {"grad_cam": explanations.grad_cam(model, inputs, classes), **maps}
         return Explained("images", titles, predicted, inputs, maps)
-    words = {i: token for token, i in parse_vocab(storage.read_text(
-        storage.join(dataset_url, VOCAB_NAME))).items()}
+    words = {i: token for token, i in parse_vocab(vocab or "").items()}
     return Explained("text", titles, predicted,
                      tokens=[[words.get(int(i), "?") for i in row if i != PAD] for row in inputs],
                      attributions=explanations.token_occlusion(predict, inputs, classes))

@@ -15,7 +15,7 @@ from pipeline.evaluation.explained import explain
 from pipeline.evaluation.robustness import Robustness, measure
 from pipeline.evaluation.scoring import Scores, score_split
 from pipeline.tracking import keys, registry, runs
-from pipeline.tracking.models import check_fits, load_keras_model, load_predictor
+from pipeline.tracking.models import check_fits, keras_predict, load_keras_model
 from pipeline.tracking.tracker import Tracker
 
 log = logging.getLogger(__name__)
@@ -52,14 +52,13 @@ def evaluate(cfg: Config, model_uri: str, data: str, split: str = "test",
     ref = registry.resolve(tracker, model_uri)
     resolved = ref.uri if ref is not None else model_uri  # an alias may move meanwhile
     check_fits(tracker, resolved, manifest, dataset_url)
-    predict = load_predictor(tracker, resolved)
+    keras_model = load_keras_model(tracker, resolved)  # one download: scores, FGSM, maps
+    predict = keras_predict(keras_model)
     log.info("evaluating %s on %s/%s (%d rows)", ref or model_uri, dataset_url, split,
              manifest.splits[split].rows if split in manifest.splits else 0)
     scores = score_split(predict, dataset_url, manifest, split, cfg.registry.slice_min_rows)
     extras = cfg.evaluation if not scores_only else cfg.evaluation.model_copy(
         update={"robustness": False, "explain_per_class": 0})
-    keras_model = (load_keras_model(tracker, resolved) if extras.robustness
-                   or extras.explain_per_class else None)
     robustness = (_robustness(cfg, keras_model, predict, dataset_url, manifest, split)
                   if extras.robustness else None)
     explained = (explain(keras_model, predict, dataset_url, manifest, split,

@@ -31,8 +31,9 @@ from pipeline.datasets.parquet import write_frame
 from pipeline.datasets.reasons import Reason
 from pipeline.datasets.statistics import PREDICTED, Statistics
 from pipeline.datasets.writer import AccountingError
-from pipeline.inference.records import Prediction, predict_inputs, preparer
+from pipeline.inference.records import Prediction, predict_inputs
 from pipeline.ingest.discover import placement_problem, size_problem
+from pipeline.ingest.model_input import preparer
 from pipeline.spark import SparkProgress, listing, read_files
 from pipeline.tracking.models import (
     check_fits,

@@ -22,7 +22,8 @@ from pipeline.config import ImagesConfig
 from pipeline.datasets.features import encode_image
 from pipeline.datasets.manifest import MANIFEST_NAME, VOCAB_NAME, Manifest
 from pipeline.datasets.reasons import Reason
-from pipeline.inference.records import Prepared, predict_inputs, preparer
+from pipeline.inference.records import predict_inputs
+from pipeline.ingest.model_input import Prepared, preparer
 from pipeline.ingest.rejection import Rejected
 
 if TYPE_CHECKING:

@@ -6,8 +6,9 @@ Public (what other layers call):
 * ``image_job.ingest_images`` and ``text_job.ingest_text``: the jobs (CLI, ``jobs/``, retrain,
   demo);
 * ``report.summary_table`` and ``report.bad_fraction``: the end-of-job summary and its gate;
-* for inference, which prepares inputs exactly as ingest did: ``images.prepare_image``,
-  ``text_records.encode_document``, ``tokens.Tokenizer``, ``discover.is_hidden`` and
+* for inference and ``pipeline explain``, which prepare inputs exactly as ingest did:
+  ``model_input.preparer`` (one raw input -> the model's input), ``tokens.Tokenizer``,
+  ``discover`` (``is_hidden``, ``placement_problem``, ``size_problem``) and
   ``rejection.Rejected``.
 
 Internal: the per-record plain Python (``images``, ``image_records``, ``text``,

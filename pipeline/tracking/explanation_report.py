@@ -4,13 +4,15 @@ attributions as a coloured HTML page and a per-class summary of the most influen
 from __future__ import annotations
 
 import html
+import tempfile
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from pipeline.tracking import keys
-from pipeline.tracking.reports import log_figures, pyplot
+from pipeline.tracking.reports import png_bytes, pyplot
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -80,17 +82,22 @@ def token_page(titles: Sequence[str], tokens: Sequence[Sequence[str]],
             "is removed (red) or rises (blue).</p>" + "".join(rows))
 
 
-def log_explanations(client, run_id: str, explained) -> None:
-    """An evaluation's explanations under ``explanations/``: image maps as PNG grids, or the
-    token page and the per-class summary of the most influential words."""
+def explanation_files(explained) -> dict[str, bytes]:
+    """An explanation as files by name: image maps as PNG grids (one per method), or the token
+    page and the per-class summary of the most influential words."""
     if explained.kind == "images":
-        figures = {f"{keys.EXPLANATIONS}/{method}.png": heatmaps_figure(
-            explained.images, maps, explained.titles, method)
-            for method, maps in explained.maps.items()}
-    else:
-        client.log_text(run_id, token_page(explained.titles, explained.tokens,
-                                           explained.attributions),
-                        f"{keys.EXPLANATIONS}/token_attributions.html")
-        figures = {f"{keys.EXPLANATIONS}/top_tokens.png": top_tokens_figure(top_tokens(
-            explained.tokens, explained.attributions, explained.predicted))}
-    log_figures(client, run_id, figures)
+        return {f"{method}.png": png_bytes(heatmaps_figure(explained.images, maps,
+                                                           explained.titles, method))
+                for method, maps in explained.maps.items()}
+    page = token_page(explained.titles, explained.tokens, explained.attributions)
+    top = top_tokens(explained.tokens, explained.attributions, explained.predicted)
+    return {"token_attributions.html": page.encode("utf-8"),
+            "top_tokens.png": png_bytes(top_tokens_figure(top))}
+
+
+def log_explanations(client, run_id: str, explained) -> None:
+    """An evaluation's explanations under ``explanations/`` of its run."""
+    with tempfile.TemporaryDirectory(prefix="pipeline-explanations-") as folder:
+        for name, content in explanation_files(explained).items():
+            Path(folder, name).write_bytes(content)
+        client.log_artifacts(run_id, folder, keys.EXPLANATIONS)

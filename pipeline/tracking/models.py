@@ -38,6 +38,17 @@ def quiet_predict(model) -> Predict:
     return predict
 
 
+def keras_predict(model, batch_rows: int = 1024) -> Predict:
+    """A loaded Keras model's ``predict``, ``batch_rows`` at a time through ``predict_on_batch``:
+    no input pipeline nor progress bar per call (robustness makes dozens of calls)."""
+
+    def predict(inputs):
+        return np.concatenate([np.asarray(model.predict_on_batch(inputs[at:at + batch_rows]))
+                               for at in range(0, max(len(inputs), 1), batch_rows)])
+
+    return predict
+
+
 def keras_folder(model_dir: str) -> str:
     """The Keras model in a downloaded model folder: inside a raw-input model, or the folder
     itself (a Keras model, as logged and registered before raw-input models existed)."""
@@ -81,8 +92,13 @@ def load_local_predictor(path: str) -> Predict:
 def load_keras_model(tracker: Tracker, model_uri: str):
     """The Keras model inside a logged model (e.g. the champion a warm start copies)."""
     import mlflow.tensorflow
+    from mlflow.exceptions import MlflowException
 
-    return mlflow.tensorflow.load_model(keras_folder(_download(tracker, model_uri)))
+    folder = _download(tracker, model_uri)
+    try:
+        return mlflow.tensorflow.load_model(keras_folder(folder))
+    except (MlflowException, OSError) as exc:
+        raise RegistryError(f"cannot load model {model_uri}: {first_line(exc)}") from None
 
 
 def model_run(tracker: Tracker, model_uri: str) -> str:

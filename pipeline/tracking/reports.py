@@ -6,6 +6,7 @@ drawn with matplotlib's non-interactive backend.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
@@ -54,6 +55,16 @@ def pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def png_bytes(figure: Figure) -> bytes:
+    """The figure as PNG file bytes; the figure is closed."""
+    buffer = io.BytesIO()
+    try:
+        figure.savefig(buffer, format="png")
+    finally:
+        pyplot().close(figure)
+    return buffer.getvalue()
 
 
 def log_figures(client, run_id: str, figures: Mapping[str, Figure]) -> None:

@@ -4,13 +4,20 @@ token attributions checked against what they claim to show."""
 
 from __future__ import annotations
 
+import json
+import shutil
+from pathlib import Path
+
 import numpy as np
+import pandas as pd
 import pytest
+from PIL import Image
 
 from pipeline.config import with_overrides
 from pipeline.evaluation import corruptions
 from pipeline.evaluation.job import evaluate
 from pipeline.tracking import keys
+from tests.procs import run_pipeline
 
 
 def _evaluated(model_fixture, dataset_fixture):
@@ -126,3 +133,64 @@ def test_removing_the_top_token_changes_its_attributions_and_the_prediction(revi
         (again,) = token_occlusion(lambda x: model.predict(x, verbose=0), shorter[None],
                                    np.array([cls]))
         assert not np.allclose(again, np.delete(attribution, top), atol=1e-4)
+
+
+def _explain_cli(cfg, model_uri: str, inputs, out, tmp) -> dict:
+    """``pipeline explain --json`` on ``inputs`` as a user runs it; its JSON outcome."""
+    done = run_pipeline(["explain", "--model", model_uri, "--input", str(inputs), "--output",
+                         str(out), "--json", f"mlflow.tracking_uri={cfg.mlflow.tracking_uri}"],
+                        tmp)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout)
+
+
+def test_explain_images_files_through_ingests_preparation(digits_model, digits_raw, tmp_path):
+    """Raw PNG files (and two that ingest would set aside) -> the maps and every file's
+    outcome; the labels are those the served raw-input model gives the same bytes."""
+    import mlflow
+
+    cfg, result = digits_model
+    inputs = tmp_path / "inputs"
+    (inputs / "more").mkdir(parents=True)
+    picked = [next((digits_raw / str(d)).glob("*.png")) for d in (0, 3, 7)]
+    for i, png in enumerate(picked):
+        shutil.copy(png, (inputs if i < 2 else inputs / "more") / f"{png.parent.name}.png")
+    (inputs / "broken.png").write_bytes(b"not an image at all")
+    (inputs / ".hidden.png").write_bytes(picked[0].read_bytes())
+    outcome = _explain_cli(cfg, result.model_version.uri, inputs, tmp_path / "out", tmp_path)
+    assert (outcome["inputs"], outcome["explained"]) == (5, 3)
+    assert outcome["quarantined"] == {"not_an_image": 1, "hidden_file": 1}
+    assert outcome["written"] == ["grad_cam.png", "integrated_gradients.png", "predictions.json"]
+    entries = {Path(e["source"]).name: e for e in json.loads(
+        (tmp_path / "out" / "predictions.json").read_text())}
+    assert set(entries) == {"0.png", "3.png", "7.png", "broken.png", ".hidden.png"}
+    served = mlflow.pyfunc.load_model(result.model_version.uri)  # the raw-input model
+    names = ["0.png", "3.png", "7.png"]
+    expected = served.predict(pd.DataFrame({"image": [
+        next(p for p in (inputs / n, inputs / "more" / n) if p.exists()).read_bytes()
+        for n in names]}))
+    assert [entries[n]["label"] for n in names] == list(expected["label"])
+    np.testing.assert_allclose([entries[n]["confidence"] for n in names],
+                               expected["confidence"], atol=1e-5)
+    for name in outcome["written"][:2]:
+        with Image.open(tmp_path / "out" / name) as figure:  # one row of three inputs
+            assert figure.format == "PNG" and figure.width > 2 * figure.height
+
+
+def test_explain_text_files_colours_their_words(reviews_model, reviews_raw, tmp_path):
+    cfg, result = reviews_model
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    texts = {"liked.txt": "a moving , beautifully acted and wonderful film",
+             "bored.txt": "a dull , tedious and lifeless mess"}
+    for name, text in texts.items():
+        (inputs / name).write_text(text)
+    (inputs / "binary.txt").write_bytes(bytes(range(256)) * 4)
+    outcome = _explain_cli(cfg, result.model_version.uri, inputs, tmp_path / "out", tmp_path)
+    assert (outcome["inputs"], outcome["explained"], outcome["quarantined"]) == (
+        3, 2, {"binary_content": 1})
+    page = (tmp_path / "out" / "token_attributions.html").read_text()
+    for word in ("beautifully", "tedious", "lifeless"):
+        assert f">{word}</span>" in page
+    assert "liked.txt: " in page and "bored.txt: " in page
+    assert (tmp_path / "out" / "top_tokens.png").read_bytes().startswith(b"\x89PNG")
