@@ -58,6 +58,9 @@ def _outcome(uri: str, size: int, root: str, max_bytes: int, prepare) -> dict:
         return {"source": uri, "reason": str(rejected.reason), "detail": rejected.detail}
     except OSError as exc:
         return {"source": uri, "reason": str(Reason.UNREADABLE), "detail": str(exc)}
+    except Exception as exc:  # a decoder bug sets one file aside, as in pipeline predict
+        return {"source": uri, "reason": str(Reason.UNEXPECTED_ERROR),
+                "detail": f"{type(exc).__name__}: {exc}"}
 
 
 def _found(input_uri: str, max_files: int) -> list[tuple[str, int]]:
