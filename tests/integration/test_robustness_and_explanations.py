@@ -164,6 +164,7 @@ def test_explain_images_files_through_ingests_preparation(digits_model, digits_r
     entries = {Path(e["source"]).name: e for e in json.loads(
         (tmp_path / "out" / "predictions.json").read_text())}
     assert set(entries) == {"0.png", "3.png", "7.png", "broken.png", ".hidden.png"}
+    mlflow.set_tracking_uri(cfg.mlflow.tracking_uri)
     served = mlflow.pyfunc.load_model(result.model_version.uri)  # the raw-input model
     names = ["0.png", "3.png", "7.png"]
     expected = served.predict(pd.DataFrame({"image": [
