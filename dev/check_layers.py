@@ -4,7 +4,7 @@ top-level module such as ``pipeline/config.py``) may import which, lazy imports 
 
 ``python dev/check_layers.py [PACKAGE_DIR]`` exits 1 naming each import (file:line) that goes up
 the table, breaks the adapters' order, joins two stages, closes a cycle, or imports mlflow,
-petastorm or horovod outside its home unit. Standard library only.
+petastorm, horovod or optuna outside its home unit. Standard library only.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ STAGES = 2  # they talk through dataset versions and the tracker, but for STAGE_
 # model beside the Keras model it trained; evaluation's robustness encodes misspelt text again
 # with ingest's tokeniser, and ``pipeline explain`` prepares raw files as ingest did
 STAGE_IMPORTS = {("inference", "ingest"), ("train", "inference"), ("evaluation", "ingest")}
-HOMES = {"mlflow": "tracking", "petastorm": "datasets", "horovod": "train"}
+HOMES = {"mlflow": "tracking", "petastorm": "datasets", "horovod": "train", "optuna": "train"}
 ADD_IT = "add it to LAYERS in dev/check_layers.py"
 
 

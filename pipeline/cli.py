@@ -180,7 +180,7 @@ def _add_train(commands, common: argparse.ArgumentParser) -> None:
     train.add_argument("--run-id", metavar="ID",
                        help="with --resume: the run to continue")
     train.add_argument("--sweep", metavar="FILE",
-                       help="a grid or random search (YAML, see pipeline/sweep.py): one "
+                       help="a grid, random or tpe search (YAML, see pipeline/sweep.py): one "
                             "parent run, one nested run per trial, the best one registered")
     _json_option(train)
 
@@ -447,10 +447,14 @@ def _evaluation_json(evaluation: Any) -> dict[str, Any]:
 
 
 def _sweep_json(sweep: Any) -> dict[str, Any]:
+    """The trials with their values; a tpe search's study (null for grid and random)."""
+    study = ({"name": sweep.study_name, "storage": sweep.study_storage, "pruned": sweep.pruned}
+             if sweep.study_name else None)
     return {"sweep_run_id": sweep.parent_run_id,
             "trials": [{"values": jsonable(values), **jsonable(trial)}
                        for values, trial in sweep.trials],
-            "best_run_id": sweep.best.run_id, "model_version": jsonable(sweep.model_version)}
+            "best_run_id": sweep.best.run_id, "model_version": jsonable(sweep.model_version),
+            "study": study}
 
 
 # result classes that need more than their fields, by class name (no import of heavy modules)
@@ -592,9 +596,14 @@ def _sweep(cfg: Config, args: argparse.Namespace) -> int:
         raise UsageError("--sweep and --resume do not go together")
     swept = run_sweep(cfg, args.data, args.sweep)
     lines = [f"{trial.run_id}  {values}  val_accuracy {trial.val_accuracy:.4f}  "
-             f"val_loss {trial.val_loss:.4f}{'  <- best' if trial is swept.best else ''}"
+             f"val_loss {trial.val_loss:.4f}"
+             f"{f'  pruned after epoch {trial.pruned_epoch}' if trial.pruned_epoch else ''}"
+             f"{'  <- best' if trial is swept.best else ''}"
              for values, trial in swept.trials]
-    lines.append(f"sweep run id {swept.parent_run_id}")
+    lines.append(f"sweep run id {swept.parent_run_id}, best run id {swept.best.run_id}")
+    if swept.study_name:
+        lines.append(f"study {swept.study_name} in {swept.study_storage} ({swept.pruned} of "
+                     f"this run's trials pruned); the same command resumes it")
     if swept.model_version is not None:
         lines.append(f"registered {swept.model_version} as challenger")
     _report(args, swept, *lines)

@@ -62,6 +62,8 @@ VALIDATION_ARTIFACTS = "validation"  # report.html and validation.json
 # sweeps and retrains
 SWEEP_BEST, SWEEP_BEST_RUN = "sweep.best", "sweep.best_run_id"
 SWEEP_RUN_ID, SWEEP_VALUES = "sweep.run_id", "sweep.values"
+SWEEP_PRUNED_EPOCH = "sweep.pruned_epoch"  # 1-based: a tpe sweep's pruner stopped the run there
+SWEEP_RESUMED_FROM = "sweep.resumed_from"  # on a tpe sweep's parent: the previous invocation's
 RETRAIN_OUTPUT, RETRAIN_RUN_ID = "retrain.output", "retrain.run_id"
 RETRAIN_CHANGES, RETRAIN_RECOVERED_BY = "retrain.changes", "retrain.recovered_by"
 RETRAIN_MODEL_VERSION, RETRAIN_DECISION = "retrain.model_version", "retrain.decision"

@@ -1,5 +1,6 @@
 """Keras callbacks that run inside every worker: exact validation, the learning rate in the
-logs, early stopping that survives a resume, and rank 0's best epoch and per-epoch checkpoint.
+logs, early stopping that survives a resume, a sweep trial's pruning, and rank 0's best epoch
+and per-epoch checkpoint.
 
 Order matters (Keras calls them in list order at an epoch end): the timer stops the clock,
 validation adds ``val_*``, early stopping and the best epoch read them, the checkpoint records
@@ -21,7 +22,7 @@ from pipeline.logs import Progress, format_duration
 from pipeline.tracking.keys import lower_is_better
 from pipeline.train import checkpoints
 from pipeline.train.optim import make_loss
-from pipeline.train.spec import WorkerSpec
+from pipeline.train.spec import TrialRef, WorkerSpec
 
 log = logging.getLogger("pipeline.train.worker")
 
@@ -190,6 +191,39 @@ class CheckpointEachEpoch(tf.keras.callbacks.Callback):
         checkpoint = checkpoints.Checkpoint(self._root, epoch, scalars, state, best)
         checkpoints.save(checkpoint, self.model, self.model.optimizer,
                          self._validation.confusion)
+
+
+class PruneAtEpochEnd(tf.keras.callbacks.Callback):
+    """Every rank, in a tpe sweep's trial: rank 0 reports the epoch's validation metric to the
+    trial and asks its study's pruner; the answer is broadcast, so all ranks stop together.
+    When rank 0 cannot reach the study (its file is not on rank 0's machine), nothing is
+    pruned and a warning says so."""
+
+    def __init__(self, trial: TrialRef, hvd_tf) -> None:
+        super().__init__()
+        self._trial, self._hvd = trial, hvd_tf
+        self._reporter = None
+        self.pruned_epoch: int | None = None  # 1-based
+
+    def on_train_begin(self, logs=None):
+        if self._hvd.rank() != 0:
+            return
+        from pipeline.train.study import Reporter, StudyUnreachableError
+
+        try:
+            self._reporter = Reporter(self._trial)
+        except StudyUnreachableError as exc:
+            log.warning("trial %d is not pruned: %s", self._trial.trial_id, exc)
+
+    def on_epoch_end(self, epoch, logs=None):
+        prune = self._reporter is not None and self._reporter.should_prune(
+            epoch, float(logs[self._trial.metric]))
+        if self._hvd.broadcast_object(prune, root_rank=0, name=f"prune_{epoch}"):
+            self.pruned_epoch = epoch + 1
+            self.model.stop_training = True
+            if self._hvd.rank() == 0:
+                log.info("epoch %d: %s %.4f, the sweep's %s pruner stops this trial", epoch + 1,
+                         self._trial.metric, logs[self._trial.metric], self._trial.pruner)
 
 
 class StepProgress(tf.keras.callbacks.Callback):

@@ -26,7 +26,7 @@ from pipeline.train import checkpoints
 from pipeline.train.balance import class_weights
 from pipeline.train.launcher import launch, make_launcher
 from pipeline.train.model import choose_model
-from pipeline.train.spec import WorkerSpec
+from pipeline.train.spec import TrialRef, WorkerSpec
 from pipeline.train.worker import train_worker
 
 log = logging.getLogger(__name__)
@@ -59,10 +59,17 @@ class TrainResult:
     best_epoch: int | None  # 1-based: the epoch whose weights the model kept (train.keep_best)
     mlflow_failures: list[str]  # writes that still failed after retries (training went on)
     model_version: ModelRef | None  # registered with alias challenger (``register=True``)
+    pruned_epoch: int | None = None  # 1-based: a sweep's pruner stopped it there (no model)
+
+    def metric(self, name: str) -> float:
+        """``val_loss`` or ``val_accuracy`` (of the kept epoch), by name."""
+        return self.val_loss if name == "val_loss" else self.val_accuracy
 
     @property
     def model_logged(self) -> bool:
-        return not any(f.startswith(MODEL_WRITE) for f in self.mlflow_failures)
+        """The run has a model: it was not pruned and no model upload failed."""
+        return self.pruned_epoch is None and not any(f.startswith(MODEL_WRITE)
+                                                     for f in self.mlflow_failures)
 
 
 def registered_name(cfg: Config, data: str, model: str) -> str:
@@ -197,7 +204,8 @@ def _result(run_id: str, model: str, dataset_url: str, manifest: Manifest,
                        local_ranks=[r["local_rank"] for r in results],
                        initial_epoch=results[0]["initial_epoch"], epochs_run=len(history["loss"]),
                        best_epoch=best["epoch"] + 1 if best else None,
-                       mlflow_failures=results[0]["mlflow_failures"], model_version=None)
+                       mlflow_failures=results[0]["mlflow_failures"], model_version=None,
+                       pruned_epoch=results[0]["pruned_epoch"])
 
 
 def _record_best_epoch(tracker: Tracker, result: TrainResult) -> None:
@@ -213,13 +221,14 @@ def _record_best_epoch(tracker: Tracker, result: TrainResult) -> None:
 
 
 def train(cfg: Config, data: str, resume: str | None = None, parent_run_id: str | None = None,
-          register: bool = False) -> TrainResult:
+          register: bool = False, trial: TrialRef | None = None) -> TrainResult:
     """Train on the dataset version at ``data`` and return the MLflow run and final metrics.
 
     ``resume``: a run id, or ``"latest"`` for the newest failed or killed run of this dataset and
     model; training continues after its last checkpoint, logging into the same run.
     ``parent_run_id``: nest the run under a sweep's or a retrain's. ``register``: register the
-    model as the challenger.
+    model as the challenger. ``trial``: a tpe sweep's trial, which rank 0 reports each epoch
+    to; when its pruner stops the training, the run logs no model and is tagged.
     """
     dataset_url, manifest, model = _open_dataset(cfg, data)
     tracker = Tracker.from_config(cfg.mlflow)
@@ -234,7 +243,7 @@ def train(cfg: Config, data: str, resume: str | None = None, parent_run_id: str 
     root = tags[keys.CHECKPOINT_URI]
     log.info("MLflow run %s, checkpoints in %s", run_id, root)
     spec = WorkerSpec(dataset_url, manifest, cfg.train, cfg.launch, tracker, run_id, model, root,
-                      resume_from, cfg.mlflow.epoch_models)
+                      resume_from, cfg.mlflow.epoch_models, trial)
     ok = False
     try:
         results = launch(make_launcher(cfg), train_worker, (spec,), cfg.train.workers)
@@ -242,6 +251,12 @@ def train(cfg: Config, data: str, resume: str | None = None, parent_run_id: str 
     finally:
         runs.end_run(tracker, run_id, ok)
     result = _result(run_id, model, dataset_url, manifest, results)
+    if result.pruned_epoch is not None:  # no model, so no best epoch of one to record
+        Retrying()("the pruning tag", runs.set_tags, tracker, run_id,
+                   {keys.SWEEP_PRUNED_EPOCH: str(result.pruned_epoch)})
+        log.info("run %s was pruned after epoch %d: no model logged", run_id,
+                 result.pruned_epoch)
+        return result
     Retrying()("the best epoch", _record_best_epoch, tracker, result)  # never fatal
     if not result.model_logged:
         log.warning("run %s has no logged model, so nothing was registered", run_id)

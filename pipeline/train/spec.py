@@ -11,6 +11,18 @@ from pipeline.train.checkpoints import Checkpoint
 
 
 @dataclass(frozen=True)
+class TrialRef:
+    """A sweep trial (``method: tpe``) that rank 0 reports each epoch's metric to, so that its
+    study's pruner can stop a poor training early."""
+
+    storage: str  # the study's database URL
+    study_name: str
+    trial_id: int  # Optuna's id of the trial in that storage (not its number in the study)
+    metric: str  # val_accuracy | val_loss
+    pruner: str  # median | halving | none
+
+
+@dataclass(frozen=True)
 class WorkerSpec:
     dataset_url: str
     manifest: Manifest
@@ -22,3 +34,4 @@ class WorkerSpec:
     checkpoint_root: str
     resume_from: Checkpoint | None = None
     epoch_models: bool = True  # mlflow.epoch_models: each epoch's weights as a logged model
+    trial: TrialRef | None = None  # a tpe sweep's trial: report to it, stop when it is pruned

@@ -43,7 +43,7 @@ def _configure_devices(tf, hvd, threads: int) -> None:
 
 
 def _callbacks(spec: WorkerSpec, hvd, validation, prepared, steps: int, retrying,
-               keep_best) -> list:
+               keep_best, pruning) -> list:
     from pipeline.train import callbacks as cb
 
     cfg, rank = spec.train, hvd.rank()
@@ -64,6 +64,7 @@ def _callbacks(spec: WorkerSpec, hvd, validation, prepared, steps: int, retrying
         early_stopping = cb.ResumableEarlyStopping(cfg.early_stopping.patience,
                                                    cfg.early_stopping.min_delta, resumed)
         chain.append(early_stopping)
+    chain += [pruning] if pruning else []
     if rank == 0:
         from pipeline.tracking.keras import MlflowEpochLogger
 
@@ -215,7 +216,7 @@ def train_worker(spec: WorkerSpec) -> dict:
 
     from pipeline.tracking.keras import disable_autolog, start_system_metrics
     from pipeline.tracking.retry import Retrying
-    from pipeline.train.callbacks import ExactValidation, KeepBestEpoch
+    from pipeline.train.callbacks import ExactValidation, KeepBestEpoch, PruneAtEpochEnd
 
     disable_autolog()
     hvd.init()
@@ -234,18 +235,20 @@ def train_worker(spec: WorkerSpec) -> dict:
                  if rank == 0 and cfg.keep_best else None)
     monitor = start_system_metrics(spec.tracker, spec.run_id, resumed=spec.resume_from
                                    is not None) if rank == 0 else None
-    chain = _callbacks(spec, hvd, validation, prepared, steps, retrying, keep_best)
+    pruning = PruneAtEpochEnd(spec.trial, hvd_tf) if spec.trial else None
+    chain = _callbacks(spec, hvd, validation, prepared, steps, retrying, keep_best, pruning)
     try:
         history = _fit(spec, tf, model, initial_epoch, chain, steps, rank, size)
     finally:
         if monitor is not None:
             monitor.finish()
     steps_run = _steps_run(model, start_step, chain)  # measured, not planned
-    if rank == 0:
+    pruned_epoch = pruning.pruned_epoch if pruning else None
+    if rank == 0 and pruned_epoch is None:  # a pruned trial's model is of no use
         _log_models(spec, model, history.history, retrying,
                     keep_best.confusion if keep_best and keep_best.confusion is not None
                     else validation.confusion)
     return {"rank": rank, "local_rank": hvd.local_rank(), "steps": steps_run,
             "initial_epoch": initial_epoch, "mlflow_failures": retrying.failures,
-            "best": keep_best.best if keep_best else {},
+            "best": keep_best.best if keep_best else {}, "pruned_epoch": pruned_epoch,
             "history": {k: [float(v) for v in vs] for k, vs in history.history.items()}}

@@ -315,7 +315,8 @@ EVALUATION = {"run_id": "ev1", "model_uri": "models:/digits@challenger", "model"
 TRAINING = {"run_id": "run1", "model": "image_cnn", "dataset_url": "file:///d/v0001",
             "dataset_fingerprint": "f" * 64, "val_accuracy": 0.9, "val_loss": None,
             "steps_per_rank": [10, 10], "local_ranks": [0, 1], "initial_epoch": 0,
-            "epochs_run": 3, "best_epoch": 2, "mlflow_failures": [], "model_version": DIGITS_3}
+            "epochs_run": 3, "best_epoch": 2, "mlflow_failures": [], "model_version": DIGITS_3,
+            "pruned_epoch": None}
 PROMOTION = {"challenger": DIGITS_3, "champion": None,
              "decision": {"promote": True, "reason": "no champion yet"},
              "evaluations": {"challenger": EVALUATION}, "checks": [], "serving": {}}
@@ -354,6 +355,21 @@ def test_sweep_json_lists_the_trials_with_their_values():
     assert outcome["trials"][0] == {"values": {"train.lr": 0.1}, **TRAINING}
     assert outcome["trials"][1]["val_accuracy"] == 0.95
     assert outcome["model_version"] == DIGITS_3
+    assert outcome["study"] is None  # grid and random store no study
+
+
+def test_tpe_sweep_json_names_its_study():
+    from dataclasses import replace
+
+    from pipeline.sweep import SweepResult
+
+    best, pruned = _train_result("run2", 0.95), replace(_train_result("run3"), pruned_epoch=1)
+    sweep = SweepResult("parent", [({"train.lr": 0.01}, best), ({"train.lr": 0.2}, pruned)],
+                        best, None, "s-0123456789ab", "sqlite:////sweeps/s.study.db", 1)
+    outcome = _outcome(sweep)
+    assert outcome["study"] == {"name": "s-0123456789ab", "storage": "sqlite:////sweeps/s.study.db",
+                                "pruned": 1}
+    assert [t["pruned_epoch"] for t in outcome["trials"]] == [None, 1]
 
 
 def test_evaluate_json_has_the_scores_inline():

@@ -110,6 +110,7 @@ def test_a_cycle_is_caught_even_within_one_layer(tmp_path):
     ({"ingest__job": "import mlflow.tracking\n"}, "mlflow is imported only in pipeline/tracking/"),
     ({"tracking__runs": "from petastorm import make_reader\n"}, "only in pipeline/datasets/"),
     ({"cli": "import horovod\n"}, "horovod is imported only in pipeline/train/"),
+    ({"sweep": "import optuna\n"}, "optuna is imported only in pipeline/train/"),
 ])
 def test_each_rule_of_the_table_is_enforced(tmp_path, changed, reason):
     problems = _problems(tmp_path, **changed)
