@@ -262,7 +262,8 @@ def _open_search(cfg: Config, data: str, sweep_path: str, spec: SweepSpec) -> Se
     identity = {"sweep": spec.model_dump(exclude={"trials", "minutes"}), "data": dataset_url,
                 "train": cfg.train.model_dump(mode="json", exclude={"checkpoint_dir"})}
     url, name = study_location(sweep_path, identity)
-    return Search.open(url, name, spec.metric, spec.pruner, cfg.train.seed, spec.parameters)
+    return Search.open(url, name, spec.metric, spec.pruner, cfg.train.seed, spec.parameters,
+                       spec.trials)
 
 
 def _run_trials(cfg: Config, data: str, spec: SweepSpec, search: Search, parent: str

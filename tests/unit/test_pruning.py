@@ -44,7 +44,7 @@ def _third_trial(tmp_path) -> TrialRef:
     """A study whose first two trials completed, at 0.6 then 0.7 and at 0.8 then 0.9; a third
     asked."""
     search = Search.open(f"sqlite:///{tmp_path}/s.study.db", "s", "val_accuracy", "median", 1,
-                         SPACE)
+                         SPACE, budget=12)
     for accuracy in (0.7, 0.9):
         ref, _ = search.ask()
         reporter = Reporter(ref)

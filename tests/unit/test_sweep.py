@@ -162,7 +162,7 @@ def test_a_study_is_named_by_what_it_searches_and_stored_beside_the_sweep_file(t
 
 def _search(tmp_path, seed: int = 42, pruner: str = "median", name: str = "s") -> Search:
     return Search.open(f"sqlite:///{tmp_path}/s.study.db", name, "val_accuracy", pruner, seed,
-                       SPACE)
+                       SPACE, budget=12)
 
 
 def _fake_training(ref: TrialRef, values: dict, accuracies: list[float],
@@ -326,3 +326,10 @@ def test_no_tpe_trial_starts_after_its_minutes(tmp_path, monkeypatch):
     result = run_sweep(cfg, "/data/d", str(path))
     assert len(result.trials) == 2 and result.model_version is None  # begun at 0 s and 40 s
     assert all(type(values["train.batch_size"]) is int for values, _ in result.trials)
+
+
+@pytest.mark.parametrize(("budget", "random_first"), [(1, 3), (4, 3), (12, 6), (40, 10)])
+def test_tpe_draws_half_the_budget_at_random_within_3_and_10(budget, random_first):
+    from pipeline.train.study import startup_trials
+
+    assert startup_trials(budget) == random_first
