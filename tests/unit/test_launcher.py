@@ -95,3 +95,33 @@ def test_secrets_go_to_local_workers_in_a_file_only_this_user_reads(monkeypatch)
     assert not path.parent.exists()  # removed with the ranks
     with secret_handoff(secrets, local=False) as handoff:  # other hosts: the values themselves
         assert handoff == secrets
+
+
+WORKER = """
+import atexit, pathlib, sys
+atexit.register(pathlib.Path(sys.argv[1]).write_text, "torn down")  # stands for Horovod's
+from pipeline.train.launcher import with_environment
+print(with_environment({{}}, len, "rank"), flush=True)
+{after}
+"""
+
+
+def _worker_exit(tmp_path: Path, after: str = "") -> tuple[int, str, bool]:
+    """A process that runs a worker function through ``with_environment``, then ``after``:
+    (exit status, stdout, whether the teardown registered before it ran)."""
+    import subprocess
+    import sys
+
+    marker = tmp_path / "teardown"
+    done = subprocess.run([sys.executable, "-c", WORKER.format(after=after), str(marker)],
+                          capture_output=True, text=True, timeout=120)
+    return done.returncode, done.stdout, marker.exists()
+
+
+def test_a_worker_ends_without_teardown_once_its_result_is_returned(tmp_path):
+    assert _worker_exit(tmp_path) == (0, "4\n", False)
+
+
+def test_a_worker_failing_after_its_function_keeps_its_failure_status(tmp_path):
+    code, out, _ = _worker_exit(tmp_path, "raise RuntimeError('sending the result failed')")
+    assert (code, out) == (1, "4\n")
