@@ -7,6 +7,7 @@ import atexit
 import functools
 import os
 import shutil
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -34,6 +35,39 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             continue
         if folder in FOLDER_MARKERS:
             item.add_marker(FOLDER_MARKERS[folder])
+
+
+AIRFLOW_SETUP = REPO / "deploy" / "airflow" / "setup_airflow.sh"
+AIRFLOW_BUILD = pytest.StashKey[subprocess.Popen]()
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """When Airflow's tests are among those to run, start building its virtual environment
+    now, in the background: on a fresh clone pip's downloads then overlap the tests before
+    them (``airflow_setup`` waits for it)."""
+    if any(item.path.name == "test_airflow_dag.py" for item in session.items):
+        session.config.stash[AIRFLOW_BUILD] = subprocess.Popen(
+            [str(AIRFLOW_SETUP)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """A background build still running (the session ended before Airflow's tests) is
+    stopped; the script's stamp is written last, so the next call builds again."""
+    building = session.config.stash.get(AIRFLOW_BUILD, None)
+    if building is not None and building.poll() is None:
+        building.terminate()
+        building.wait(timeout=60)
+
+
+def airflow_setup(config: pytest.Config) -> subprocess.CompletedProcess:
+    """deploy/airflow/setup_airflow.sh, finished: the background build's outcome, or a run
+    now (instant when the environment is built)."""
+    building = config.stash.get(AIRFLOW_BUILD, None)
+    if building is not None:
+        output, _ = building.communicate(timeout=900)
+        if building.returncode != 0:
+            return subprocess.CompletedProcess(building.args, building.returncode, output, "")
+    return subprocess.run([str(AIRFLOW_SETUP)], capture_output=True, text=True, timeout=900)
 
 
 @functools.cache

@@ -1,6 +1,8 @@
 """The Airflow DAG ``pipeline_retrain`` (deploy/airflow/) in a real Airflow, in its own venv.
 
-Set-up: deploy/airflow/setup_airflow.sh (idempotent; about 25 s the first time, instant after),
+Set-up: deploy/airflow/setup_airflow.sh (idempotent; about 25 s the first time, instant after;
+started in the background when these tests are collected, so a fresh clone's downloads overlap
+the tests before them),
 a scratch AIRFLOW_HOME with SQLite, ``airflow db migrate``. Then: the DAG imports cleanly with the
 promised settings; the exit-code contract of ``pipeline retrain`` maps to task states (a stand-in
 ``pipeline`` that exits 0/75/1); and ``airflow dags test`` runs the real retrain twice on a small
@@ -21,7 +23,7 @@ import pytest
 import yaml
 
 from pipeline import storage
-from tests.conftest import REPO, fresh_store
+from tests.conftest import REPO, airflow_setup, fresh_store
 from tests.integration.test_s3_pipeline import _upload
 
 # the first test sets up Airflow's venv; the last runs two real retrains under Airflow
@@ -39,11 +41,10 @@ exit "$FAKE_RC"
 
 
 @pytest.fixture(scope="module")
-def airflow_env(tmp_path_factory) -> dict[str, str]:
+def airflow_env(tmp_path_factory, pytestconfig) -> dict[str, str]:
     """The environment of every ``airflow`` call: a scratch AIRFLOW_HOME, migrated."""
-    setup = subprocess.run([str(REPO / "deploy" / "airflow" / "setup_airflow.sh")],
-                           capture_output=True, text=True, timeout=900)
-    assert setup.returncode == 0, setup.stdout + setup.stderr[-3000:]
+    setup = airflow_setup(pytestconfig)  # started in the background at collection
+    assert setup.returncode == 0, setup.stdout[-3000:] + setup.stderr[-3000:]
     assert AIRFLOW.exists()
     home = tmp_path_factory.mktemp("airflow_home")
     env = {k: v for k, v in os.environ.items()

@@ -23,7 +23,11 @@ def _small_tree(digits_raw, root, per_label=15, labels=("1", "7")):
     return root
 
 
-def test_listing_csv_and_jsonl_with_bad_rows(digits_raw, tmp_path):
+def test_listing_csv_and_jsonl_with_bad_rows(spark, config, digits_raw, tmp_path):
+    """The CSV through the command (``--manifest``), the JSONL through its job in this
+    process (one Spark start less)."""
+    from pipeline.ingest.image_job import ingest_images
+
     one, seven = sorted((digits_raw / "1").iterdir())[:3], sorted((digits_raw / "7").iterdir())[:3]
     images = tmp_path / "images"
     images.mkdir()
@@ -49,10 +53,8 @@ def test_listing_csv_and_jsonl_with_bad_rows(digits_raw, tmp_path):
     jsonl = [json.dumps({"path": p, "label": label}) for p, label in rows]
     jsonl += ["{not json", "[1, 2]", json.dumps({"path": "images/" + one[1].name})]
     (tmp_path / "list.jsonl").write_text("\n".join(jsonl) + "\n")
-    out = run_pipeline(["ingest", "images", "--manifest", str(tmp_path / "list.jsonl"),
-                        "--output", str(tmp_path / "from_jsonl"), *FAST], tmp_path)
-    assert out.returncode == 0, out.stderr[-3000:]
-    from_jsonl = read_manifest(str(tmp_path / "from_jsonl"))
+    from_jsonl = ingest_images(spark, config, None, str(tmp_path / "from_jsonl"),
+                               listing_path=str(tmp_path / "list.jsonl"))
     assert from_jsonl.discovered == 9 and from_jsonl.accounted()
     assert from_jsonl.quarantine == {"bad_listing_row": 2, "duplicate_entry": 1}
     # the same six images, whichever way they were listed
