@@ -30,9 +30,9 @@ from pipeline.ingest.discover import (
     size_problem,
 )
 from pipeline.ingest.image_records import ImageRecord, clean_image_file
-from pipeline.ingest.labels import build_label_map
 from pipeline.ingest.rejection import Rejected
 from pipeline.ingest.spark_dedup import apply_exact_duplicates
+from pipeline.ingest.spark_labels import with_label_index
 from pipeline.spark import SparkProgress, listing, read_files
 
 log = logging.getLogger(__name__)
@@ -164,12 +164,8 @@ def ingest_images(spark: SparkSession, cfg: Config, input_path: str | None, outp
     records = _clean(spark, inputs, cfg.images, ratios)
     try:
         records = apply_exact_duplicates(spark, records)
-        labels = {r[0] for r in records.filter(F.col("reason").isNull())
-                  .select("label_name").distinct().collect()}
-        label_map = build_label_map(labels)
-        label_index = F.create_map(*[F.lit(x) for kv in label_map.items() for x in kv])
-        records = (records.withColumn("label", label_index[F.col("label_name")].cast("int"))
-                   .withColumn("source", F.col("path"))
+        records, label_map = with_label_index(records)
+        records = (records.withColumn("source", F.col("path"))
                    .withColumn("original_width",
                                F.get_json_object("profile", "$.width").cast("int"))
                    .withColumn("original_height",

@@ -29,9 +29,9 @@ from pipeline.datasets.statistics import TOP_TOKENS
 from pipeline.datasets.writer import VersionSpec, write_version
 from pipeline.errors import InputError, first_line
 from pipeline.ingest.discover import classify_data_file, classify_folder_file, is_hidden
-from pipeline.ingest.labels import build_label_map
 from pipeline.ingest.rows import RowFormat
 from pipeline.ingest.spark_dedup import apply_exact_duplicates, apply_near_duplicates
+from pipeline.ingest.spark_labels import with_label_index
 from pipeline.ingest.text_records import RawDocument, TextRecord, clean_text_document, file_rows
 from pipeline.ingest.text_splits import (
     SPLIT_BYTES,
@@ -350,12 +350,8 @@ def _token_counts(records: DataFrame) -> dict[str, Any]:
 def _encoded(spark: SparkSession, deduped: DataFrame, vocabulary: str, text: TextConfig
              ) -> tuple[DataFrame, dict[str, int]]:
     """(records with token ids and label index, persisted; the label map)."""
-    labels = {r[0] for r in deduped.filter(F.col("reason").isNull())
-              .select("label_name").distinct().collect()}
-    label_map = build_label_map(labels)
-    label_index = F.create_map(*[F.lit(x) for kv in label_map.items() for x in kv])
-    final = (_add_token_ids(spark, deduped, vocabulary, text.max_len, text.token_pattern)
-             .withColumn("label", label_index[F.col("label_name")].cast("int"))
+    indexed, label_map = with_label_index(deduped)
+    final = (_add_token_ids(spark, indexed, vocabulary, text.max_len, text.token_pattern)
              .persist(StorageLevel.MEMORY_AND_DISK))  # the writer reads it several times
     return final, label_map
 

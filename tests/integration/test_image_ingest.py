@@ -178,3 +178,16 @@ def test_filesystems_pyarrow_cannot_open_are_listed_by_hadoop_and_read_by_spark(
     with files.read_files(spark, {kept: 1, gone: 1}, str(tmp_path / "raw")) as scan:
         rows = {row.path: (row.content is not None, row.error) for row in scan.rows.collect()}
     assert rows == {kept: (True, None), gone: (False, files.NOT_RETURNED)}
+
+
+def test_inputs_that_are_all_quarantined_make_a_version_of_quarantine_alone(spark, config,
+                                                                          tmp_path):
+    """No label is left to index (Spark once failed on the empty label map, deep in a Java
+    stack): the version holds no split, and every input is in its quarantine."""
+    for label in ("cat", "dog"):
+        (tmp_path / "raw" / label).mkdir(parents=True)
+        (tmp_path / "raw" / label / "notes.png").write_bytes(b"not an image at all")
+    manifest = ingest_images(spark, config, str(tmp_path / "raw"), str(tmp_path / "out"))
+    assert (manifest.discovered, manifest.splits, manifest.label_map) == (2, {}, {})
+    assert manifest.quarantine == {"not_an_image": 2} and manifest.accounted()
+    assert read_manifest(f"file://{tmp_path / 'out'}").quarantine == manifest.quarantine

@@ -226,3 +226,13 @@ def test_rotten_tomatoes_vocabulary_and_ids_match_plain_python(reviews_dataset, 
         ids = [vocab.get(t, 1) for t in tokens] + [0] * (cfg.text.max_len - len(tokens))
         np.testing.assert_array_equal(row["token_ids"], np.array(ids, dtype=np.int32))
         assert row["length"] == len(tokens)
+
+
+def test_documents_that_are_all_quarantined_make_a_version_of_quarantine_alone(spark, config,
+                                                                             tmp_path):
+    for label in ("pos", "neg"):
+        (tmp_path / "raw" / label).mkdir(parents=True)
+        (tmp_path / "raw" / label / "empty.txt").write_text("   \n")
+    manifest = ingest_text(spark, config, str(tmp_path / "raw"), str(tmp_path / "out"))
+    assert (manifest.discovered, manifest.splits, manifest.label_map) == (2, {}, {})
+    assert sum(manifest.quarantine.values()) == 2 and manifest.accounted()
