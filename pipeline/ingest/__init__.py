@@ -13,7 +13,7 @@ Public (what other layers call):
 
 Internal: the per-record plain Python (``images``, ``image_records``, ``text``,
 ``text_records``, ``tokens``, ``rows``, ``labels``, ``split``, ``discover``, ``dedup``) and
-the Spark wiring (``image_job``/``text_job`` helpers, ``spark_dedup``, ``spark_labels``). Listing and reading
-raw files through Spark is the Spark adapter's (``pipeline.spark.listing``,
+the Spark wiring (``image_job``/``text_job`` helpers, ``spark_dedup``, ``spark_labels``).
+Listing and reading raw files through Spark is the Spark adapter's (``pipeline.spark.listing``,
 ``pipeline.spark.files``).
 """
