@@ -14,6 +14,7 @@ import numpy as np
 
 from pipeline import storage
 from pipeline.config import Config
+from pipeline.datasets.manifest import Manifest
 from pipeline.datasets.reasons import Reason
 from pipeline.errors import InputError
 from pipeline.evaluation.explained import explain_rows
@@ -73,6 +74,22 @@ def _found(input_uri: str, max_files: int) -> list[tuple[str, int]]:
     return found
 
 
+def _explained(model, manifest: Manifest, vocab: str | None, ready: list[dict],
+               input_uri: str) -> dict[str, bytes]:
+    """The prepared files' predictions, added to their entries (inputs dropped), and their
+    explanations as files by name."""
+    predict = keras_predict(model)
+    inputs = np.stack([entry.pop("input") for entry in ready])
+    probs = checked_predict(predict, inputs, manifest.num_classes, input_uri)
+    for entry, p in zip(ready, probs, strict=True):
+        entry |= {"label": manifest.labels[int(p.argmax())], "confidence": float(p.max()),
+                  "probabilities": dict(zip(manifest.labels, map(float, p), strict=True))}
+    titles = [f"{e['source'].rsplit('/', 1)[-1]}: {e['label']} ({e['confidence']:.2f})"
+              for e in ready]
+    return explanation_files(explain_rows(model, predict, manifest, inputs, probs, titles,
+                                          vocab))
+
+
 def explain_files(cfg: Config, model_uri: str, input_path: str, output: str,
                   max_files: int = 64) -> FilesExplained:
     """Explain every file at or below ``input_path`` (a file or a folder) with the model at
@@ -87,21 +104,11 @@ def explain_files(cfg: Config, model_uri: str, input_path: str, output: str,
     outcomes = [_outcome(uri, size, input_uri, cfg.ingest.max_file_bytes, prepare)
                 for uri, size in found]
     ready = [o for o in outcomes if "input" in o]
-    files: dict[str, bytes] = {}
-    if ready:
-        model = load_keras_model(tracker, resolved)
-        predict = keras_predict(model)
-        inputs = np.stack([o.pop("input") for o in ready])
-        probs = checked_predict(predict, inputs, manifest.num_classes, input_uri)
-        for entry, p in zip(ready, probs, strict=True):
-            entry |= {"label": manifest.labels[int(p.argmax())], "confidence": float(p.max()),
-                      "probabilities": dict(zip(manifest.labels, map(float, p), strict=True))}
-        titles = [f"{o['source'].rsplit('/', 1)[-1]}: {o['label']} ({o['confidence']:.2f})"
-                  for o in ready]
-        files = explanation_files(explain_rows(model, predict, manifest, inputs, probs, titles,
-                                               vocab))
+    files = _explained(load_keras_model(tracker, resolved), manifest, vocab, ready,
+                       input_uri) if ready else {}
     files[PREDICTIONS_NAME] = json.dumps(outcomes, indent=2).encode("utf-8")
-    storage.make_dirs(output_uri)
+    if not storage.is_object_store(output_uri):  # S3 has no folders
+        storage.make_dirs(output_uri)
     for name, content in files.items():
         storage.write_bytes(storage.join(output_uri, name), content)
     quarantined = dict(Counter(o["reason"] for o in outcomes if "reason" in o))
