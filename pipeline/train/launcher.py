@@ -147,7 +147,15 @@ def with_environment(secrets: str | Mapping[str, str], fn: Callable[..., Any], *
         with open(secrets, encoding="utf-8") as handle:
             secrets = json.load(handle)
     os.environ.update(secrets)
-    result = fn(*args)
+    return fn(*args)
+
+
+def worker_main(secrets: str | Mapping[str, str], fn: Callable[..., Any], *args: Any) -> Any:
+    """What each Gloo worker process runs: ``with_environment``; then, once Horovod has sent
+    back what it returned, the process ends without teardown (``_end_without_teardown``).
+    Only for a worker process of its own: in any other process it would cut that process's
+    exit short."""
+    result = with_environment(secrets, fn, *args)
     atexit.register(_end_without_teardown)  # after Horovod's own: runs first
     return result
 
@@ -202,7 +210,7 @@ class GlooLauncher:
         with environment({**worker_env(self.cfg), **dict.fromkeys(secrets)}), \
                 secret_handoff(secrets, local=self.cfg.launcher == "local") as handoff, \
                 gloo_build_trusted():
-            return horovod.run(with_environment, args=(handoff, fn, *args), np=workers,
+            return horovod.run(worker_main, args=(handoff, fn, *args), np=workers,
                                hosts=hosts, use_gloo=True,
                                start_timeout=self.cfg.start_timeout_s, verbose=0,
                                ssh_port=self.cfg.ssh_port,

@@ -100,14 +100,14 @@ def test_secrets_go_to_local_workers_in_a_file_only_this_user_reads(monkeypatch)
 WORKER = """
 import atexit, pathlib, sys
 atexit.register(pathlib.Path(sys.argv[1]).write_text, "torn down")  # stands for Horovod's
-from pipeline.train.launcher import with_environment
-print(with_environment({{}}, len, "rank"), flush=True)
+from pipeline.train.launcher import worker_main
+print(worker_main({{}}, len, "rank"), flush=True)
 {after}
 """
 
 
 def _worker_exit(tmp_path: Path, after: str = "") -> tuple[int, str, bool]:
-    """A process that runs a worker function through ``with_environment``, then ``after``:
+    """A process that runs a worker function through ``worker_main``, then ``after``:
     (exit status, stdout, whether the teardown registered before it ran)."""
     import subprocess
     import sys
