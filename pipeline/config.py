@@ -8,6 +8,7 @@ from __future__ import annotations
 import codecs
 import ipaddress
 import logging
+import os
 import re
 from collections.abc import Iterable, Mapping
 from importlib import resources
@@ -283,6 +284,10 @@ class LaunchConfig(_Section):
     stall_timeout_s: int = Field(gt=0)
     ssh_port: int | None = Field(default=None, gt=0, lt=65536)  # launcher hosts: sshd's port
     ssh_identity_file: str = ""  # launcher hosts: the private key ssh logs in with
+    elastic: bool  # Horovod's elastic mode: a lost host is set aside, the others train on
+    discovery_script: str  # elastic: an executable printing the usable host:slots, one a line
+    min_workers: int = Field(ge=1)  # elastic: fewer workers than this ends the job
+    host_cooldown_s: int = Field(ge=1, le=3600)  # elastic: a failed host's first set-aside
 
     @field_validator("hosts")
     @classmethod
@@ -301,12 +306,32 @@ class LaunchConfig(_Section):
 
     @model_validator(mode="after")
     def _check(self) -> LaunchConfig:
-        if self.launcher == "hosts" and not self.hosts:
+        if self.launcher == "hosts" and not (self.hosts or self.discovery_script):
             raise ValueError("launcher 'hosts' needs launch.hosts, e.g. node1:2,node2:2")
         if self.launcher != "hosts" and self.hosts:
             raise ValueError(f"launch.hosts is only used by launcher 'hosts', not "
                              f"'{self.launcher}'")
+        if self.elastic:
+            self._check_elastic()
+        elif self.discovery_script:
+            raise ValueError("launch.discovery_script is only used when launch.elastic is true")
         return self
+
+    def _check_elastic(self) -> None:
+        """Horovod sets a failed host aside whole: elastic mode needs hosts of their own."""
+        if self.launcher != "hosts":
+            raise ValueError(f"launch.elastic needs launcher 'hosts' (Horovod sets aside the "
+                             f"whole host of a failed worker, so the '{self.launcher}' launcher's "
+                             "one host would end the job)")
+        if self.discovery_script and self.hosts:
+            raise ValueError("launch.elastic takes its hosts from launch.discovery_script or "
+                             "from launch.hosts, not both")
+        if self.discovery_script and not os.access(self.discovery_script, os.X_OK):
+            raise ValueError(f"launch.discovery_script {self.discovery_script!r} is not an "
+                             "executable file")
+        if not self.discovery_script and len(self.hosts.split(",")) < 2:
+            raise ValueError("launch.elastic with fixed launch.hosts needs at least two hosts "
+                             "(or a launch.discovery_script)")
 
 
 class MlflowConfig(_Section):
@@ -405,9 +430,15 @@ class Config(_Section):
     @model_validator(mode="after")
     def _workers_fit_hosts(self) -> Config:
         slots = self.launch.host_slots
-        if self.launch.launcher == "hosts" and self.train.workers > slots:
+        if self.launch.hosts and self.train.workers > slots:
             raise ValueError(f"{self.train.workers} workers (train.workers) need more than the "
                              f"{slots} slots in launch.hosts")
+        if self.launch.elastic and self.launch.min_workers > self.train.workers:
+            raise ValueError(f"launch.min_workers ({self.launch.min_workers}) exceeds "
+                             f"train.workers ({self.train.workers})")
+        if self.launch.elastic and self.train.freeze:
+            raise ValueError("launch.elastic does not combine with train.freeze: unfreezing "
+                             "swaps the optimiser that elastic mode commits")
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -415,10 +446,11 @@ class Config(_Section):
 
 
 # keys that moved in a release: (old section, key) -> new section. Files and overrides that
-# use the old place keep working, with a warning that names the new one.
+# use the old place keep working, with a warning that names the new one. (``train.elastic``
+# never existed, but it is where one looks for it: it is how training runs, not what it learns.)
 MOVED_KEYS = {("train", key): "launch" for key in (
     "launcher", "hosts", "threads_per_worker", "reader_workers", "start_timeout_s",
-    "stall_timeout_s")}
+    "stall_timeout_s", "elastic")}
 
 
 def _migrate_moved_keys(data: dict[str, Any]) -> None:

@@ -22,6 +22,7 @@ CHECKPOINT_URI = "checkpoint.uri"
 INIT_FROM_MODEL = "init_from.model"  # train.init_from: the model the weights came from
 INIT_FROM_RUN = "init_from.run_id"  # ...and the run that trained it (lineage)
 TRAIN_RUN_ID = "train.run_id"  # on a model version: the run that trained it
+WORKERS = "workers"  # launch.elastic: the run's workers, logged at the epoch each membership starts
 BEST_EPOCH = "best_epoch"  # 1-based: the epoch whose weights the logged model has
 BEST_PREFIX = "best_"  # metrics of that epoch: best_val_loss, best_val_accuracy
 

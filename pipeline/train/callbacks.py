@@ -226,6 +226,44 @@ class PruneAtEpochEnd(tf.keras.callbacks.Callback):
                          self._trial.metric, logs[self._trial.metric], self._trial.pruner)
 
 
+class SaveElasticState(tf.keras.callbacks.Callback):
+    """Elastic mode, every rank, after the epoch's last collective (before rank 0 checkpoints
+    and logs): the finished epoch, early stopping's count and rank 0's best epoch into
+    Horovod's state, which keeps a copy of the weights and optimiser state. A rank lost after
+    this point sends the others back here, not to the epoch's start: no epoch is logged
+    twice."""
+
+    def __init__(self, state, broadcast_object, early_stopping: ResumableEarlyStopping | None,
+                 keep_best: KeepBestEpoch | None, tracks_best: bool) -> None:
+        super().__init__()
+        self._state, self._broadcast = state, broadcast_object
+        self._early_stopping, self._keep_best = early_stopping, keep_best
+        self._tracks_best = tracks_best  # train.keep_best: rank 0 holds it, the others learn it
+
+    def on_epoch_end(self, epoch, logs=None):
+        state = self._state
+        if self._tracks_best:
+            state.best = self._broadcast(self._keep_best.best if self._keep_best else None,
+                                         root_rank=0, name=f"best_{epoch}")
+        state.epoch = epoch + 1
+        state.early_stopping = self._early_stopping.state() if self._early_stopping else {}
+        state.save()
+
+
+class CheckHostUpdates(tf.keras.callbacks.Callback):
+    """Elastic mode, every rank, last in the chain: where a host that joined or was lost
+    interrupts the fit, all ranks together (not after the last epoch or an early stop:
+    training is over)."""
+
+    def __init__(self, state) -> None:
+        super().__init__()
+        self._state = state
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not self.model.stop_training and epoch + 1 < self.params["epochs"]:
+            self._state.check_host_updates()
+
+
 class StepProgress(tf.keras.callbacks.Callback):
     """Rank 0 only: how far the epoch is (step/steps, samples/s over all workers, the epoch's
     ETA). A worker's stderr is a pipe that Horovod forwards line by line with a ``[rank]``

@@ -3,7 +3,9 @@
 ``local``: Gloo processes on this machine. ``hosts``: Gloo processes over ssh on ``launch.hosts``.
 ``spark``: ``horovod.spark.run``, one Spark task per rank on the executors. A worker that dies
 ends the job (Horovod stops the others); a worker that stops working is shut down by Horovod's
-stall check after ``launch.stall_timeout_s``. Either way the error names the rank.
+stall check after ``launch.stall_timeout_s``. Either way the error names the rank. With
+``launch.elastic`` (hosts only), Horovod's elastic driver sets a failed host aside instead, and
+the others train on.
 """
 
 from __future__ import annotations
@@ -87,6 +89,7 @@ def worker_env(cfg: LaunchConfig) -> dict[str, str]:
         "HOROVOD_STALL_CHECK_TIME_SECONDS": str(max(1, cfg.stall_timeout_s // 4)),
         "HOROVOD_STALL_SHUTDOWN_TIME_SECONDS": str(cfg.stall_timeout_s),
         "HOROVOD_GLOO_TIMEOUT_SECONDS": str(cfg.stall_timeout_s),
+        "HOROVOD_ELASTIC_TIMEOUT": str(cfg.start_timeout_s),  # for min_workers to be back
         "TF_CPP_MIN_LOG_LEVEL": "2",
         "PYTHONWARNINGS": "ignore::FutureWarning",
     }
@@ -201,20 +204,30 @@ class GlooLauncher:
     def hosts(self, workers: int) -> str:
         return self.cfg.hosts if self.cfg.launcher == "hosts" else f"localhost:{workers}"
 
+    def elastic_args(self, workers: int) -> dict[str, Any]:
+        """``horovod.run``'s elastic arguments (``launch.elastic``): hosts from the discovery
+        script or the fixed list, between ``launch.min_workers`` and ``workers`` processes, a
+        failed host set aside for ``launch.host_cooldown_s`` and longer on each new failure."""
+        cfg = self.cfg
+        return {"min_num_proc": cfg.min_workers, "max_num_proc": workers,
+                "host_discovery_script": cfg.discovery_script or None,
+                "hosts": cfg.hosts or None, "cooldown_range": (cfg.host_cooldown_s, 3600)}
+
     def run(self, fn: Callable[..., Any], args: tuple, workers: int) -> list:
         import horovod
 
-        hosts = self.hosts(workers)
-        log.info("launching %d Horovod workers on %s (Gloo)", workers, hosts)
+        cfg = self.cfg
+        where = self.elastic_args(workers) if cfg.elastic else {"hosts": self.hosts(workers)}
+        log.info("launching %d Horovod workers on %s (Gloo%s)", workers,
+                 cfg.discovery_script or where["hosts"], ", elastic" if cfg.elastic else "")
         secrets = secret_environment()  # out of the command lines: see secret_handoff
-        with environment({**worker_env(self.cfg), **dict.fromkeys(secrets)}), \
-                secret_handoff(secrets, local=self.cfg.launcher == "local") as handoff, \
+        with environment({**worker_env(cfg), **dict.fromkeys(secrets)}), \
+                secret_handoff(secrets, local=cfg.launcher == "local") as handoff, \
                 gloo_build_trusted():
-            return horovod.run(worker_main, args=(handoff, fn, *args), np=workers,
-                               hosts=hosts, use_gloo=True,
-                               start_timeout=self.cfg.start_timeout_s, verbose=0,
-                               ssh_port=self.cfg.ssh_port,
-                               ssh_identity_file=self.cfg.ssh_identity_file or None)
+            return horovod.run(worker_main, args=(handoff, fn, *args), num_proc=workers,
+                               use_gloo=True, start_timeout=cfg.start_timeout_s, verbose=0,
+                               ssh_port=cfg.ssh_port,
+                               ssh_identity_file=cfg.ssh_identity_file or None, **where)
 
 
 @dataclass(frozen=True)

@@ -2,13 +2,15 @@
 
 Each rank reads its own Petastorm shard endlessly and runs the same number of steps per
 epoch, so no rank waits for another at an epoch end, however uneven the shards. Validation
-reads every row once. Rank 0 checkpoints every epoch and writes to MLflow.
+reads every row once. Rank 0 checkpoints every epoch and writes to MLflow. In elastic mode
+(``launch.elastic``) the fit goes on after a lost or joining worker, from the last epoch end.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,17 +44,37 @@ def _configure_devices(tf, hvd, threads: int) -> None:
     tf.config.threading.set_inter_op_parallelism_threads(threads)
 
 
-def _callbacks(spec: WorkerSpec, hvd, validation, prepared, steps: int, retrying,
-               keep_best, pruning) -> list:
+@dataclass(frozen=True)
+class _Carried:
+    """Where a fit starts: the first epoch (0-based), the best epoch so far and early
+    stopping's count, from the checkpoint to resume or from elastic mode's last commit."""
+
+    epoch: int
+    best: dict
+    early_stopping: dict
+
+
+@dataclass
+class _Watchers:
+    """The callbacks whose findings outlive ``model.fit``."""
+
+    validation: Any  # every rank: the last epoch's confusion matrix
+    keep_best: Any  # rank 0 with train.keep_best: the best epoch and its weights
+    pruning: Any  # a tpe sweep's trial: the epoch its pruner stopped the training at
+
+
+def _callbacks(spec: WorkerSpec, hvd, prepared, steps: int, retrying, watchers: _Watchers,
+               carried: _Carried, state) -> list:
     from pipeline.train import callbacks as cb
 
     cfg, rank = spec.train, hvd.rank()
     rate = cb.LearningRateInLogs(prepared.schedule)
     chain = [cb.EpochTimer(steps * cfg.batch_size * hvd.size()),
-             hvd.callbacks.BroadcastGlobalVariablesCallback(0),
              hvd.callbacks.MetricAverageCallback(),
-             validation,
+             watchers.validation,
              rate]
+    if state is None:  # elastic mode: the state's sync broadcasts at each (re)start
+        chain.insert(1, hvd.callbacks.BroadcastGlobalVariablesCallback(0))
     if prepared.frozen:
         import tensorflow as tf
 
@@ -60,21 +82,34 @@ def _callbacks(spec: WorkerSpec, hvd, validation, prepared, steps: int, retrying
                                          _phase_optimizer(tf, hvd, cfg, steps, True), rate))
     early_stopping = None
     if cfg.early_stopping.patience:
-        resumed = spec.resume_from.early_stopping if spec.resume_from else {}
         early_stopping = cb.ResumableEarlyStopping(cfg.early_stopping.patience,
-                                                   cfg.early_stopping.min_delta, resumed)
+                                                   cfg.early_stopping.min_delta,
+                                                   carried.early_stopping)
         chain.append(early_stopping)
-    chain += [pruning] if pruning else []
-    if rank == 0:
-        from pipeline.tracking.keras import MlflowEpochLogger
+    chain += [c for c in (watchers.pruning, watchers.keep_best) if c]
+    if state is not None:  # elastic mode
+        from horovod.tensorflow import broadcast_object
 
-        chain += [keep_best] if keep_best else []
-        chain.append(cb.CheckpointEachEpoch(spec.checkpoint_root, early_stopping, keep_best,
-                                            validation))
-        chain.append(MlflowEpochLogger(spec.tracker, spec.run_id, cfg.epochs, steps, retrying,
-                                       spec.epoch_models))
-        chain.append(cb.StepProgress(cfg.epochs, steps, cfg.batch_size * hvd.size()))
+        chain.append(cb.SaveElasticState(state, broadcast_object, early_stopping,
+                                         watchers.keep_best, bool(cfg.keep_best)))
+    if rank == 0:
+        chain += _rank0_callbacks(spec, hvd, steps, retrying, watchers, early_stopping)
+    chain += [cb.CheckHostUpdates(state)] if state is not None else []
     return chain
+
+
+def _rank0_callbacks(spec: WorkerSpec, hvd, steps: int, retrying, watchers: _Watchers,
+                     early_stopping) -> list:
+    """The checkpoint, MLflow's epoch metrics and the progress lines."""
+    from pipeline.tracking.keras import MlflowEpochLogger
+    from pipeline.train import callbacks as cb
+
+    cfg, keep_best = spec.train, watchers.keep_best
+    return [cb.CheckpointEachEpoch(spec.checkpoint_root, early_stopping, keep_best,
+                                   watchers.validation),
+            MlflowEpochLogger(spec.tracker, spec.run_id, cfg.epochs, steps, retrying,
+                              spec.epoch_models),
+            cb.StepProgress(cfg.epochs, steps, cfg.batch_size * hvd.size())]
 
 
 def _log_models(spec: WorkerSpec, model, history: dict, retrying, confusion) -> None:
@@ -207,6 +242,54 @@ def _steps_run(model, start_step: int, chain: list) -> int:
     return unfrozen[0] - start_step + now if unfrozen else now - start_step
 
 
+def _fit_once(spec: WorkerSpec, tf, hvd, hvd_tf, prepared: _Prepared, carried: _Carried,
+              retrying, state=None) -> tuple[Any, list, _Watchers]:
+    """(Keras history, callbacks, watchers) of ``model.fit`` from ``carried.epoch`` on this
+    rank's shard, with the steps per epoch of the current number of workers."""
+    from pipeline.train.callbacks import ExactValidation, KeepBestEpoch, PruneAtEpochEnd
+
+    cfg, rank, size = spec.train, hvd.rank(), hvd.size()
+    steps = steps_per_epoch(spec.manifest.splits["train"].rows, cfg.batch_size, size)
+    validation = ExactValidation(spec, hvd_tf)
+    watchers = _Watchers(validation, KeepBestEpoch(cfg.keep_best, spec.checkpoint_root,
+                                                   carried.best, validation)
+                         if rank == 0 and cfg.keep_best else None,
+                         PruneAtEpochEnd(spec.trial, hvd_tf) if spec.trial else None)
+    chain = _callbacks(spec, hvd, prepared, steps, retrying, watchers, carried, state)
+    if rank == 0:
+        log.info("training %s on %d workers: %d steps per epoch, epochs %d-%d of %d",
+                 spec.model, size, steps, carried.epoch + 1, cfg.epochs, cfg.epochs)
+    history = _fit(spec, tf, prepared.model, carried.epoch, chain, steps, rank, size)
+    return history, chain, watchers
+
+
+def _fit_elastic(spec: WorkerSpec, tf, hvd, hvd_tf, prepared: _Prepared, carried: _Carried,
+                 retrying) -> tuple[Any, list, _Watchers]:
+    """``launch.elastic``: ``_fit_once`` under ``hvd.elastic.run``. When a worker is lost,
+    or a host joins, every rank goes back to the last committed epoch end (weights, optimiser,
+    best epoch, early stopping) and fits on at the new size, in the same MLflow run. Rank 0
+    records each membership as the run's ``workers`` metric at the epoch it starts from."""
+    from pipeline.tracking import keys, runs
+
+    model = prepared.model
+    model.optimizer.build(model.trainable_variables)  # the slots exist on a joining rank too
+    state = hvd.elastic.KerasState(model, epoch=carried.epoch, best=carried.best,
+                                   early_stopping=carried.early_stopping)
+
+    @hvd.elastic.run
+    def attempt(state):
+        if hvd.rank() == 0:
+            log.info("elastic: %d worker(s) from epoch %d on", hvd.size(), state.epoch + 1)
+            retrying("the number of workers", runs.log_metrics, spec.tracker, spec.run_id,
+                     {keys.WORKERS: hvd.size()}, state.epoch)
+        return _fit_once(spec, tf, hvd, hvd_tf, prepared,
+                         _Carried(state.epoch, state.best, state.early_stopping), retrying, state)
+
+    fitted = attempt(state)
+    os.environ["HOROVOD_RANK"] = str(hvd.rank())  # Horovod files this rank's result under it
+    return fitted
+
+
 def train_worker(spec: WorkerSpec) -> dict:
     """Train on this rank's shard; rank 0 checkpoints and records metrics and the model."""
     setup_logging()
@@ -216,39 +299,42 @@ def train_worker(spec: WorkerSpec) -> dict:
 
     from pipeline.tracking.keras import disable_autolog, start_system_metrics
     from pipeline.tracking.retry import Retrying
-    from pipeline.train.callbacks import ExactValidation, KeepBestEpoch, PruneAtEpochEnd
 
     disable_autolog()
     hvd.init()
-    rank, size, cfg = hvd.rank(), hvd.size(), spec.train
     _configure_devices(tf, hvd, spec.launch.threads_per_worker)
-    steps = steps_per_epoch(spec.manifest.splits["train"].rows, cfg.batch_size, size)
+    steps = steps_per_epoch(spec.manifest.splits["train"].rows, spec.train.batch_size,
+                            hvd.size())
     prepared = _compiled_model(spec, tf, hvd, steps)
-    model, initial_epoch = prepared.model, prepared.initial_epoch
-    start_step = int(model.optimizer.iterations.numpy())
-    if rank == 0:
-        log.info("training %s on %d workers: %d steps per epoch, epochs %d-%d of %d",
-                 spec.model, size, steps, initial_epoch + 1, cfg.epochs, cfg.epochs)
-    validation, retrying = ExactValidation(spec, hvd_tf), Retrying()
-    keep_best = (KeepBestEpoch(cfg.keep_best, spec.checkpoint_root, spec.resume_from.best
-                               if spec.resume_from else {}, validation)
-                 if rank == 0 and cfg.keep_best else None)
-    monitor = start_system_metrics(spec.tracker, spec.run_id, resumed=spec.resume_from
-                                   is not None) if rank == 0 else None
-    pruning = PruneAtEpochEnd(spec.trial, hvd_tf) if spec.trial else None
-    chain = _callbacks(spec, hvd, validation, prepared, steps, retrying, keep_best, pruning)
+    start_step, resumed = int(prepared.model.optimizer.iterations.numpy()), spec.resume_from
+    carried = _Carried(prepared.initial_epoch, resumed.best if resumed else {},
+                       resumed.early_stopping if resumed else {})
+    retrying = Retrying()
+    monitor = start_system_metrics(spec.tracker, spec.run_id, resumed=resumed is not None
+                                   ) if hvd.rank() == 0 else None
+    fit = _fit_elastic if spec.launch.elastic else _fit_once
     try:
-        history = _fit(spec, tf, model, initial_epoch, chain, steps, rank, size)
+        history, chain, watchers = fit(spec, tf, hvd, hvd_tf, prepared, carried, retrying)
     finally:
         if monitor is not None:
             monitor.finish()
-    steps_run = _steps_run(model, start_step, chain)  # measured, not planned
-    pruned_epoch = pruning.pruned_epoch if pruning else None
+    return _outcome(spec, hvd, prepared.model, history, chain, watchers, start_step, retrying)
+
+
+def _outcome(spec: WorkerSpec, hvd, model, history, chain: list, watchers: _Watchers,
+             start_step: int, retrying) -> dict:
+    """Rank 0 logs the model (unless pruned); every rank reports what it did."""
+    rank, keep_best = hvd.rank(), watchers.keep_best
+    first = spec.resume_from.epoch + 1 if spec.resume_from else 0
+    pruned_epoch = watchers.pruning.pruned_epoch if watchers.pruning else None
     if rank == 0 and pruned_epoch is None:  # a pruned trial's model is of no use
         _log_models(spec, model, history.history, retrying,
                     keep_best.confusion if keep_best and keep_best.confusion is not None
-                    else validation.confusion)
-    return {"rank": rank, "local_rank": hvd.local_rank(), "steps": steps_run,
-            "initial_epoch": initial_epoch, "mlflow_failures": retrying.failures,
-            "best": keep_best.best if keep_best else {}, "pruned_epoch": pruned_epoch,
+                    else watchers.validation.confusion)
+    return {"rank": rank, "local_rank": hvd.local_rank(),
+            "steps": _steps_run(model, start_step, chain),  # measured, not planned
+            "initial_epoch": first, "epochs_run": history.epoch[-1] + 1 - first
+            if history.epoch else 0,
+            "mlflow_failures": retrying.failures, "best": keep_best.best if keep_best else {},
+            "pruned_epoch": pruned_epoch,
             "history": {k: [float(v) for v in vs] for k, vs in history.history.items()}}

@@ -1,4 +1,5 @@
-"""A worker killed mid-epoch ends the job naming its rank; --resume continues in the same run."""
+"""A worker killed mid-epoch ends the job naming its rank; --resume continues in the same run.
+In elastic mode, the others train on without it, and it comes back."""
 
 from __future__ import annotations
 
@@ -130,3 +131,40 @@ def test_resume_continues_after_the_last_checkpoint_in_the_same_run(killed):
                           *_settings(tmp)], tmp)
     assert again.returncode == 1
     assert f"run {run_id} finished; there is nothing to resume" in again.stderr
+
+
+def test_elastic_training_goes_on_without_a_killed_worker_and_takes_it_back(digits_dataset,
+                                                                           tmp_path):
+    """Two "hosts" (two names of this machine, each with its own slot): rank 1 is killed
+    after the first checkpoint; rank 0 goes on alone from the last committed epoch, the host
+    is back after its cooldown and its new worker joins; one run holds every epoch once."""
+    from mlflow.tracking import MlflowClient
+
+    epochs = 10  # room for the new worker to start and join
+    job = Background(["train", "--data", digits_dataset[0], *_settings(tmp_path),
+                      f"train.epochs={epochs}", "train.keep_best=val_loss",
+                      "launch.launcher=hosts", "launch.hosts=localhost:1,127.0.0.1:1",
+                      "launch.elastic=true", "launch.host_cooldown_s=1"], tmp_path)
+    _wait_for_checkpoint(tmp_path / "checkpoints", job)
+    pid = _rank_pid(job.process.pid, 1)
+    assert pid is not None, "rank 1 not found"
+    os.kill(pid, signal.SIGKILL)
+    code, _, err = job.finish(timeout_s=300)
+    assert code == 0, err[-3000:]
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns.db'}")
+    (run,) = client.search_runs(["1"])
+    assert run.info.status == "FINISHED"
+    workers = [(m.step, int(m.value)) for m in sorted(
+        client.get_metric_history(run.info.run_id, "workers"), key=lambda m: m.timestamp)]
+    assert workers[0] == (0, 2) and workers[-1][1] == 2, workers
+    assert any(n == 1 for _, n in workers), workers  # the survivor alone, then both again
+    assert [s for s, _ in workers] == sorted(s for s, _ in workers), workers
+    for metric in ("val_accuracy", "loss"):
+        steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, metric))
+        assert steps == list(range(epochs)), (metric, steps)  # every epoch once
+    assert run.data.metrics["val_accuracy"] > 0.9
+    assert client.search_logged_models([run.info.experiment_id],
+                                       filter_string=f"source_run_id = '{run.info.run_id}' "
+                                       "AND name = 'model'")
+    print("workers by epoch:", workers)

@@ -62,6 +62,16 @@ def test_file_is_merged_over_defaults_and_overrides_win(tmp_path):
     (["train.init_from=runs:/r/model", "train.freeze=[conv2d]", "train.freeze_epochs=9"],
      "train.freeze_epochs (9) exceeds train.epochs (8)"),
     (["train.sampling=balanced", "train.class_weight=balanced"], "set train.class_weight to none"),
+    (["launch.elastic=true"], "launch.elastic needs launcher 'hosts'"),
+    (["launch.elastic=true", "launch.launcher=hosts", "launch.hosts=a:2"], "at least two hosts"),
+    (["launch.elastic=true", "launch.launcher=hosts", "launch.discovery_script=/nonexistent"],
+     "launch.discovery_script '/nonexistent' is not an executable file"),
+    (["launch.discovery_script=/bin/true"], "only used when launch.elastic is true"),
+    (["launch.elastic=true", "launch.launcher=hosts", "launch.hosts=a:1,b:1",
+      "launch.min_workers=3"], "launch.min_workers (3) exceeds train.workers (2)"),
+    (["launch.elastic=true", "launch.launcher=hosts", "launch.hosts=a:1,b:1",
+      "train.init_from=runs:/r/model", "train.freeze=[conv2d]"],
+     "launch.elastic does not combine with train.freeze"),
 ])
 def test_bad_values_name_the_key(overrides, message):
     with pytest.raises(ConfigError) as info:

@@ -81,6 +81,31 @@ def test_the_hosts_launcher_hands_the_ssh_settings_to_horovod(monkeypatch):
     assert (calls[1]["ssh_port"], calls[1]["ssh_identity_file"]) == (None, None)
 
 
+def test_elastic_mode_hands_horovod_its_hosts_bounds_and_cooldown(monkeypatch, caplog):
+    """``launch.elastic`` (also under its expected name ``train.elastic``): hosts from the
+    discovery script or the fixed list, between min_workers and train.workers processes."""
+    import horovod
+
+    calls = []
+    monkeypatch.setattr(horovod, "run", lambda fn, **kwargs: calls.append(kwargs) or ["ok"])
+    fixed = load_config(overrides=["train.elastic=true", "launch.launcher=hosts",
+                                   "launch.hosts=a:1,b:1", "launch.host_cooldown_s=5"])
+    assert "'train.elastic' is now 'launch.elastic'" in caplog.text
+    found = load_config(overrides=["launch.elastic=true", "launch.launcher=hosts",
+                                   "launch.discovery_script=/bin/true", "launch.min_workers=2",
+                                   "train.workers=4"])
+    make_launcher(fixed).run(print, (), 2)
+    make_launcher(found).run(print, (), 4)
+    assert {k: calls[0][k] for k in ("hosts", "host_discovery_script", "min_num_proc",
+                                     "max_num_proc", "cooldown_range")} == \
+        {"hosts": "a:1,b:1", "host_discovery_script": None, "min_num_proc": 1,
+         "max_num_proc": 2, "cooldown_range": (5, 3600)}
+    assert (calls[1]["hosts"], calls[1]["host_discovery_script"], calls[1]["min_num_proc"],
+            calls[1]["max_num_proc"]) == (None, "/bin/true", 2, 4)
+    make_launcher(load_config()).run(print, (), 2)  # fail fast: no elastic argument
+    assert "min_num_proc" not in calls[2]
+
+
 def test_secrets_go_to_local_workers_in_a_file_only_this_user_reads(monkeypatch):
     monkeypatch.setenv("PIPELINE_TEST_SECRET_KEY", "s3cr3t")
     monkeypatch.setenv("SSH_AUTH_SOCK", "/tmp/agent")  # a path ssh needs, no secret
