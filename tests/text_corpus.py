@@ -164,6 +164,7 @@ def _jsonl() -> tuple[bytes, dict[int, str]]:
         (json.dumps({"text": 42, "label": "pos"}), "text_not_string"),
         (json.dumps({"text": "Nobody told me which label this is."}), "missing_label"),
         ("", None),
+        (" \t\r", None),
         (json.dumps({"text": "An escaped lone surrogate \ud800 and a clapper 🎬 survive.",
                      "label": "neg"}), "accepted"),
         (json.dumps({"text": ["a", "list"], "label": "pos"}), "text_not_string"),

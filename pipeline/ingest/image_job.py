@@ -31,6 +31,7 @@ from pipeline.ingest.discover import (
 )
 from pipeline.ingest.image_records import ImageRecord, clean_image_file
 from pipeline.ingest.rejection import Rejected
+from pipeline.ingest.rows import jsonl_blank_lines
 from pipeline.ingest.spark_dedup import apply_exact_duplicates
 from pipeline.ingest.spark_labels import with_label_index
 from pipeline.spark import SparkProgress, listing, read_files
@@ -58,6 +59,7 @@ class Inputs:
     found: list[Discovered]
     read_from: list[str]  # where Spark's own reader looks (filesystems pyarrow cannot open)
     empty_folders: list[str]
+    blank_lines: int | None = None  # a JSONL listing's blank lines: no input, but counted
 
 
 def discover_folder(spark: SparkSession, input_uri: str, max_bytes: int | None = None
@@ -82,8 +84,9 @@ def discover_listing(spark: SparkSession, listing_uri: str, max_bytes: int | Non
     """The rows of a CSV/JSONL listing, each found (with its size) or rejected; a listing
     that cannot be read at all is an ``InputError``."""
     try:
-        entries = parse_listing(listing.read_text(spark, listing_uri),
-                                listing_format(listing_uri), listing_uri)
+        fmt = listing_format(listing_uri)
+        text = listing.read_text(spark, listing_uri)
+        entries = parse_listing(text, fmt, listing_uri)
     except Rejected as rejected:
         raise InputError(f"listing {listing_uri}: {rejected.detail}") from None
     located = listing.locate(spark, [e.path for e in entries if e.reason is None])
@@ -97,7 +100,8 @@ def discover_listing(spark: SparkSession, listing_uri: str, max_bytes: int | Non
         else:
             found.append(_listed(*located[entry.path], entry.label, max_bytes))
     candidates = [d.path for d in found if d.reason is None]
-    return Inputs(listing_uri, found, candidates, [])
+    return Inputs(listing_uri, found, candidates, [],
+                  jsonl_blank_lines(text) if fmt == "jsonl" else None)
 
 
 def _clean_batches(batches: Iterator[pd.DataFrame], labels: Broadcast, images: ImagesConfig,
@@ -175,7 +179,8 @@ def ingest_images(spark: SparkSession, cfg: Config, input_path: str | None, outp
             config={"images": cfg.images.model_dump(), "split": ratios,
                     "dataset": cfg.dataset.model_dump()},
             label_map=label_map, layout=cfg.dataset, order_column="content_hash",
-            extra={"empty_label_folders": inputs.empty_folders},
+            extra={"empty_label_folders": inputs.empty_folders}
+            | ({} if inputs.blank_lines is None else {"blank_lines": inputs.blank_lines}),
             attachments=attachments or {}, increment=increment,
         )
         with SparkProgress(spark, "write"):

@@ -12,7 +12,8 @@ the caller's to say. The rules, the same for every caller:
   a header that is unreadable or lacks a wanted column raises ``HeaderError``;
 * JSONL: one JSON object per line, lines end at "\\n" only (JSON strings may hold U+2028 and
   other characters ``str.splitlines`` would also break at), a trailing "\\r" is dropped,
-  blank lines are skipped; bad JSON (huge numbers and deep nesting included) and values
+  blank lines are skipped (``jsonl_blank_lines`` counts them: rows plus blank lines make the
+  file's line count); bad JSON (huge numbers and deep nesting included) and values
   that are not objects are problems; a missing key's value is None.
 """
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import sys
 from collections.abc import Iterator, Sequence
 from typing import Literal, NamedTuple
@@ -146,6 +148,18 @@ def _csv_row(line: int, fields: list[str], width: int, at: list[int], pad_short:
     if len(fields) > width or (len(fields) < width and not pad_short):
         return Row(line, None, f"{len(fields)} fields, the header has {width}")
     return Row(line, tuple(fields[i] if i < len(fields) else None for i in at))
+
+
+_BLANK_LINE = re.compile(r"^[^\S\n]*$", re.MULTILINE)  # whitespace only, as str.strip() sees it
+
+
+def jsonl_blank_lines(content: str, first_line: int = 1) -> int:
+    """The lines ``jsonl_rows`` skips as blank: its rows plus these are the lines of
+    ``content`` (``wc -l``, plus a last line without "\\n")."""
+    if first_line == 1:
+        content = content.removeprefix("\ufeff")
+    found = len(_BLANK_LINE.findall(content))
+    return found - 1 if not content or content.endswith("\n") else found  # no line after "\n"
 
 
 def jsonl_rows(content: str, columns: Sequence[str], first_line: int = 1) -> Iterator[Row]:

@@ -72,6 +72,7 @@ RECORD_SCHEMA = T.StructType([
     T.StructField("reason", T.StringType(), True),
     T.StructField("detail", T.StringType(), True),
     T.StructField("profile", T.StringType(), True),
+    T.StructField("blank_lines", T.IntegerType(), False),
 ])
 assert tuple(RECORD_SCHEMA.names) == TextRecord._fields
 
@@ -279,6 +280,14 @@ def _clean(spark: SparkSession, documents: _Documents, cfg: Config) -> DataFrame
     return spark.createDataFrame(cleaned, RECORD_SCHEMA).persist(StorageLevel.MEMORY_AND_DISK)
 
 
+def _counts(records: DataFrame) -> tuple[int, int]:
+    """(inputs, blank JSONL lines) among ``records``: the tallies of blank lines are no
+    input. One Spark job."""
+    found = records.agg(F.count(F.when(F.col("blank_lines") == 0, 1)),
+                        F.sum("blank_lines")).first()
+    return found[0], int(found[1] or 0)
+
+
 def _with_identity(records: DataFrame) -> DataFrame:
     """``path``: the input's identity, the file (and line) it came from."""
     return records.withColumn("path", F.when(F.col("line").isNull(), F.col("source"))
@@ -389,9 +398,9 @@ def ingest_text(spark: SparkSession, cfg: Config, input_path: str, output_path: 
     documents = _read_documents(spark, input_uri, fmt, text_col, label_col, cfg)
     base = _clean(spark, documents, cfg)
     try:
-        records = _with_identity(base)
         with SparkProgress(spark, "clean"):
-            discovered = records.count()
+            discovered, blank_lines = _counts(base)
+        records = _with_identity(base.filter(F.col("blank_lines") == 0))  # the inputs
         if discovered == 0:
             raise InputError(f"no documents found in {input_uri}")
         log.info("%d documents or rows read from %s (%s)", discovered, input_uri, documents.fmt)
@@ -399,11 +408,12 @@ def ingest_text(spark: SparkSession, cfg: Config, input_path: str, output_path: 
         vocab, coverage, top = _vocabulary(
             deduped, cfg.text, None if vocabulary is None else list(parse_vocab(vocabulary)))
         final, label_map = _encoded(spark, deduped, vocab_text(vocab), cfg.text)
-        version = replace(_version_spec(cfg, input_uri, documents.fmt,
-                                        {"text": text_col, "label": label_col}, label_map,
-                                        vocab, coverage, _token_counts(deduped),
-                                        attachments or {}), top_tokens=tuple(top),
-                          increment=increment)
+        version = _version_spec(cfg, input_uri, documents.fmt,
+                                {"text": text_col, "label": label_col}, label_map, vocab,
+                                coverage, _token_counts(deduped), attachments or {})
+        version = replace(version, top_tokens=tuple(top), increment=increment,
+                          extra={**version.extra, "blank_lines": blank_lines}
+                          if documents.fmt == "jsonl" else version.extra)
         with SparkProgress(spark, "write"):
             manifest = write_version(spark, final, discovered, output_uri, mode, version)
         final.unpersist()

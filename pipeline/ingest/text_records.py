@@ -15,7 +15,15 @@ from pipeline.config import TextConfig
 from pipeline.datasets.profiles import Profile, dumps, oov_share, text_profile
 from pipeline.datasets.reasons import Reason
 from pipeline.ingest.rejection import Rejected
-from pipeline.ingest.rows import HeaderError, Row, RowFormat, csv_rows, jsonl_rows, parse_rows
+from pipeline.ingest.rows import (
+    HeaderError,
+    Row,
+    RowFormat,
+    csv_rows,
+    jsonl_blank_lines,
+    jsonl_rows,
+    parse_rows,
+)
 from pipeline.ingest.split import assign_split
 from pipeline.ingest.text import (
     check_length,
@@ -45,6 +53,13 @@ class TextRecord(NamedTuple):
     reason: str | None
     detail: str | None
     profile: str | None = None  # accepted: the text's profile as JSON (datasets.profiles)
+    blank_lines: int = 0  # a tally (``tally``): not an input
+
+    @classmethod
+    def tally(cls, source: str, blank_lines: int) -> TextRecord:
+        """Not an input: the blank lines of a JSONL file (or range), which the manifest counts
+        so that a line count of the file reconciles; set apart before any row is judged."""
+        return cls(source, None, None, None, None, None, None, None, None, None, blank_lines)
 
     @classmethod
     def rejected(cls, source: str, line: int | None, reason: Reason, detail: str | None,
@@ -81,6 +96,7 @@ def file_rows(source: str, data: bytes, fmt: RowFormat, text_col: str, label_col
             yield _row_item(source, row)
         if not found:
             yield no_rows(source, fmt)
+        yield from _blank_lines(source, content, fmt, 1)
     except HeaderError as bad:
         if bad.cause is not None:
             yield TextRecord.rejected(source, 1, Reason.MALFORMED_ROW,
@@ -120,6 +136,16 @@ def range_rows(source: str, content: str, first_line: int, text_col: str, label_
             else csv_rows(content, columns, header=header, first_line=first_line))
     for row in rows:
         yield _row_item(source, row)
+    yield from _blank_lines(source, content, fmt, first_line)
+
+
+def _blank_lines(source: str, content: str, fmt: RowFormat, first_line: int
+                 ) -> Iterator[TextRecord]:
+    """The tally of a JSONL text's blank lines, if it has any (a CSV row may span lines, so
+    its lines do not add up to its rows anyway)."""
+    count = jsonl_blank_lines(content, first_line) if fmt == "jsonl" else 0
+    if count:
+        yield TextRecord.tally(source, count)
 
 
 STRING = "string"  # the encoding recorded for a value a table reader already decoded

@@ -52,10 +52,11 @@ def test_listing_csv_and_jsonl_with_bad_rows(spark, config, digits_raw, tmp_path
 
     jsonl = [json.dumps({"path": p, "label": label}) for p, label in rows]
     jsonl += ["{not json", "[1, 2]", json.dumps({"path": "images/" + one[1].name})]
-    (tmp_path / "list.jsonl").write_text("\n".join(jsonl) + "\n")
+    (tmp_path / "list.jsonl").write_text("\n".join([*jsonl[:2], "", *jsonl[2:]]) + "\n")
     from_jsonl = ingest_images(spark, config, None, str(tmp_path / "from_jsonl"),
                                listing_path=str(tmp_path / "list.jsonl"))
     assert from_jsonl.discovered == 9 and from_jsonl.accounted()
+    assert from_jsonl.extra["blank_lines"] == 1  # 9 rows and 1 blank line: its 10 lines
     assert from_jsonl.quarantine == {"bad_listing_row": 2, "duplicate_entry": 1}
     # the same six images, whichever way they were listed
     assert from_jsonl.fingerprint == manifest.fingerprint

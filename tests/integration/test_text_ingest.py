@@ -60,6 +60,9 @@ def test_broken_and_odd_text_is_all_accounted_for(spark, tmp_path, monkeypatch, 
     manifest = ingest_text(spark, cfg, str(tmp_path / "corpus" / which), str(tmp_path / "out"))
     assert manifest.discovered == len(wanted)
     assert manifest.accounted()
+    if which == "reviews.jsonl":  # its rows and its blank lines make its line count
+        lines = (tmp_path / "corpus" / which).read_bytes().count(b"\n")
+        assert (manifest.discovered, manifest.extra["blank_lines"]) == (lines - 2, 2)
     root = f"file:{tmp_path / 'corpus'}/"
     outcome, details, rows = _outcomes(tmp_path / "out", root)
     assert sorted(outcome) == sorted(wanted)

@@ -133,11 +133,19 @@ def test_arbitrary_table_files(lines, fmt):
     data = "\n".join(["text,label", *lines] if fmt == "csv" else lines).encode("utf-8", "replace")
     items = list(file_rows("t." + fmt, data, fmt, "text", "label", TEXT))
     assert list(file_rows("t." + fmt, data, fmt, "text", "label", TEXT)) == items
+    tallies = [item for item in items if isinstance(item, TextRecord) and item.blank_lines]
     for item in items:
-        if isinstance(item, TextRecord):
+        if isinstance(item, TextRecord) and item not in tallies:
             assert item.reason not in (None, "unexpected_error")
-        else:
+        elif not isinstance(item, TextRecord):
             _check_document(item.text) if isinstance(item.text, str) else None
+    text = data.decode("utf-8")
+    rows = [item for item in items if item not in tallies]
+    if fmt == "jsonl" and "\x00" not in text and all(item.line for item in rows):
+        # read line by line (not refused whole): every line is a row or a counted blank line
+        # (``wc -l``, plus a last line without a newline)
+        lines = text.count("\n") + (0 if text.endswith("\n") or not text else 1)
+        assert len(rows) + sum(t.blank_lines for t in tallies) == lines
 
 
 @pytest.mark.parametrize("name", sorted(REAL))
