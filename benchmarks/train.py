@@ -6,6 +6,8 @@ On the 60,000 Fashion-MNIST training images (Debian's dataset-fashion-mnist) wri
   ``tf.keras.utils.image_dataset_from_directory`` over the same PNG files;
 - the CNN's consumption rate on synthetic in-memory batches, and on the real reader;
 - Horovod with 2 processes of 1 thread each against 1 process of 1 thread;
+- ``pipeline train`` against a plain ``horovodrun`` Keras loop (the same CNN, batch, threads and
+  steps per epoch, on one synthetic in-memory batch per rank), at 1 and 2 processes;
 - ``train.precision``: float32 against mixed bfloat16 and mixed float16 (2 processes), speed and
   validation accuracy after the same 2 epochs, on the first 3,000 images (a CPU without native
   16-bit arithmetic emulates it, at a few dozen images/s).
@@ -20,6 +22,7 @@ import argparse
 import json
 import os
 import platform
+import subprocess
 import sys
 import tempfile
 import time
@@ -141,24 +144,21 @@ def step_directory(raw: Path, count: int) -> dict:
     return {"images_per_s": _images_per_s(batches.prefetch(tf.data.AUTOTUNE), count)}
 
 
-def _model(tf, manifest):
+def _model(tf, manifest, wrap=lambda optimizer: optimizer):
+    """The pipeline's CNN with Adam (``wrap``: e.g. Horovod's DistributedOptimizer)."""
     from pipeline.config import load_config
     from pipeline.train.model import build_model
     from pipeline.train.optim import make_loss
 
     cfg = load_config().train
     model = build_model("image_cnn", manifest, cfg)
-    model.compile(optimizer=tf.keras.optimizers.Adam(cfg.learning_rate),
+    model.compile(optimizer=wrap(tf.keras.optimizers.Adam(cfg.learning_rate)),
                   loss=make_loss(cfg.loss), metrics=["accuracy"])
     return model
 
 
-def step_consume(source: str, dataset_url: str, steps: int, threads: int) -> dict:
-    """The CNN's training rate (1 process) on synthetic batches or on the Petastorm reader."""
-    import tensorflow as tf
-
-    _limit_threads(tf, threads)
-    times: list[float] = []
+def _epoch_timer(tf, times: list[float]):
+    """A Keras callback appending each epoch's wall time to ``times``."""
 
     class Timer(tf.keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
@@ -167,13 +167,63 @@ def step_consume(source: str, dataset_url: str, steps: int, threads: int) -> dic
         def on_epoch_end(self, epoch, logs=None):
             times.append(time.perf_counter() - self.started)
 
+    return Timer()
+
+
+def step_consume(source: str, dataset_url: str, steps: int, threads: int) -> dict:
+    """The CNN's training rate (1 process) on synthetic batches or on the Petastorm reader."""
+    import tensorflow as tf
+
+    _limit_threads(tf, threads)
+    times: list[float] = []
     with _batches(dataset_url, "pipeline") as (manifest, batches):
         if source == "synthetic":
             x, y = next(iter(batches))
             batches = tf.data.Dataset.from_tensors((x, y)).repeat()
         model = _model(tf, manifest)
-        model.fit(batches, steps_per_epoch=steps, epochs=2, callbacks=[Timer()], verbose=0)
+        model.fit(batches, steps_per_epoch=steps, epochs=2,
+                  callbacks=[_epoch_timer(tf, times)], verbose=0)
     return {"images_per_s": steps * BATCH / times[-1]}  # the second epoch: warm
+
+
+def step_plain_horovod(dataset_url: str, workers: str, work: Path) -> dict:
+    """The plain alternative to ``pipeline train``: ``horovodrun -np workers`` running
+    ``plain_rank`` (global images/s of epoch 2, from rank 0's file)."""
+    out_file = Path(tempfile.mkdtemp(prefix="bench-plain-")) / "rate.json"
+    horovodrun = Path(sys.executable).with_name("horovodrun")
+    done = subprocess.run([str(horovodrun), "-np", workers, "--gloo", sys.executable, __file__,
+                           "--work", str(work), "--step", "plain_rank", "--arg", str(out_file)],
+                          capture_output=True, text=True, cwd=REPO, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"horovodrun failed:\n{done.stderr[-3000:]}")
+    return json.loads(out_file.read_text())
+
+
+def plain_rank(dataset_url: str, out_file: str) -> None:
+    """One rank of the plain Horovod loop: the CNN with DistributedOptimizer and the initial
+    broadcast, 1 thread, ``train.batch_size`` and ``pipeline train``'s steps per epoch, on one
+    synthetic batch in memory; rank 0 writes the rate."""
+    import horovod.tensorflow.keras as hvd
+    import tensorflow as tf
+
+    from pipeline.config import load_config
+    from pipeline.datasets.manifest import open_version
+    from pipeline.train.worker import steps_per_epoch
+
+    hvd.init()
+    _limit_threads(tf, 1)
+    _, manifest = open_version(dataset_url)
+    batch = load_config().train.batch_size
+    steps = steps_per_epoch(manifest.splits["train"].rows, batch, hvd.size())
+    x = tf.random.uniform((batch, 28, 28, 1), seed=hvd.rank())
+    y = tf.one_hot(tf.random.uniform((batch,), maxval=10, dtype=tf.int32, seed=1), 10)
+    model, times = _model(tf, manifest, hvd.DistributedOptimizer), []
+    model.fit(tf.data.Dataset.from_tensors((x, y)).repeat(), steps_per_epoch=steps, epochs=2,
+              callbacks=[hvd.callbacks.BroadcastGlobalVariablesCallback(0),
+                         _epoch_timer(tf, times)], verbose=0)
+    if hvd.rank() == 0:
+        Path(out_file).write_text(json.dumps(
+            {"images_per_s": steps * batch * hvd.size() / times[-1]}))
 
 
 def step_horovod(dataset_url: str, workers: str, precision: str) -> dict:
@@ -236,6 +286,11 @@ def report(count: int, results: dict[str, dict]) -> str:
         ("CNN on the reader / CNN on synthetic data", ratio("real", "synthetic"), ">= 0.9"),
         ("Horovod 2x1 thread / (2 x Horovod 1x1 thread)",
          rates["hvd2"] / (2 * rates["hvd1"]), ">= 0.85"),
+        ("pipeline train / plain horovodrun loop, 1 process", ratio("hvd1", "plain1"),
+         ">= 0.95"),
+        ("pipeline train / plain horovodrun loop, 2 processes", ratio("hvd2", "plain2"),
+         ">= 0.9"),
+        ("plain horovodrun loop, 2 processes / 1 process", ratio("plain2", "plain1"), "-"),
     ]
     names = {
         "rows": "Petastorm row reader (decodes in Python) -> make_petastorm_dataset",
@@ -245,6 +300,8 @@ def report(count: int, results: dict[str, dict]) -> str:
         "real": "CNN training on the training input, 1 thread",
         "hvd1": "pipeline train, Horovod 1 process x 1 thread",
         "hvd2": "pipeline train, Horovod 2 processes x 1 thread",
+        "plain1": "plain horovodrun Keras loop, 1 process x 1 thread (synthetic, in memory)",
+        "plain2": "plain horovodrun Keras loop, 2 processes x 1 thread (synthetic, in memory)",
     }
     precision = (f"16-bit arithmetic this CPU reports: {', '.join(_sixteen_bit_flags()) or 'none'}"
                  " (of avx512_bf16, amx_bf16, avx512_fp16). Mixed precision pays off where the "
@@ -283,16 +340,18 @@ def main() -> None:
             "directory": lambda: step_directory(raw, args.images),
             "consume": lambda: step_consume(args.arg, dataset_url, args.steps, threads=1),
             "horovod": lambda: step_horovod(dataset_url, *args.arg.split(":")),
+            "plain_horovod": lambda: step_plain_horovod(dataset_url, args.arg, args.work),
+            "plain_rank": lambda: plain_rank(dataset_url, args.arg),
             "precision": lambda: step_horovod(prepare_subset(args.work, raw), "2", args.arg),
         }[args.step]()
-        print(json.dumps(result))
+        print(json.dumps(result or {}))
         return
     common = ["--images", str(args.images), "--steps", str(args.steps), "--work", str(args.work)]
     plan = {"rows": ("reader", "rows"), "pipeline": ("reader", "pipeline"),
             "directory": ("directory", ""),
             "synthetic": ("consume", "synthetic"), "real": ("consume", "real"),
-            "hvd1": ("horovod", "1:float32"),
-            "hvd2": ("horovod", "2:float32"),
+            "hvd1": ("horovod", "1:float32"), "plain1": ("plain_horovod", "1"),
+            "hvd2": ("horovod", "2:float32"), "plain2": ("plain_horovod", "2"),
             **{key: ("precision", precision) for key, precision in PRECISIONS.items()}}
     prepare_subset(args.work, raw)  # once, before the steps that read it
     results = {}
