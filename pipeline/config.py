@@ -326,7 +326,8 @@ class LaunchConfig(_Section):
         if self.discovery_script and self.hosts:
             raise ValueError("launch.elastic takes its hosts from launch.discovery_script or "
                              "from launch.hosts, not both")
-        if self.discovery_script and not os.access(self.discovery_script, os.X_OK):
+        if self.discovery_script and not (os.path.isfile(self.discovery_script)
+                                          and os.access(self.discovery_script, os.X_OK)):
             raise ValueError(f"launch.discovery_script {self.discovery_script!r} is not an "
                              "executable file")
         if not self.discovery_script and len(self.hosts.split(",")) < 2:

@@ -247,6 +247,7 @@ class SaveElasticState(tf.keras.callbacks.Callback):
                                          root_rank=0, name=f"best_{epoch}")
         state.epoch = epoch + 1
         state.early_stopping = self._early_stopping.state() if self._early_stopping else {}
+        state.logs = {k: float(v) for k, v in (logs or {}).items()}
         state.save()
 
 

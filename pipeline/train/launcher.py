@@ -89,10 +89,10 @@ def worker_env(cfg: LaunchConfig) -> dict[str, str]:
         "HOROVOD_STALL_CHECK_TIME_SECONDS": str(max(1, cfg.stall_timeout_s // 4)),
         "HOROVOD_STALL_SHUTDOWN_TIME_SECONDS": str(cfg.stall_timeout_s),
         "HOROVOD_GLOO_TIMEOUT_SECONDS": str(cfg.stall_timeout_s),
-        "HOROVOD_ELASTIC_TIMEOUT": str(cfg.start_timeout_s),  # for min_workers to be back
         "TF_CPP_MIN_LOG_LEVEL": "2",
         "PYTHONWARNINGS": "ignore::FutureWarning",
-    }
+    } | ({"HOROVOD_ELASTIC_TIMEOUT": str(cfg.start_timeout_s)}  # for min_workers to be back
+         if cfg.elastic else {})
 
 
 @contextmanager

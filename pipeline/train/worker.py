@@ -157,9 +157,11 @@ def _init_from(model, spec: WorkerSpec, rank: int) -> None:
 
 def _phase_optimizer(tf, hvd, cfg: TrainConfig, steps: int, fine_tuning: bool):
     """(Horovod optimiser, its learning-rate schedule) of a run, or of its fine-tuning epochs
-    (after ``train.freeze_epochs``); with float16, Keras's dynamic loss scaling around it."""
+    (after ``train.freeze_epochs``); with float16, Keras's dynamic loss scaling around it.
+    Planned for ``train.workers`` and its ``steps`` per epoch: every rank builds the same one,
+    even a rank that joins an elastic job while it runs with fewer workers."""
     phase = fine_tune_config(cfg) if fine_tuning else cfg
-    schedule = make_schedule(phase, hvd.size(), steps)
+    schedule = make_schedule(phase, cfg.workers, steps)
     optimizer = hvd.DistributedOptimizer(make_optimizer(phase, schedule))
     if cfg.precision == "mixed_float16":
         optimizer = tf.keras.mixed_precision.LossScaleOptimizer(optimizer)
@@ -274,20 +276,46 @@ def _fit_elastic(spec: WorkerSpec, tf, hvd, hvd_tf, prepared: _Prepared, carried
     model = prepared.model
     model.optimizer.build(model.trainable_variables)  # the slots exist on a joining rank too
     state = hvd.elastic.KerasState(model, epoch=carried.epoch, best=carried.best,
-                                   early_stopping=carried.early_stopping)
+                                   early_stopping=carried.early_stopping, logs={})
 
     @hvd.elastic.run
     def attempt(state):
         if hvd.rank() == 0:
+            write_lost_epoch_end(spec, state, model, retrying)
             log.info("elastic: %d worker(s) from epoch %d on", hvd.size(), state.epoch + 1)
             retrying("the number of workers", runs.log_metrics, spec.tracker, spec.run_id,
                      {keys.WORKERS: hvd.size()}, state.epoch)
-        return _fit_once(spec, tf, hvd, hvd_tf, prepared,
-                         _Carried(state.epoch, state.best, state.early_stopping), retrying, state)
+        try:
+            return _fit_once(spec, tf, hvd, hvd_tf, prepared,
+                             _Carried(state.epoch, state.best, state.early_stopping), retrying,
+                             state)
+        except tf.errors.UnknownError as exc:  # Horovod's wrapper would swallow it
+            if "Horovod" in str(exc):  # a lost peer: Horovod's to handle
+                raise
+            raise RuntimeError(f"training failed: {exc}") from exc
 
     fitted = attempt(state)
     os.environ["HOROVOD_RANK"] = str(hvd.rank())  # Horovod files this rank's result under it
     return fitted
+
+
+def write_lost_epoch_end(spec: WorkerSpec, state, model, retrying) -> None:
+    """Elastic mode, rank 0 at a (re)start: when the last saved epoch has no checkpoint, its
+    rank 0 died during its epoch-end writes; write them now (the checkpoint, then the epoch's
+    metrics), from the state the ranks went back to."""
+    from pipeline.tracking import runs
+    from pipeline.train import checkpoints
+
+    last, point = state.epoch - 1, checkpoints.latest(spec.checkpoint_root)
+    if not state.logs or (point is not None and point.epoch >= last):
+        return
+    log.info("elastic: writing epoch %d's checkpoint and metrics, lost with its rank 0",
+             last + 1)
+    checkpoints.save(checkpoints.Checkpoint(spec.checkpoint_root, last, state.logs,
+                                            state.early_stopping, state.best),
+                     model, model.optimizer)
+    retrying(f"metrics of epoch {last + 1}", runs.log_metrics, spec.tracker, spec.run_id,
+             state.logs, last)
 
 
 def train_worker(spec: WorkerSpec) -> dict:
@@ -303,9 +331,9 @@ def train_worker(spec: WorkerSpec) -> dict:
     disable_autolog()
     hvd.init()
     _configure_devices(tf, hvd, spec.launch.threads_per_worker)
-    steps = steps_per_epoch(spec.manifest.splits["train"].rows, spec.train.batch_size,
-                            hvd.size())
-    prepared = _compiled_model(spec, tf, hvd, steps)
+    planned = steps_per_epoch(spec.manifest.splits["train"].rows, spec.train.batch_size,
+                              spec.train.workers)  # what the schedule counts on
+    prepared = _compiled_model(spec, tf, hvd, planned)
     start_step, resumed = int(prepared.model.optimizer.iterations.numpy()), spec.resume_from
     carried = _Carried(prepared.initial_epoch, resumed.best if resumed else {},
                        resumed.early_stopping if resumed else {})

@@ -168,3 +168,36 @@ def test_elastic_training_goes_on_without_a_killed_worker_and_takes_it_back(digi
                                        filter_string=f"source_run_id = '{run.info.run_id}' "
                                        "AND name = 'model'")
     print("workers by epoch:", workers)
+
+
+def test_a_new_rank_0_writes_the_epoch_end_its_predecessor_lost(tmp_path):
+    """Elastic mode: the ranks went back to a saved epoch whose checkpoint and metrics the
+    rank 0 that trained it never wrote (it died during its writes); the new rank 0 writes
+    them once, from the state, and does nothing when they are there."""
+    from types import SimpleNamespace
+
+    import tensorflow as tf
+
+    from pipeline.config import load_config
+    from pipeline.tracking.retry import Retrying
+    from pipeline.tracking.tracker import Tracker
+    from pipeline.train import checkpoints
+    from pipeline.train.worker import write_lost_epoch_end
+
+    tracker = Tracker.from_config(load_config(overrides=_settings(tmp_path)).mlflow)
+    run_id = tracker.client.create_run(tracker.experiment_id).info.run_id
+    model = tf.keras.Sequential([tf.keras.Input((3,)), tf.keras.layers.Dense(2)])
+    model.compile(optimizer="adam", loss="mse")
+    model.optimizer.build(model.trainable_variables)
+    root = checkpoints.checkpoint_root(str(tmp_path / "checkpoints"), run_id)
+    checkpoints.save(checkpoints.Checkpoint(root, 0, {"loss": 1.0}), model, model.optimizer)
+    spec = SimpleNamespace(checkpoint_root=root, tracker=tracker, run_id=run_id)
+    state = SimpleNamespace(epoch=2, logs={"loss": 0.5, "val_loss": 0.7}, best={},
+                            early_stopping={"best": 0.7, "wait": 0})
+    for _ in range(2):  # the second time, the epoch's writes are there: nothing is written
+        write_lost_epoch_end(spec, state, model, Retrying())
+    point = checkpoints.latest(root)
+    assert (point.epoch, point.logs, point.early_stopping) == (1, state.logs,
+                                                               state.early_stopping)
+    history = tracker.client.get_metric_history(run_id, "loss")
+    assert [(m.step, m.value) for m in history] == [(1, 0.5)]
