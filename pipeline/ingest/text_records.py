@@ -129,7 +129,8 @@ def range_rows(source: str, content: str, first_line: int, text_col: str, label_
                fmt: RowFormat = "jsonl", header: Sequence[str] | None = None
                ) -> Iterator[RawDocument | TextRecord]:
     """The rows of a JSONL or CSV range (decoded, NULs removed) whose first line is
-    ``first_line``: exactly the items ``file_rows`` gives for those lines of the whole file.
+    ``first_line``: exactly the items ``file_rows`` gives for those lines of the whole file,
+    but for the tally of blank lines, which each range makes for its own.
     A CSV range after the first gets the file's ``header``; the first reads its own."""
     columns = (text_col, label_col)
     rows = (jsonl_rows(content, columns, first_line) if fmt == "jsonl"

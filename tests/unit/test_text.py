@@ -443,6 +443,8 @@ def _records(root, cfg: TextConfig) -> dict[str, TextRecord]:
             records[key] = clean_text_document(key, None, data, found.label, cfg, RATIOS)
     for name, fmt in (("reviews.csv", "csv"), ("reviews.jsonl", "jsonl")):
         for row in file_rows(name, (root / name).read_bytes(), fmt, "text", "label", cfg):
+            if isinstance(row, TextRecord) and row.blank_lines:
+                continue  # the tally of blank lines: no input
             key = f"{name}:{row.line}"
             if isinstance(row, TextRecord):
                 records[key] = row
@@ -501,7 +503,7 @@ def test_corpus_documents_are_cleaned_as_intended(corpus_records):
     assert text["reviews.csv:3"] == 'quoted, with a comma and "double quotes" inside'
     assert text["reviews.csv:4"] == "spans two lines: the second line is still the same review"
     assert corpus_records["reviews.csv:10"].label_name == "pos"
-    assert text["reviews.jsonl:9"] == "an escaped lone surrogate and a clapper 🎬 survive."
+    assert text["reviews.jsonl:10"] == "an escaped lone surrogate and a clapper 🎬 survive."
     assert corpus_records[LONG_LINE].detail.endswith("above text.max_chars 100000")
 
 
