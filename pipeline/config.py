@@ -400,6 +400,7 @@ class RetrainConfig(_Section):
     text_col: str = Field(min_length=1)
     label_col: str = Field(min_length=1)
     warm_start: bool
+    reuse_rows: bool
     lock_dir: str
     lock_stale_after_s: int = Field(ge=60)
 

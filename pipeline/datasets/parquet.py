@@ -4,12 +4,14 @@ filesystems: a dataset version lands on local disk, HDFS or S3 alike, with no S3
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from pipeline import storage
 
 if TYPE_CHECKING:
-    from pyspark.sql import DataFrame
+    import pyarrow as pa
+    from pyspark.sql import DataFrame, SparkSession
 
 
 def row_group_rows(rows: int, nbytes: int, max_rows: int, max_bytes: int | None) -> int:
@@ -56,3 +58,39 @@ def write_frame(frame: DataFrame, uri: str, rows_per_row_group: int,
         filesystem, path = storage.resolve(storage.join(uri, f"part-00000-{token}.parquet"))
         pq.write_table(schema.empty_table(), path, filesystem=filesystem)
     return written
+
+
+def row_groups(uri: str) -> list[tuple[str, int]]:
+    """(file URI, row group index) of every Parquet file below the folder ``uri``."""
+    import pyarrow.parquet as pq
+
+    groups = []
+    for file_uri, _ in storage.list_files(uri):
+        if file_uri.endswith(".parquet"):
+            filesystem, path = storage.resolve(file_uri)
+            with filesystem.open_input_file(path) as handle:
+                count = pq.ParquetFile(handle).metadata.num_row_groups
+            groups += [(file_uri, index) for index in range(count)]
+    return groups
+
+
+def read_frame(spark: SparkSession, uri: str, columns: list[str], schema: str,
+               keep: Callable[[pa.Table], pa.Table]) -> DataFrame:
+    """The ``columns`` of the Parquet files below ``uri`` as a DataFrame of ``schema``, one task
+    per row group, read through the storage layer as ``write_frame`` writes them; ``keep``
+    selects (and may extend) each group's rows in the task."""
+    import pyarrow.parquet as pq
+
+    def read_groups(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            for file_uri, index in zip(batch["file"].to_pylist(), batch["index"].to_pylist(),
+                                       strict=True):
+                filesystem, path = storage.resolve(file_uri)
+                with filesystem.open_input_file(path) as handle:
+                    table = keep(pq.ParquetFile(handle).read_row_group(index, columns=columns))
+                yield from table.to_batches()
+
+    groups = row_groups(uri)
+    planned = spark.sparkContext.parallelize(groups, max(1, len(groups)))
+    return (spark.createDataFrame(planned, "file string, index int")
+            .mapInArrow(read_groups, schema))

@@ -23,6 +23,8 @@ def image_schema(images: ImagesConfig) -> Unischema:
         # the raw file's size as its header said, before any resize (evaluation's size slice)
         UnischemaField("original_width", np.int32, (), ScalarCodec(IntegerType()), False),
         UnischemaField("original_height", np.int32, (), ScalarCodec(IntegerType()), False),
+        # its profile as JSON (datasets.profiles): a retrain reuses the row with its statistics
+        UnischemaField("profile", np.str_, (), ScalarCodec(StringType()), False),
     ])
 
 

@@ -12,10 +12,8 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-import pyarrow.parquet as pq
 from petastorm.etl.dataset_metadata import materialize_dataset
 from petastorm.unischema import Unischema
-from pyarrow import fs as pafs
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -25,7 +23,7 @@ from pipeline.datasets import statistics
 from pipeline.datasets.commit import WriteMode, begin
 from pipeline.datasets.features import SPLITS
 from pipeline.datasets.manifest import Manifest, SplitInfo
-from pipeline.datasets.parquet import write_frame
+from pipeline.datasets.parquet import row_groups, write_frame
 from pipeline.datasets.reader import filesystem_factory
 from pipeline.datasets.schema import describe
 from pipeline.datasets.statistics import Statistics
@@ -78,17 +76,6 @@ def _statistics(accepted: DataFrame, spec: VersionSpec, reasons: dict[str, int])
                         lambda a, b: (statistics.merge(a[0], b[0]), statistics.merge(a[1], b[1]))))
     return statistics.build(whole, kind, reasons, spec.top_tokens,
                             increment=new if increment else None)
-
-
-def _count_row_groups(split_uri: str) -> int:
-    filesystem, path = storage.resolve(split_uri)
-    selector = pafs.FileSelector(path, recursive=True)
-    total = 0
-    for info in filesystem.get_file_info(selector):
-        if info.type == pafs.FileType.File and info.base_name.endswith(".parquet"):
-            with filesystem.open_input_file(info.path) as handle:
-                total += pq.ParquetFile(handle).metadata.num_row_groups
-    return total
 
 
 def _fingerprint(records: DataFrame, spec: VersionSpec) -> str:
@@ -164,7 +151,7 @@ def write_version(spark: SparkSession, records: DataFrame, discovered: int,
             split_uri = storage.join(staging, split)
             log.info("writing %s: %d rows", split, rows)
             _write_split(spark, accepted.filter(F.col("split") == split), rows, split_uri, spec)
-            splits[split] = SplitInfo(rows=rows, row_groups=_count_row_groups(split_uri),
+            splits[split] = SplitInfo(rows=rows, row_groups=len(row_groups(split_uri)),
                                       per_label=per_label)
         write_frame(rejected.select("path", "reason", "detail").coalesce(1),
                     storage.join(staging, QUARANTINE_DIR), spec.layout.rows_per_row_group,

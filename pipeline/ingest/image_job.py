@@ -4,11 +4,12 @@ duplicates, write a dataset version. Per-record logic lives in ``images``/``imag
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from functools import partial
+from functools import partial, reduce
 
 import pandas as pd
+import pyarrow as pa
 from pyspark import Broadcast, StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -17,9 +18,11 @@ from pyspark.sql import types as T
 from pipeline import storage
 from pipeline.config import Config, ImagesConfig
 from pipeline.datasets.commit import WriteMode, check_output
-from pipeline.datasets.manifest import Manifest
+from pipeline.datasets.manifest import Manifest, open_version
+from pipeline.datasets.parquet import read_frame
 from pipeline.datasets.reasons import Reason
 from pipeline.datasets.schema import image_schema
+from pipeline.datasets.statistics import relative_path
 from pipeline.datasets.writer import VersionSpec, write_version
 from pipeline.errors import InputError
 from pipeline.ingest.discover import (
@@ -29,7 +32,7 @@ from pipeline.ingest.discover import (
     parse_listing,
     size_problem,
 )
-from pipeline.ingest.image_records import ImageRecord, clean_image_file
+from pipeline.ingest.image_records import ROW_RULES, ImageRecord, clean_image_file
 from pipeline.ingest.rejection import Rejected
 from pipeline.ingest.rows import jsonl_blank_lines
 from pipeline.ingest.spark_dedup import apply_exact_duplicates
@@ -118,14 +121,95 @@ def _clean_batches(batches: Iterator[pd.DataFrame], labels: Broadcast, images: I
         yield pd.DataFrame.from_records(records, columns=list(ImageRecord._fields))
 
 
+@dataclass(frozen=True)
+class Reuse:
+    """A retrain's previous version: its rows stand for the inputs not in ``fresh`` (new or
+    changed since it was built; paths relative to the input root), which are not read again."""
+
+    version_uri: str
+    fresh: frozenset[str]
+
+
+@dataclass(frozen=True)
+class Reused:
+    rows: DataFrame  # ImageRecord rows read back from the previous version
+    paths: frozenset[str]
+
+
+def _why_not_reusable(manifest: Manifest, cfg: Config) -> str | None:
+    """Why a previous version's rows are not what decoding the same files would give now."""
+    if manifest.kind != "images" or manifest.extra.get("row_rules") != ROW_RULES:
+        return "it was built by other rules (an earlier release)"
+    if manifest.config.get("images") != cfg.images.model_dump():
+        return "its images.* settings differ"
+    return None
+
+
+def _kept_rows(table: pa.Table, wanted: dict[str, str]) -> pa.Table:
+    """The stored rows of inputs in ``wanted`` (source -> label) with the same label."""
+    labels = [wanted.get(source) for source in table.column("source").to_pylist()]
+    same = [label is not None and label == stored
+            for label, stored in zip(labels, table.column("label_name").to_pylist(), strict=True)]
+    return table.filter(pa.array(same, pa.bool_()))
+
+
+# the stored columns a reused row is made of, as the record names them
+STORED = {"source": "path string", "label_name": "label_name string", "image": "image binary",
+          "content_hash": "content_hash string", "profile": "profile string"}
+
+
+def _stored_rows(spark: SparkSession, version_uri: str, splits: list[str], columns: list[str],
+                 keep: Callable[[pa.Table], pa.Table]) -> DataFrame:
+    """The ``columns`` of a version's rows that ``keep`` selects, with their ``_split``."""
+    schema = ", ".join(STORED[column] for column in columns)
+    frames = [read_frame(spark, storage.join(version_uri, split), columns, schema, keep)
+              .withColumn("_split", F.lit(split)) for split in splits]
+    return reduce(DataFrame.unionByName, frames)
+
+
+def _unchanged(path: str, root: str, fresh: frozenset[str]) -> bool:
+    relative = relative_path(path, root)
+    return relative is not None and relative not in fresh
+
+
+def _reuse(spark: SparkSession, reuse: Reuse, inputs: Inputs, cfg: Config) -> Reused | None:
+    """The previous version's accepted rows of the candidates that did not change, or None
+    when its rows cannot stand for a fresh decode (then every input is read)."""
+    version_uri, manifest = open_version(reuse.version_uri)
+    why_not = _why_not_reusable(manifest, cfg)
+    if why_not is not None:
+        log.info("reading every input again, not reusing %s: %s", reuse.version_uri, why_not)
+        return None
+    splits = list(manifest.splits)
+    if not splits:
+        return None
+    wanted = {d.path: d.label for d in inputs.found
+              if d.reason is None and _unchanged(d.path, inputs.source, reuse.fresh)}
+    keep = partial(_kept_rows, wanted=wanted)
+    # the paths first, from two small columns; the rows are read once, into the cache
+    paths = frozenset(row.path for row in _stored_rows(spark, version_uri, splits,
+                                                       ["source", "label_name"], keep).collect())
+    rows = _stored_rows(spark, version_uri, splits, list(STORED), keep)
+    filled = {"split": F.col("_split"), "reason": F.lit(None).cast("string"),
+              "detail": F.lit(None).cast("string")}
+    rows = rows.select(*[filled.get(name, F.col(name)).alias(name)
+                         for name in RECORD_SCHEMA.names])
+    log.info("reusing the rows of %d unchanged inputs from %s", len(paths), reuse.version_uri)
+    return Reused(rows, paths)
+
+
 def _clean(spark: SparkSession, inputs: Inputs, images: ImagesConfig,
-           ratios: dict[str, float]) -> DataFrame:
-    """Every discovered input as one ``ImageRecord`` row, persisted."""
-    candidates = {d.path: d.label for d in inputs.found if d.reason is None}
-    sizes = {d.path: d.size for d in inputs.found if d.reason is None}
+           ratios: dict[str, float], reused: Reused | None) -> DataFrame:
+    """Every discovered input as one ``ImageRecord`` row, persisted: decoded, or ``reused``."""
+    done = reused.paths if reused is not None else frozenset()
+    candidates = {d.path: d.label for d in inputs.found
+                  if d.reason is None and d.path not in done}
+    sizes = {d.path: d.size for d in inputs.found if d.path in candidates}
     rejected = [ImageRecord.rejected(d.path, d.label, d.reason, d.detail)
                 for d in inputs.found if d.reason is not None]
     records = spark.createDataFrame(rejected, RECORD_SCHEMA)
+    if reused is not None:
+        records = records.unionByName(reused.rows)
     # the cache is built inside the block (Spark's own reader plans its scan there)
     with SparkProgress(spark, "decode"), read_files(spark, sizes, inputs.read_from) as scan:
         if candidates:
@@ -143,12 +227,14 @@ def _clean(spark: SparkSession, inputs: Inputs, images: ImagesConfig,
 def ingest_images(spark: SparkSession, cfg: Config, input_path: str | None, output_path: str,
                   mode: WriteMode = "error", listing_path: str | None = None,
                   attachments: dict[str, str] | None = None,
-                  increment: frozenset[str] = frozenset()) -> Manifest:
+                  increment: frozenset[str] = frozenset(), reuse: Reuse | None = None
+                  ) -> Manifest:
     """Raw images (a ``ROOT/<label>/<image>`` folder, or a CSV/JSONL listing of path,label)
     -> a committed dataset version in which every input is accepted or quarantined.
 
     ``attachments``: extra files (name -> text) committed with the version; ``increment``: the
-    new and changed inputs (relative paths) whose statistics are kept apart too."""
+    new and changed inputs (relative paths) whose statistics are kept apart too; ``reuse``: a
+    previous version whose stored rows stand for the inputs that did not change."""
     if (input_path is None) == (listing_path is None):
         raise InputError("give either an input folder or a listing (--manifest), not both")
     output_uri = storage.to_uri(output_path)
@@ -165,7 +251,8 @@ def ingest_images(spark: SparkSession, cfg: Config, input_path: str | None, outp
     log.info("discovered %d inputs in %s", len(inputs.found), inputs.source)
 
     ratios = cfg.split.model_dump()
-    records = _clean(spark, inputs, cfg.images, ratios)
+    reused = _reuse(spark, reuse, inputs, cfg) if reuse is not None else None
+    records = _clean(spark, inputs, cfg.images, ratios, reused)
     try:
         records = apply_exact_duplicates(spark, records)
         records, label_map = with_label_index(records)
@@ -179,7 +266,8 @@ def ingest_images(spark: SparkSession, cfg: Config, input_path: str | None, outp
             config={"images": cfg.images.model_dump(), "split": ratios,
                     "dataset": cfg.dataset.model_dump()},
             label_map=label_map, layout=cfg.dataset, order_column="content_hash",
-            extra={"empty_label_folders": inputs.empty_folders}
+            extra={"empty_label_folders": inputs.empty_folders, "row_rules": ROW_RULES,
+                   "reused_rows": len(reused.paths) if reused is not None else 0}
             | ({} if inputs.blank_lines is None else {"blank_lines": inputs.blank_lines}),
             attachments=attachments or {}, increment=increment,
         )

@@ -11,6 +11,10 @@ from pipeline.ingest.images import prepare_image
 from pipeline.ingest.rejection import Rejected
 from pipeline.ingest.split import assign_split
 
+# bump when ``clean_image_file`` gives another record for the same bytes and settings: a
+# retrain then reads every input again instead of reusing the previous version's rows
+ROW_RULES = 1
+
 
 class ImageRecord(NamedTuple):
     """A cleaned input. Accepted records have ``split``; rejected ones ``reason`` and ``detail``."""

@@ -113,8 +113,10 @@ def _build_version(cfg: Config, source_uri: str, output_uri: str, snapshot: inpu
                    latest: tuple[str, Manifest] | None, changes: inputs.Changes
                    ) -> tuple[str, Manifest]:
     """Ingest the whole input folder by the same rules into the next ``vNNNN``: inputs keep the
-    split their content hash gives them; text keeps the previous vocabulary."""
-    from pipeline.ingest.image_job import ingest_images
+    split their content hash gives them; text keeps the previous vocabulary. Images unchanged
+    since the newest version keep its rows (``retrain.reuse_rows``): only new and changed files
+    are decoded."""
+    from pipeline.ingest.image_job import Reuse, ingest_images
     from pipeline.ingest.text_job import ingest_text
     from pipeline.spark import get_spark
 
@@ -125,8 +127,10 @@ def _build_version(cfg: Config, source_uri: str, output_uri: str, snapshot: inpu
     spark = get_spark(cfg.spark, app_name="pipeline-retrain-ingest")
     try:
         if rc.kind == "images":
+            reuse = (Reuse(latest[0], frozenset(changes.new + changes.changed))
+                     if latest is not None and rc.reuse_rows else None)
             manifest = ingest_images(spark, cfg, source_uri, output_uri, mode="new-version",
-                                     attachments=attachments, increment=increment)
+                                     attachments=attachments, increment=increment, reuse=reuse)
         else:
             vocabulary = (storage.read_text(storage.join(latest[0], VOCAB_NAME))
                           if latest is not None else None)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+from dataclasses import replace
+
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -191,3 +195,70 @@ def test_inputs_that_are_all_quarantined_make_a_version_of_quarantine_alone(spar
     assert (manifest.discovered, manifest.splits, manifest.label_map) == (2, {}, {})
     assert manifest.quarantine == {"not_an_image": 2} and manifest.accounted()
     assert read_manifest(f"file://{tmp_path / 'out'}").quarantine == manifest.quarantine
+
+
+def _stored(version_uri: str, manifest) -> tuple[dict, list]:
+    """(source -> every stored column of its row, with its split; sorted quarantine rows)."""
+    rows = {}
+    for split in manifest.splits:
+        for row in pq.read_table(f"{version_uri}/{split}".removeprefix("file://")).to_pylist():
+            rows[row["source"]] = {**row, "split": split}
+    quarantine = pq.read_table(f"{version_uri}/quarantine".removeprefix("file://")).to_pylist()
+    return rows, sorted(quarantine, key=lambda row: row["path"])
+
+
+def test_a_version_built_on_the_previous_rows_equals_a_full_rebuild(spark, digits_raw,
+                                                                    tmp_path):
+    """What a retrain does: inputs unchanged since the last version keep its rows; new,
+    changed and quarantined ones are decoded. Nothing tells the result from a full build."""
+    from pipeline.ingest.image_job import Reuse
+    from pipeline.retrain.inputs import compare, take_snapshot
+
+    raw = tmp_path / "raw"
+    expected = write_image_corpus(raw)
+    digits = sorted(digits_raw.rglob("*.png"))
+    for path in digits[:150]:
+        (raw / path.parent.name).mkdir(exist_ok=True)
+        (raw / path.parent.name / path.name).write_bytes(path.read_bytes())
+    cfg = make_config(tmp_path, *CORPUS_CONFIG_OVERRIDES)
+    before = take_snapshot(raw.as_uri())
+    first = ingest_images(spark, cfg, str(raw), str(tmp_path / "out"), mode="new-version")
+    first_rows, _ = _stored(first.extra["version_uri"], first)
+
+    # new files, a changed file, a removed one, and the kept member of a duplicate group gone
+    for path in digits[150:170]:
+        (raw / path.parent.name / path.name).write_bytes(path.read_bytes())
+    changed = raw / digits[0].parent.name / digits[0].name
+    changed.write_bytes(digits[-1].read_bytes())
+    (raw / digits[1].parent.name / digits[1].name).unlink()
+    group = next(want for want in expected.values() if want.startswith("duplicate_group:"))
+    members = [raw / relative for relative, want in expected.items() if want == group]
+    (kept,) = [m for m in members if f"file:{m}" in first_rows]
+    kept.unlink()
+    changes = compare(before, take_snapshot(raw.as_uri(), before))
+    assert (len(changes.new), len(changes.changed), len(changes.removed)) == (20, 1, 2)
+
+    reuse = Reuse(first.extra["version_uri"], frozenset(changes.new + changes.changed))
+    second = ingest_images(spark, cfg, str(raw), str(tmp_path / "out"), mode="new-version",
+                           reuse=reuse)
+    # the full build: from a version an earlier release wrote (no row rules), nothing reused
+    earlier = tmp_path / "earlier"
+    shutil.copytree(first.extra["version_uri"].removeprefix("file://"), earlier)
+    manifest = json.loads((earlier / "manifest.json").read_text())
+    del manifest["extra"]["row_rules"]
+    (earlier / "manifest.json").write_text(json.dumps(manifest))
+    full = ingest_images(spark, cfg, str(raw), str(tmp_path / "full"),
+                         reuse=replace(reuse, version_uri=earlier.as_uri()))
+    gone = {f"file:{changed}", f"file:{raw / digits[1].parent.name / digits[1].name}",
+            f"file:{kept}"}
+    assert second.extra["reused_rows"] == len(set(first_rows) - gone) > 100
+    assert full.extra["reused_rows"] == 0
+    assert second.fingerprint == full.fingerprint != first.fingerprint
+    for field in ("discovered", "label_map", "quarantine", "splits"):
+        assert getattr(second, field) == getattr(full, field), field
+    assert second.extra["statistics"] == full.extra["statistics"]
+    rows, quarantine = _stored(second.extra["version_uri"], second)
+    assert (rows, quarantine) == _stored(full.extra["version_uri"], full)
+    assert any(f"file:{m}" in rows for m in members)  # a duplicate no more: accepted now
+    assert rows[f"file:{changed}"]["content_hash"] != first_rows[f"file:{changed}"][
+        "content_hash"]
