@@ -76,9 +76,9 @@ def row_groups(uri: str) -> list[tuple[str, int]]:
 
 def read_frame(spark: SparkSession, uri: str, columns: list[str], schema: str,
                keep: Callable[[pa.Table], pa.Table]) -> DataFrame:
-    """The ``columns`` of the Parquet files below ``uri`` as a DataFrame of ``schema``, one task
-    per row group, read through the storage layer as ``write_frame`` writes them; ``keep``
-    selects (and may extend) each group's rows in the task."""
+    """The ``columns`` of the Parquet files below ``uri`` as a DataFrame of ``schema``, read
+    through the storage layer as ``write_frame`` writes them, in two tasks per core (or one per
+    row group, when fewer); ``keep`` selects each group's rows in the task."""
     import pyarrow.parquet as pq
 
     def read_groups(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
@@ -91,6 +91,7 @@ def read_frame(spark: SparkSession, uri: str, columns: list[str], schema: str,
                 yield from table.to_batches()
 
     groups = row_groups(uri)
-    planned = spark.sparkContext.parallelize(groups, max(1, len(groups)))
+    tasks = max(1, min(len(groups), 2 * spark.sparkContext.defaultParallelism))
+    planned = spark.sparkContext.parallelize(groups, tasks)
     return (spark.createDataFrame(planned, "file string, index int")
             .mapInArrow(read_groups, schema))
