@@ -74,6 +74,15 @@ def row_groups(uri: str) -> list[tuple[str, int]]:
     return groups
 
 
+def read_columns(uri: str, columns: list[str]) -> pa.Table:
+    """The ``columns`` of every Parquet file below the folder ``uri``, read on the driver: for
+    small columns (a version's sources), where a Spark job would cost more than the read."""
+    import pyarrow.parquet as pq
+
+    filesystem, path = storage.resolve(uri)
+    return pq.read_table(path, filesystem=filesystem, columns=columns)
+
+
 def read_frame(spark: SparkSession, uri: str, columns: list[str], schema: str,
                keep: Callable[[pa.Table], pa.Table]) -> DataFrame:
     """The ``columns`` of the Parquet files below ``uri`` as a DataFrame of ``schema``, read

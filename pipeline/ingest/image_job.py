@@ -19,7 +19,7 @@ from pipeline import storage
 from pipeline.config import Config, ImagesConfig
 from pipeline.datasets.commit import WriteMode, check_output
 from pipeline.datasets.manifest import Manifest, open_version
-from pipeline.datasets.parquet import read_frame
+from pipeline.datasets.parquet import read_columns, read_frame
 from pipeline.datasets.reasons import Reason
 from pipeline.datasets.schema import image_schema
 from pipeline.datasets.statistics import relative_path
@@ -158,11 +158,12 @@ STORED = {"source": "path string", "label_name": "label_name string", "image": "
           "content_hash": "content_hash string", "profile": "profile string"}
 
 
-def _stored_rows(spark: SparkSession, version_uri: str, splits: list[str], columns: list[str],
+def _stored_rows(spark: SparkSession, version_uri: str, splits: list[str],
                  keep: Callable[[pa.Table], pa.Table]) -> DataFrame:
-    """The ``columns`` of a version's rows that ``keep`` selects, with their ``_split``."""
-    schema = ", ".join(STORED[column] for column in columns)
-    frames = [read_frame(spark, storage.join(version_uri, split), columns, schema, keep)
+    """The ``STORED`` columns of a version's rows that ``keep`` selects, with their
+    ``_split``."""
+    schema = ", ".join(STORED.values())
+    frames = [read_frame(spark, storage.join(version_uri, split), list(STORED), schema, keep)
               .withColumn("_split", F.lit(split)) for split in splits]
     return reduce(DataFrame.unionByName, frames)
 
@@ -186,10 +187,10 @@ def _reuse(spark: SparkSession, reuse: Reuse, inputs: Inputs, cfg: Config) -> Re
     wanted = {d.path: d.label for d in inputs.found
               if d.reason is None and _unchanged(d.path, inputs.source, reuse.fresh)}
     keep = partial(_kept_rows, wanted=wanted)
-    # the paths first, from two small columns; the rows are read once, into the cache
-    paths = frozenset(row.path for row in _stored_rows(spark, version_uri, splits,
-                                                       ["source", "label_name"], keep).collect())
-    rows = _stored_rows(spark, version_uri, splits, list(STORED), keep)
+    # the paths first, from two small columns read here; the rows once, into the cache
+    paths = frozenset(path for split in splits for path in keep(read_columns(
+        storage.join(version_uri, split), ["source", "label_name"])).column("source").to_pylist())
+    rows = _stored_rows(spark, version_uri, splits, keep)
     filled = {"split": F.col("_split"), "reason": F.lit(None).cast("string"),
               "detail": F.lit(None).cast("string")}
     rows = rows.select(*[filled.get(name, F.col(name)).alias(name)
