@@ -168,6 +168,12 @@ def copy_dir(src: str, dst: str) -> None:
     pafs.copy_files(src_path, dst_path, source_filesystem=src_fs, destination_filesystem=dst_fs)
 
 
+def copy_file(src: str, dst: str) -> None:
+    """Copy one file within a filesystem (on S3 a server-side copy: no bytes through here)."""
+    filesystem, src_path = resolve(src)
+    filesystem.copy_file(src_path, resolve(dst)[1])
+
+
 def replace_file(src: str, dst: str) -> None:
     """Move a file over ``dst`` (atomic on POSIX; delete-then-move where rename cannot replace)."""
     filesystem, src_path = resolve(src)

@@ -60,34 +60,38 @@ def write_frame(frame: DataFrame, uri: str, rows_per_row_group: int,
     return written
 
 
-def row_groups(uri: str) -> list[tuple[str, int]]:
-    """(file URI, row group index) of every Parquet file below the folder ``uri``."""
+def parquet_files(uri: str) -> list[str]:
+    """The URIs of the Parquet files below the folder ``uri``, sorted."""
+    return [file_uri for file_uri, _ in storage.list_files(uri) if file_uri.endswith(".parquet")]
+
+
+def row_groups(files: list[str]) -> list[tuple[str, int]]:
+    """(file URI, row group index) of every row group of ``files``."""
     import pyarrow.parquet as pq
 
     groups = []
-    for file_uri, _ in storage.list_files(uri):
-        if file_uri.endswith(".parquet"):
-            filesystem, path = storage.resolve(file_uri)
-            with filesystem.open_input_file(path) as handle:
-                count = pq.ParquetFile(handle).metadata.num_row_groups
-            groups += [(file_uri, index) for index in range(count)]
+    for file_uri in files:
+        filesystem, path = storage.resolve(file_uri)
+        with filesystem.open_input_file(path) as handle:
+            count = pq.ParquetFile(handle).metadata.num_row_groups
+        groups += [(file_uri, index) for index in range(count)]
     return groups
 
 
-def read_columns(uri: str, columns: list[str]) -> pa.Table:
-    """The ``columns`` of every Parquet file below the folder ``uri``, read on the driver: for
-    small columns (a version's sources), where a Spark job would cost more than the read."""
+def read_columns(file_uri: str, columns: list[str]) -> pa.Table:
+    """The ``columns`` of one Parquet file, read on the driver: for small columns (a version's
+    sources), where a Spark job would cost more than the read."""
     import pyarrow.parquet as pq
 
-    filesystem, path = storage.resolve(uri)
+    filesystem, path = storage.resolve(file_uri)
     return pq.read_table(path, filesystem=filesystem, columns=columns)
 
 
-def read_frame(spark: SparkSession, uri: str, columns: list[str], schema: str,
-               keep: Callable[[pa.Table], pa.Table]) -> DataFrame:
-    """The ``columns`` of the Parquet files below ``uri`` as a DataFrame of ``schema``, read
-    through the storage layer as ``write_frame`` writes them, in two tasks per core (or one per
-    row group, when fewer); ``keep`` selects each group's rows in the task."""
+def read_frame(spark: SparkSession, files: list[str], columns: list[str], schema: str,
+               keep: Callable[[pa.Table, str], pa.Table]) -> DataFrame:
+    """The ``columns`` of the Parquet ``files`` as a DataFrame of ``schema``, read through the
+    storage layer as ``write_frame`` writes them, in two tasks per core (or one per row group,
+    when fewer); ``keep(table, file URI)`` selects (and may extend) each group's rows."""
     import pyarrow.parquet as pq
 
     def read_groups(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
@@ -96,10 +100,10 @@ def read_frame(spark: SparkSession, uri: str, columns: list[str], schema: str,
                                        strict=True):
                 filesystem, path = storage.resolve(file_uri)
                 with filesystem.open_input_file(path) as handle:
-                    table = keep(pq.ParquetFile(handle).read_row_group(index, columns=columns))
-                yield from table.to_batches()
+                    table = pq.ParquetFile(handle).read_row_group(index, columns=columns)
+                yield from keep(table, file_uri).to_batches()
 
-    groups = row_groups(uri)
+    groups = row_groups(files)
     tasks = max(1, min(len(groups), 2 * spark.sparkContext.defaultParallelism))
     planned = spark.sparkContext.parallelize(groups, tasks)
     return (spark.createDataFrame(planned, "file string, index int")

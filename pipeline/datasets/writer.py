@@ -23,7 +23,7 @@ from pipeline.datasets import statistics
 from pipeline.datasets.commit import WriteMode, begin
 from pipeline.datasets.features import SPLITS
 from pipeline.datasets.manifest import Manifest, SplitInfo
-from pipeline.datasets.parquet import row_groups, write_frame
+from pipeline.datasets.parquet import parquet_files, row_groups, write_frame
 from pipeline.datasets.reader import filesystem_factory
 from pipeline.datasets.schema import describe
 from pipeline.datasets.statistics import Statistics
@@ -32,6 +32,9 @@ from pipeline.errors import PipelineError
 log = logging.getLogger(__name__)
 
 QUARANTINE_DIR = "quarantine"
+# a records column naming the previous version's Parquet file an accepted row is stored in,
+# when that file is carried over whole (copied); null for rows to write
+CARRIED = "stored_in"
 
 
 class AccountingError(PipelineError, RuntimeError):
@@ -109,22 +112,43 @@ def plan_layout(rows: int, layout: DatasetConfig) -> SplitLayout:
                        files=max(1, math.ceil(groups / layout.row_groups_per_file)))
 
 
+def _carried_files(rows: DataFrame) -> dict[str, int]:
+    """Previous version's files (-> their rows) that ``rows`` carry over whole: copied, not
+    written again."""
+    if CARRIED not in rows.columns:
+        return {}
+    counted = rows.filter(F.col(CARRIED).isNotNull()).groupBy(CARRIED).count().collect()
+    return {row[CARRIED]: row["count"] for row in counted}
+
+
 def _write_split(spark: SparkSession, rows: DataFrame, count: int, uri: str,
                  spec: VersionSpec) -> None:
-    plan = plan_layout(count, spec.layout)
+    """The split's rows under ``uri``: sorted by ``order_column`` into planned files, beside the
+    previous version's files carried over whole."""
+    carried = _carried_files(rows)
+    fresh = count - sum(carried.values())
+    if carried:
+        rows = rows.filter(F.col(CARRIED).isNull())
+    plan = plan_layout(fresh, spec.layout)
     fields = list(spec.schema.fields)
     laid_out = (rows.select(*fields)
                 .repartitionByRange(plan.files, spec.order_column)
                 .sortWithinPartitions(spec.order_column))
     with materialize_dataset(spark, uri, spec.schema, spec.layout.row_group_size_mb,
                              filesystem_factory=filesystem_factory(uri)):
-        write_frame(laid_out, uri, plan.group_rows,
-                    row_group_bytes=spec.layout.row_group_size_mb * 2**20)
+        if not storage.is_object_store(uri):
+            storage.make_dirs(uri)
+        for file_uri in sorted(carried):
+            storage.copy_file(file_uri, storage.join(uri, file_uri.rsplit("/", 1)[-1]))
+        if fresh:
+            write_frame(laid_out, uri, plan.group_rows,
+                        row_group_bytes=spec.layout.row_group_size_mb * 2**20)
 
 
 def write_version(spark: SparkSession, records: DataFrame, discovered: int,
                   output_uri: str, mode: WriteMode, spec: VersionSpec) -> Manifest:
-    """Write ``records`` (schema fields + ``split``, ``reason``, ``detail``) as a dataset version.
+    """Write ``records`` (schema fields + ``split``, ``reason``, ``detail``; optionally
+    ``CARRIED``) as a dataset version.
 
     Accepted rows have a split and no reason; rejected rows a reason. The version appears at
     ``output_uri`` only once complete and accounted for. The returned manifest's
@@ -151,8 +175,8 @@ def write_version(spark: SparkSession, records: DataFrame, discovered: int,
             split_uri = storage.join(staging, split)
             log.info("writing %s: %d rows", split, rows)
             _write_split(spark, accepted.filter(F.col("split") == split), rows, split_uri, spec)
-            splits[split] = SplitInfo(rows=rows, row_groups=len(row_groups(split_uri)),
-                                      per_label=per_label)
+            groups = len(row_groups(parquet_files(split_uri)))
+            splits[split] = SplitInfo(rows=rows, row_groups=groups, per_label=per_label)
         write_frame(rejected.select("path", "reason", "detail").coalesce(1),
                     storage.join(staging, QUARANTINE_DIR), spec.layout.rows_per_row_group,
                     always_write=True)

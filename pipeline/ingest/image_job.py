@@ -4,12 +4,11 @@ duplicates, write a dataset version. Per-record logic lives in ``images``/``imag
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from functools import partial, reduce
+from functools import partial
 
 import pandas as pd
-import pyarrow as pa
 from pyspark import Broadcast, StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -18,11 +17,9 @@ from pyspark.sql import types as T
 from pipeline import storage
 from pipeline.config import Config, ImagesConfig
 from pipeline.datasets.commit import WriteMode, check_output
-from pipeline.datasets.manifest import Manifest, open_version
-from pipeline.datasets.parquet import read_columns, read_frame
+from pipeline.datasets.manifest import Manifest
 from pipeline.datasets.reasons import Reason
 from pipeline.datasets.schema import image_schema
-from pipeline.datasets.statistics import relative_path
 from pipeline.datasets.writer import VersionSpec, write_version
 from pipeline.errors import InputError
 from pipeline.ingest.discover import (
@@ -33,6 +30,7 @@ from pipeline.ingest.discover import (
     size_problem,
 )
 from pipeline.ingest.image_records import ROW_RULES, ImageRecord, clean_image_file
+from pipeline.ingest.image_reuse import Reuse, Reused, reused_rows, with_images
 from pipeline.ingest.rejection import Rejected
 from pipeline.ingest.rows import jsonl_blank_lines
 from pipeline.ingest.spark_dedup import apply_exact_duplicates
@@ -121,87 +119,10 @@ def _clean_batches(batches: Iterator[pd.DataFrame], labels: Broadcast, images: I
         yield pd.DataFrame.from_records(records, columns=list(ImageRecord._fields))
 
 
-@dataclass(frozen=True)
-class Reuse:
-    """A retrain's previous version: its rows stand for the inputs not in ``fresh`` (new or
-    changed since it was built; paths relative to the input root), which are not read again."""
-
-    version_uri: str
-    fresh: frozenset[str]
-
-
-@dataclass(frozen=True)
-class Reused:
-    rows: DataFrame  # ImageRecord rows read back from the previous version
-    paths: frozenset[str]
-
-
-def _why_not_reusable(manifest: Manifest, cfg: Config) -> str | None:
-    """Why a previous version's rows are not what decoding the same files would give now."""
-    if manifest.kind != "images" or manifest.extra.get("row_rules") != ROW_RULES:
-        return "it was built by other rules (an earlier release)"
-    if manifest.config.get("images") != cfg.images.model_dump():
-        return "its images.* settings differ"
-    return None
-
-
-def _kept_rows(table: pa.Table, wanted: dict[str, str]) -> pa.Table:
-    """The stored rows of inputs in ``wanted`` (source -> label) with the same label."""
-    labels = [wanted.get(source) for source in table.column("source").to_pylist()]
-    same = [label is not None and label == stored
-            for label, stored in zip(labels, table.column("label_name").to_pylist(), strict=True)]
-    return table.filter(pa.array(same, pa.bool_()))
-
-
-# the stored columns a reused row is made of, as the record names them
-STORED = {"source": "path string", "label_name": "label_name string", "image": "image binary",
-          "content_hash": "content_hash string", "profile": "profile string"}
-
-
-def _stored_rows(spark: SparkSession, version_uri: str, splits: list[str],
-                 keep: Callable[[pa.Table], pa.Table]) -> DataFrame:
-    """The ``STORED`` columns of a version's rows that ``keep`` selects, with their
-    ``_split``."""
-    schema = ", ".join(STORED.values())
-    frames = [read_frame(spark, storage.join(version_uri, split), list(STORED), schema, keep)
-              .withColumn("_split", F.lit(split)) for split in splits]
-    return reduce(DataFrame.unionByName, frames)
-
-
-def _unchanged(path: str, root: str, fresh: frozenset[str]) -> bool:
-    relative = relative_path(path, root)
-    return relative is not None and relative not in fresh
-
-
-def _reuse(spark: SparkSession, reuse: Reuse, inputs: Inputs, cfg: Config) -> Reused | None:
-    """The previous version's accepted rows of the candidates that did not change, or None
-    when its rows cannot stand for a fresh decode (then every input is read)."""
-    version_uri, manifest = open_version(reuse.version_uri)
-    why_not = _why_not_reusable(manifest, cfg)
-    if why_not is not None:
-        log.info("reading every input again, not reusing %s: %s", reuse.version_uri, why_not)
-        return None
-    splits = list(manifest.splits)
-    if not splits:
-        return None
-    wanted = {d.path: d.label for d in inputs.found
-              if d.reason is None and _unchanged(d.path, inputs.source, reuse.fresh)}
-    keep = partial(_kept_rows, wanted=wanted)
-    # the paths first, from two small columns read here; the rows once, into the cache
-    paths = frozenset(path for split in splits for path in keep(read_columns(
-        storage.join(version_uri, split), ["source", "label_name"])).column("source").to_pylist())
-    rows = _stored_rows(spark, version_uri, splits, keep)
-    filled = {"split": F.col("_split"), "reason": F.lit(None).cast("string"),
-              "detail": F.lit(None).cast("string")}
-    rows = rows.select(*[filled.get(name, F.col(name)).alias(name)
-                         for name in RECORD_SCHEMA.names])
-    log.info("reusing the rows of %d unchanged inputs from %s", len(paths), reuse.version_uri)
-    return Reused(rows, paths)
-
-
 def _clean(spark: SparkSession, inputs: Inputs, images: ImagesConfig,
            ratios: dict[str, float], reused: Reused | None) -> DataFrame:
-    """Every discovered input as one ``ImageRecord`` row, persisted: decoded, or ``reused``."""
+    """Every discovered input as one ``ImageRecord`` row, persisted: decoded, or ``reused``
+    (then with the ``CARRIED`` column)."""
     done = reused.paths if reused is not None else frozenset()
     candidates = {d.path: d.label for d in inputs.found
                   if d.reason is None and d.path not in done}
@@ -210,7 +131,7 @@ def _clean(spark: SparkSession, inputs: Inputs, images: ImagesConfig,
                 for d in inputs.found if d.reason is not None]
     records = spark.createDataFrame(rejected, RECORD_SCHEMA)
     if reused is not None:
-        records = records.unionByName(reused.rows)
+        records = records.unionByName(reused.rows, allowMissingColumns=True)
     # the cache is built inside the block (Spark's own reader plans its scan there)
     with SparkProgress(spark, "decode"), read_files(spark, sizes, inputs.read_from) as scan:
         if candidates:
@@ -219,7 +140,7 @@ def _clean(spark: SparkSession, inputs: Inputs, images: ImagesConfig,
             labels = spark.sparkContext.broadcast(candidates)
             cleaned = scan.rows.mapInPandas(partial(_clean_batches, labels=labels, images=images,
                                                     ratios=ratios), RECORD_SCHEMA)
-            records = records.unionByName(cleaned)
+            records = records.unionByName(cleaned, allowMissingColumns=True)
         records = records.persist(StorageLevel.MEMORY_AND_DISK)
         records.count()
     return records
@@ -251,11 +172,23 @@ def ingest_images(spark: SparkSession, cfg: Config, input_path: str | None, outp
         log.warning("label folder %r holds no files", folder)
     log.info("discovered %d inputs in %s", len(inputs.found), inputs.source)
 
+    return _build(spark, cfg, inputs, output_uri, mode, attachments or {}, increment, reuse)
+
+
+def _build(spark: SparkSession, cfg: Config, inputs: Inputs, output_uri: str, mode: WriteMode,
+           attachments: dict[str, str], increment: frozenset[str], reuse: Reuse | None
+           ) -> Manifest:
+    """The discovered ``inputs`` cleaned (or reused), deduplicated and written as a version."""
     ratios = cfg.split.model_dump()
-    reused = _reuse(spark, reuse, inputs, cfg) if reuse is not None else None
-    records = _clean(spark, inputs, cfg.images, ratios, reused)
+    reused = (reused_rows(spark, reuse, inputs.found, inputs.source, cfg.images)
+              if reuse is not None else None)
+    cleaned = _clean(spark, inputs, cfg.images, ratios, reused)
+    records, carried = apply_exact_duplicates(spark, cleaned), []
+    if reused is not None:  # after deduplication: it decides which stored files stay whole
+        records, carried = with_images(spark, records, reused)
+        records = records.persist(StorageLevel.MEMORY_AND_DISK)
+    cached = (cleaned, records)
     try:
-        records = apply_exact_duplicates(spark, records)
         records, label_map = with_label_index(records)
         records = (records.withColumn("source", F.col("path"))
                    .withColumn("original_width",
@@ -268,13 +201,13 @@ def ingest_images(spark: SparkSession, cfg: Config, input_path: str | None, outp
                     "dataset": cfg.dataset.model_dump()},
             label_map=label_map, layout=cfg.dataset, order_column="content_hash",
             extra={"empty_label_folders": inputs.empty_folders, "row_rules": ROW_RULES,
-                   "reused_rows": len(reused.paths) if reused is not None else 0}
+                   "reused_rows": len(reused.paths) if reused is not None else 0,
+                   "carried_files": len(carried)}
             | ({} if inputs.blank_lines is None else {"blank_lines": inputs.blank_lines}),
-            attachments=attachments or {}, increment=increment,
+            attachments=attachments, increment=increment,
         )
         with SparkProgress(spark, "write"):
-            manifest = write_version(spark, records, len(inputs.found), output_uri, mode,
-                                     version)
+            return write_version(spark, records, len(inputs.found), output_uri, mode, version)
     finally:
-        records.unpersist()
-    return manifest
+        for frame in cached:
+            frame.unpersist()

@@ -116,7 +116,8 @@ def _build_version(cfg: Config, source_uri: str, output_uri: str, snapshot: inpu
     split their content hash gives them; text keeps the previous vocabulary. Images unchanged
     since the newest version keep its rows (``retrain.reuse_rows``): only new and changed files
     are decoded."""
-    from pipeline.ingest.image_job import Reuse, ingest_images
+    from pipeline.ingest.image_job import ingest_images
+    from pipeline.ingest.image_reuse import Reuse
     from pipeline.ingest.text_job import ingest_text
     from pipeline.spark import get_spark
 

@@ -209,9 +209,10 @@ def _stored(version_uri: str, manifest) -> tuple[dict, list]:
 
 def test_a_version_built_on_the_previous_rows_equals_a_full_rebuild(spark, digits_raw,
                                                                     tmp_path):
-    """What a retrain does: inputs unchanged since the last version keep its rows; new,
-    changed and quarantined ones are decoded. Nothing tells the result from a full build."""
-    from pipeline.ingest.image_job import Reuse
+    """What a retrain does: inputs unchanged since the last version keep its rows, and its
+    files whose rows all stay are copied whole; new, changed and quarantined inputs are
+    decoded. Nothing but the file layout tells the result from a full build."""
+    from pipeline.ingest.image_reuse import Reuse
     from pipeline.retrain.inputs import compare, take_snapshot
 
     raw = tmp_path / "raw"
@@ -220,7 +221,9 @@ def test_a_version_built_on_the_previous_rows_equals_a_full_rebuild(spark, digit
     for path in digits[:150]:
         (raw / path.parent.name).mkdir(exist_ok=True)
         (raw / path.parent.name / path.name).write_bytes(path.read_bytes())
-    cfg = make_config(tmp_path, *CORPUS_CONFIG_OVERRIDES)
+    # one row group of at most 16 rows per file: many files, most untouched by the changes
+    cfg = make_config(tmp_path, *CORPUS_CONFIG_OVERRIDES, "dataset.rows_per_row_group=16",
+                      "dataset.row_groups_per_file=1", "dataset.min_row_groups=2")
     before = take_snapshot(raw.as_uri())
     first = ingest_images(spark, cfg, str(raw), str(tmp_path / "out"), mode="new-version")
     first_rows, _ = _stored(first.extra["version_uri"], first)
@@ -252,10 +255,16 @@ def test_a_version_built_on_the_previous_rows_equals_a_full_rebuild(spark, digit
     gone = {f"file:{changed}", f"file:{raw / digits[1].parent.name / digits[1].name}",
             f"file:{kept}"}
     assert second.extra["reused_rows"] == len(set(first_rows) - gone) > 100
-    assert full.extra["reused_rows"] == 0
+    assert full.extra["reused_rows"] == full.extra["carried_files"] == 0
+    files = sum(1 for _ in (tmp_path / "out" / "v0001").rglob("part-*.parquet"))
+    copied = sum(1 for _ in (tmp_path / "out" / "v0002").rglob("part-*.parquet")
+                 if (tmp_path / "out" / "v0001" / _.parent.name / _.name).exists())
+    assert 0 < second.extra["carried_files"] == copied <= files - 3  # 3 files touched
     assert second.fingerprint == full.fingerprint != first.fingerprint
-    for field in ("discovered", "label_map", "quarantine", "splits"):
+    for field in ("discovered", "label_map", "quarantine"):
         assert getattr(second, field) == getattr(full, field), field
+    assert ({name: (info.rows, info.per_label) for name, info in second.splits.items()}
+            == {name: (info.rows, info.per_label) for name, info in full.splits.items()})
     assert second.extra["statistics"] == full.extra["statistics"]
     rows, quarantine = _stored(second.extra["version_uri"], second)
     assert (rows, quarantine) == _stored(full.extra["version_uri"], full)

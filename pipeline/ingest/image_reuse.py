@@ -1,0 +1,140 @@
+"""A retrain's image ingest on top of the previous version: what did not change is not redone.
+
+Inputs unchanged since the previous version keep its rows, read back without their pixels (path,
+label, split, content hash, profile, and the Parquet file they are stored in), so they are not
+decoded again and duplicates are still decided over every input. After that, a stored file
+whose rows all stay is copied whole by the writer (``writer.CARRIED``); only the rows of files
+that cannot be (an input in them changed, went away or became a duplicate) get their pixels read
+back, to be written again. The version is the one a full rebuild gives, laid out in other files.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+
+import pyarrow as pa
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from pipeline import storage
+from pipeline.config import ImagesConfig
+from pipeline.datasets.manifest import Manifest, open_version
+from pipeline.datasets.parquet import parquet_files, read_columns, read_frame
+from pipeline.datasets.statistics import relative_path
+from pipeline.datasets.writer import CARRIED
+from pipeline.ingest.discover import Discovered
+from pipeline.ingest.image_records import ROW_RULES, ImageRecord
+
+log = logging.getLogger(__name__)
+
+# the stored columns a reused row is made of (the image only when written again), as records
+# name them
+STORED = {"source": "path string", "label_name": "label_name string",
+          "content_hash": "content_hash string", "profile": "profile string"}
+
+
+@dataclass(frozen=True)
+class Reuse:
+    """A retrain's previous version: its rows stand for the inputs not in ``fresh`` (new or
+    changed since it was built; paths relative to the input root), which are not read again."""
+
+    version_uri: str
+    fresh: frozenset[str]
+
+
+@dataclass(frozen=True)
+class Reused:
+    rows: DataFrame  # ImageRecord rows without the image, and the file they are stored in
+    paths: frozenset[str]  # the inputs they stand for
+    files: dict[str, list[str]]  # every Parquet file of the previous version -> its sources
+
+
+def why_not_reusable(manifest: Manifest, images: ImagesConfig) -> str | None:
+    """Why a previous version's rows are not what decoding the same files would give now."""
+    if manifest.kind != "images" or manifest.extra.get("row_rules") != ROW_RULES:
+        return "it was built by other rules (an earlier release)"
+    if manifest.config.get("images") != images.model_dump():
+        return "its images.* settings differ"
+    return None
+
+
+def _among(table: pa.Table, file_uri: str, wanted: dict[str, str]) -> pa.Table:
+    """The rows of inputs in ``wanted`` (source -> label) with the same label, and the file
+    they are stored in."""
+    labels = [wanted.get(source) for source in table.column("source").to_pylist()]
+    same = [label is not None and label == stored
+            for label, stored in zip(labels, table.column("label_name").to_pylist(), strict=True)]
+    kept = table.filter(pa.array(same, pa.bool_()))
+    return kept.append_column(CARRIED, pa.array([file_uri] * kept.num_rows, pa.string()))
+
+
+def _stored_rows(spark: SparkSession, files: dict[str, list[str]],
+                 keep: Callable[[pa.Table, str], pa.Table]) -> DataFrame:
+    """The ``STORED`` columns of the rows ``keep`` selects, with their split (the folder of
+    their file) and the file, as ImageRecord rows without the image."""
+    schema = ", ".join([*STORED.values(), f"{CARRIED} string"])
+    rows = read_frame(spark, list(files), list(STORED), schema, keep)
+    filled = {"split": F.element_at(F.split(CARRIED, "/"), -2),
+              "image": F.lit(None).cast("binary"), "reason": F.lit(None).cast("string"),
+              "detail": F.lit(None).cast("string")}
+    return rows.select(*[filled.get(name, F.col(name)).alias(name)
+                         for name in (*ImageRecord._fields, CARRIED)])
+
+
+def _unchanged(path: str, root: str, fresh: frozenset[str]) -> bool:
+    relative = relative_path(path, root)
+    return relative is not None and relative not in fresh
+
+
+def reused_rows(spark: SparkSession, reuse: Reuse, found: list[Discovered], root: str,
+                images: ImagesConfig) -> Reused | None:
+    """The previous version's rows of the candidates in ``found`` that did not change, or None
+    when they cannot stand for a fresh decode (then every input is read)."""
+    version_uri, manifest = open_version(reuse.version_uri)
+    why_not = why_not_reusable(manifest, images)
+    if why_not is not None:
+        log.info("reading every input again, not reusing %s: %s", reuse.version_uri, why_not)
+        return None
+    wanted = {d.path: d.label for d in found
+              if d.reason is None and _unchanged(d.path, root, reuse.fresh)}
+    keep = partial(_among, wanted=wanted)
+    files, paths = {}, set()
+    for split in manifest.splits:  # the sources first, one small column read here
+        for file_uri in parquet_files(storage.join(version_uri, split)):
+            stored = read_columns(file_uri, ["source", "label_name"])
+            files[file_uri] = stored.column("source").to_pylist()
+            paths.update(keep(stored, file_uri).column("source").to_pylist())
+    log.info("reusing the rows of %d unchanged inputs from %s", len(paths), reuse.version_uri)
+    return Reused(_stored_rows(spark, files, keep), frozenset(paths), files)
+
+
+def with_images(spark: SparkSession, records: DataFrame, reused: Reused
+                ) -> tuple[DataFrame, list[str]]:
+    """(``records`` in which the reused rows of files that cannot be copied whole have their
+    image back and are written again, the files copied whole). Call after deduplication."""
+    kept = {row.path for row in records.filter(F.col("reason").isNull()
+                                               & F.col(CARRIED).isNotNull())
+            .select("path").collect()}
+    whole = [file_uri for file_uri, sources in reused.files.items()
+             if sources and all(source in kept for source in sources)]
+    broken = sorted(set(reused.files) - set(whole))
+    if broken:
+        pixels = read_frame(spark, broken, ["source", "image"], "path string, image binary",
+                            partial(_with_source_in, paths=kept))
+        in_broken = F.col(CARRIED).isin(broken)
+        again = (records.filter(in_broken).drop("image").join(pixels, "path", "left")
+                 .withColumn(CARRIED, F.lit(None).cast("string")))
+        records = (records.filter(F.col(CARRIED).isNull() | ~in_broken)
+                   .unionByName(again))
+    log.info("%d stored files carried over whole, the rows of %d written again", len(whole),
+             len(broken))
+    return records, whole
+
+
+def _with_source_in(table: pa.Table, file_uri: str, paths: set[str]) -> pa.Table:
+    """The rows of ``table`` whose source is in ``paths``."""
+    return table.filter(pa.array([s in paths for s in table.column("source").to_pylist()],
+                                 pa.bool_()))
