@@ -126,10 +126,12 @@ def _write_split(spark: SparkSession, rows: DataFrame, count: int, uri: str,
     """The split's rows under ``uri``: sorted by ``order_column`` into planned files, beside the
     previous version's files carried over whole."""
     carried = _carried_files(rows)
-    fresh = count - sum(carried.values())
-    if carried:
+    fresh, layout = count - sum(carried.values()), spec.layout
+    if carried:  # their row groups count toward the split's minimum
         rows = rows.filter(F.col(CARRIED).isNull())
-    plan = plan_layout(fresh, spec.layout)
+        left = max(1, layout.min_row_groups - len(row_groups(list(carried))))
+        layout = layout.model_copy(update={"min_row_groups": left})
+    plan = plan_layout(fresh, layout)
     fields = list(spec.schema.fields)
     laid_out = (rows.select(*fields)
                 .repartitionByRange(plan.files, spec.order_column)

@@ -185,7 +185,7 @@ def _build(spark: SparkSession, cfg: Config, inputs: Inputs, output_uri: str, mo
     cleaned = _clean(spark, inputs, cfg.images, ratios, reused)
     records, carried = apply_exact_duplicates(spark, cleaned), []
     if reused is not None:  # after deduplication: it decides which stored files stay whole
-        records, carried = with_images(spark, records, reused)
+        records, carried = with_images(spark, records, reused, cfg.dataset)
         records = records.persist(StorageLevel.MEMORY_AND_DISK)
     cached = (cleaned, records)
     try:

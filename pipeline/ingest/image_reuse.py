@@ -20,7 +20,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from pipeline import storage
-from pipeline.config import ImagesConfig
+from pipeline.config import DatasetConfig, ImagesConfig
 from pipeline.datasets.manifest import Manifest, open_version
 from pipeline.datasets.parquet import parquet_files, read_columns, read_frame
 from pipeline.datasets.statistics import relative_path
@@ -111,15 +111,19 @@ def reused_rows(spark: SparkSession, reuse: Reuse, found: list[Discovered], root
     return Reused(_stored_rows(spark, files, keep), frozenset(paths), files)
 
 
-def with_images(spark: SparkSession, records: DataFrame, reused: Reused
+def with_images(spark: SparkSession, records: DataFrame, reused: Reused, layout: DatasetConfig
                 ) -> tuple[DataFrame, list[str]]:
     """(``records`` in which the reused rows of files that cannot be copied whole have their
-    image back and are written again, the files copied whole). Call after deduplication."""
+    image back and are written again, the files copied whole). Call after deduplication.
+
+    A file under a quarter of a full one (``layout``) is written again with the new rows too,
+    so that increments do not pile up as small files."""
     kept = {row.path for row in records.filter(F.col("reason").isNull()
                                                & F.col(CARRIED).isNotNull())
             .select("path").collect()}
+    small = layout.rows_per_row_group * layout.row_groups_per_file // 4
     whole = [file_uri for file_uri, sources in reused.files.items()
-             if sources and all(source in kept for source in sources)]
+             if len(sources) >= small and all(source in kept for source in sources)]
     broken = sorted(set(reused.files) - set(whole))
     if broken:
         pixels = read_frame(spark, broken, ["source", "image"], "path string, image binary",

@@ -260,6 +260,10 @@ def test_a_version_built_on_the_previous_rows_equals_a_full_rebuild(spark, digit
     copied = sum(1 for _ in (tmp_path / "out" / "v0002").rglob("part-*.parquet")
                  if (tmp_path / "out" / "v0001" / _.parent.name / _.name).exists())
     assert 0 < second.extra["carried_files"] == copied <= files - 3  # 3 files touched
+    # a file under a quarter of a full one (16 rows here) is written again, never carried
+    assert all(pq.read_metadata(part).num_rows >= 4
+               for part in (tmp_path / "out" / "v0002").rglob("part-*.parquet")
+               if (tmp_path / "out" / "v0001" / part.parent.name / part.name).exists())
     assert second.fingerprint == full.fingerprint != first.fingerprint
     for field in ("discovered", "label_map", "quarantine"):
         assert getattr(second, field) == getattr(full, field), field
