@@ -44,6 +44,7 @@ bench: venv
 	@test -d /usr/share/datasets/fashion-mnist || $(SUDO) apt-get install -y dataset-fashion-mnist
 	$(BIN)/python benchmarks/ingest.py images
 	$(BIN)/python benchmarks/ingest.py text
+	$(BIN)/python benchmarks/retrain.py
 	$(BIN)/python benchmarks/train.py
 
 ui: venv

@@ -116,14 +116,14 @@ def with_images(spark: SparkSession, records: DataFrame, reused: Reused, layout:
     """(``records`` in which the reused rows of files that cannot be copied whole have their
     image back and are written again, the files copied whole). Call after deduplication.
 
-    A file under a quarter of a full one (``layout``) is written again with the new rows too,
+    A file of less than one full row group (``layout``) is written again with the new rows too,
     so that increments do not pile up as small files."""
     kept = {row.path for row in records.filter(F.col("reason").isNull()
                                                & F.col(CARRIED).isNotNull())
             .select("path").collect()}
-    small = layout.rows_per_row_group * layout.row_groups_per_file // 4
     whole = [file_uri for file_uri, sources in reused.files.items()
-             if len(sources) >= small and all(source in kept for source in sources)]
+             if len(sources) >= layout.rows_per_row_group
+             and all(source in kept for source in sources)]
     broken = sorted(set(reused.files) - set(whole))
     if broken:
         pixels = read_frame(spark, broken, ["source", "image"], "path string, image binary",

@@ -221,9 +221,9 @@ def test_a_version_built_on_the_previous_rows_equals_a_full_rebuild(spark, digit
     for path in digits[:150]:
         (raw / path.parent.name).mkdir(exist_ok=True)
         (raw / path.parent.name / path.name).write_bytes(path.read_bytes())
-    # one row group of at most 16 rows per file: many files, most untouched by the changes
-    cfg = make_config(tmp_path, *CORPUS_CONFIG_OVERRIDES, "dataset.rows_per_row_group=16",
-                      "dataset.row_groups_per_file=1", "dataset.min_row_groups=2")
+    # two row groups of at most 8 rows per file: many files, most untouched by the changes
+    cfg = make_config(tmp_path, *CORPUS_CONFIG_OVERRIDES, "dataset.rows_per_row_group=8",
+                      "dataset.row_groups_per_file=2", "dataset.min_row_groups=2")
     before = take_snapshot(raw.as_uri())
     first = ingest_images(spark, cfg, str(raw), str(tmp_path / "out"), mode="new-version")
     first_rows, _ = _stored(first.extra["version_uri"], first)
@@ -260,8 +260,8 @@ def test_a_version_built_on_the_previous_rows_equals_a_full_rebuild(spark, digit
     copied = sum(1 for _ in (tmp_path / "out" / "v0002").rglob("part-*.parquet")
                  if (tmp_path / "out" / "v0001" / _.parent.name / _.name).exists())
     assert 0 < second.extra["carried_files"] == copied <= files - 3  # 3 files touched
-    # a file under a quarter of a full one (16 rows here) is written again, never carried
-    assert all(pq.read_metadata(part).num_rows >= 4
+    # a file of less than a full row group (8 rows here) is written again, never carried
+    assert all(pq.read_metadata(part).num_rows >= 8
                for part in (tmp_path / "out" / "v0002").rglob("part-*.parquet")
                if (tmp_path / "out" / "v0001" / part.parent.name / part.name).exists())
     assert second.fingerprint == full.fingerprint != first.fingerprint
