@@ -121,3 +121,39 @@ def test_a_killed_training_resumes_on_s3_and_its_model_is_evaluated_and_applied_
     rows = sum(pq.read_table(io.BytesIO(storage.read_bytes(f"s3://flow/{k}"))).num_rows
                for k in written)
     assert rows == 30
+
+
+def test_a_retrains_version_on_s3_copies_the_untouched_files_server_side(flow, s3, spark):
+    """New digits arrive; the next version reuses the previous one's rows, copies its files
+    whose rows all stay (S3 CopyObject: the same bytes under the new version's key), and
+    reads back as a whole through Petastorm."""
+    from pipeline.datasets.reader import read_batches
+    from pipeline.ingest.image_reuse import Reuse
+
+    cfg, root, _, first, raw = flow
+    client, new = s3.client(), []
+    for folder in sorted(p for p in raw.iterdir() if p.is_dir()):
+        image = sorted(folder.iterdir())[PER_LABEL]  # the next digit of each label
+        client.put_object(Bucket="flow", Key=f"raw/{folder.name}/{image.name}",
+                          Body=image.read_bytes())
+        new.append(f"{folder.name}/{image.name}")
+    second = ingest_images(spark, cfg, f"{root}/raw", f"{root}/datasets/digits",
+                           mode="new-version",
+                           reuse=Reuse(first.extra["version_uri"], frozenset(new)))
+    accepted = sum(info.rows for info in first.splits.values())
+    assert second.extra["reused_rows"] == accepted
+    assert sum(info.rows for info in second.splits.values()) == accepted + len(new)
+    assert second.extra["carried_files"] > 0
+    before = {k.split("/", 3)[3]: k for k in s3.keys("flow", "datasets/digits/v0001/")
+              if k.endswith(".parquet")}
+    after = {k.split("/", 3)[3] for k in s3.keys("flow", "datasets/digits/v0002/")
+             if k.endswith(".parquet")}
+    copied = sorted(set(before) & after)
+    assert len(copied) == second.extra["carried_files"]
+    for name in copied:
+        old = client.head_object(Bucket="flow", Key=before[name])["ETag"]
+        assert client.head_object(Bucket="flow", Key=f"datasets/digits/v0002/{name}")[
+            "ETag"] == old
+    read = sum(len(batch["label"]) for split in second.splits
+               for batch in read_batches(second.extra["version_uri"], split, ("label",), 64))
+    assert read == accepted + len(new)
