@@ -44,9 +44,9 @@ def link_tree(source: Path, target: Path) -> list[Path]:
 
 
 # the stages of the job timed in the reusing run, by module: where the fixed costs go
-STAGES = {"pipeline.ingest.image_job": ("discover_folder", "_clean", "apply_exact_duplicates",
-                                        "with_label_index"),
-          "pipeline.ingest.image_reuse": ("reused_rows",),
+STAGES = {"pipeline.ingest.image_job": ("discover_folder", "reused_rows", "_clean",
+                                        "apply_exact_duplicates", "with_label_index",
+                                        "with_images"),
           "pipeline.datasets.writer": ("_statistics", "_write_split", "_fingerprint",
                                        "_check_accounting")}
 
@@ -96,8 +96,8 @@ def build(step: str, raw: Path, versions: Path) -> dict:
     previous = inputs.read_snapshot(latest) if latest else None
     snapshot = inputs.take_snapshot(raw.as_uri(), previous[1] if previous else None)
     changes = inputs.compare(previous[1] if previous else None, snapshot)
-    reuse = (Reuse(latest, frozenset(changes.new + changes.changed))
-             if latest and step == "reuse" else None)
+    unchanged = frozenset(snapshot) - frozenset(changes.new + changes.changed)
+    reuse = Reuse(latest, unchanged) if latest and step == "reuse" else None
     manifest = ingest_images(spark, cfg, str(raw), str(versions), mode="new-version",
                              attachments={inputs.SNAPSHOT_NAME: inputs.to_json(raw.as_uri(),
                                                                                snapshot)},

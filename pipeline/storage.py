@@ -169,9 +169,14 @@ def copy_dir(src: str, dst: str) -> None:
 
 
 def copy_file(src: str, dst: str) -> None:
-    """Copy one file within a filesystem (on S3 a server-side copy: no bytes through here)."""
-    filesystem, src_path = resolve(src)
-    filesystem.copy_file(src_path, resolve(dst)[1])
+    """Copy one file; within one S3 endpoint a server-side copy (no bytes through here)."""
+    src_fs, src_path = resolve(src)
+    dst_fs, dst_path = resolve(dst)
+    if src_fs.equals(dst_fs):
+        src_fs.copy_file(src_path, dst_path)
+    else:
+        pafs.copy_files(src_path, dst_path, source_filesystem=src_fs,
+                        destination_filesystem=dst_fs)
 
 
 def replace_file(src: str, dst: str) -> None:

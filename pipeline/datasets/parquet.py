@@ -78,13 +78,15 @@ def row_groups(files: list[str]) -> list[tuple[str, int]]:
     return groups
 
 
-def read_columns(file_uri: str, columns: list[str]) -> pa.Table:
-    """The ``columns`` of one Parquet file, read on the driver: for small columns (a version's
-    sources), where a Spark job would cost more than the read."""
+def read_columns(file_uri: str, columns: list[str]) -> tuple[pa.Table, int]:
+    """(The ``columns`` of one Parquet file, its row groups), read on the driver: for small
+    columns (a version's sources), where a Spark job would cost more than the read."""
     import pyarrow.parquet as pq
 
     filesystem, path = storage.resolve(file_uri)
-    return pq.read_table(path, filesystem=filesystem, columns=columns)
+    with filesystem.open_input_file(path) as handle:
+        parquet = pq.ParquetFile(handle)
+        return parquet.read(columns=columns), parquet.metadata.num_row_groups
 
 
 def read_frame(spark: SparkSession, files: list[str], columns: list[str], schema: str,

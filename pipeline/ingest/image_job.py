@@ -180,16 +180,16 @@ def _build(spark: SparkSession, cfg: Config, inputs: Inputs, output_uri: str, mo
            ) -> Manifest:
     """The discovered ``inputs`` cleaned (or reused), deduplicated and written as a version."""
     ratios = cfg.split.model_dump()
-    reused = (reused_rows(spark, reuse, inputs.found, inputs.source, cfg.images)
+    reused = (reused_rows(spark, reuse, inputs.found, inputs.source, cfg.images, ratios)
               if reuse is not None else None)
     cleaned = _clean(spark, inputs, cfg.images, ratios, reused)
-    records, carried = apply_exact_duplicates(spark, cleaned), []
-    if reused is not None:  # after deduplication: it decides which stored files stay whole
-        records, carried = with_images(spark, records, reused, cfg.dataset)
-        records = records.persist(StorageLevel.MEMORY_AND_DISK)
-    cached = (cleaned, records)
+    cached = [cleaned]
     try:
-        records, label_map = with_label_index(records)
+        records, label_map = with_label_index(apply_exact_duplicates(spark, cleaned))
+        carried = []
+        if reused is not None:  # after deduplication: it decides which stored files stay whole
+            records, carried = with_images(spark, records, reused, cfg.dataset, label_map)
+            cached.append(records.persist(StorageLevel.MEMORY_AND_DISK))
         records = (records.withColumn("source", F.col("path"))
                    .withColumn("original_width",
                                F.get_json_object("profile", "$.width").cast("int"))

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import cv2
+import PIL
+
 from pipeline.config import ImagesConfig
 from pipeline.datasets.profiles import dumps
 from pipeline.datasets.reasons import Reason
@@ -11,9 +14,10 @@ from pipeline.ingest.images import prepare_image
 from pipeline.ingest.rejection import Rejected
 from pipeline.ingest.split import assign_split
 
-# bump when ``clean_image_file`` gives another record for the same bytes and settings: a
-# retrain then reads every input again instead of reusing the previous version's rows
-ROW_RULES = 1
+# what decides the record ``clean_image_file`` gives for the same bytes and settings: a retrain
+# reads every input again, instead of reusing the previous version's rows, when it changed (bump
+# the number when the code changes it; a new decoder or encoder changes it by itself)
+ROW_RULES = f"1 (Pillow {PIL.__version__}, OpenCV {cv2.__version__})"
 
 
 class ImageRecord(NamedTuple):

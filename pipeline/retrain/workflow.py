@@ -128,8 +128,8 @@ def _build_version(cfg: Config, source_uri: str, output_uri: str, snapshot: inpu
     spark = get_spark(cfg.spark, app_name="pipeline-retrain-ingest")
     try:
         if rc.kind == "images":
-            reuse = (Reuse(latest[0], frozenset(changes.new + changes.changed))
-                     if latest is not None and rc.reuse_rows else None)
+            unchanged = frozenset(snapshot) - frozenset(changes.new + changes.changed)
+            reuse = Reuse(latest[0], unchanged) if latest is not None and rc.reuse_rows else None
             manifest = ingest_images(spark, cfg, source_uri, output_uri, mode="new-version",
                                      attachments=attachments, increment=increment, reuse=reuse)
         else:
