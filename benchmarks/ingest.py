@@ -42,6 +42,18 @@ UNIT = {"images": "images", "text": "documents"}
 PLAIN = {"opencv": "plain loop, OpenCV (1 process)",
          "images": "plain loop, Pillow (pipeline's function)", "text": "plain loop (1 process)"}
 SMALL = 6000  # the images of the small run
+# the stages of an image ingest timed, by module (``time_stages``): where a job's time goes
+STAGES = {"pipeline.ingest.image_job": ("discover_folder", "reused_rows", "_clean",
+                                        "apply_exact_duplicates", "with_label_index",
+                                        "with_images"),
+          "pipeline.datasets.writer": ("_statistics", "_write_split", "_fingerprint",
+                                       "_check_accounting")}
+STAGE_NAMES = {"discover_folder": "listing (Spark)", "reused_rows": "previous rows: sources",
+               "_clean": "read + decode + profile (+ reused rows), cached",
+               "apply_exact_duplicates": "exact duplicates", "with_label_index": "label map",
+               "with_images": "previous rows: files kept whole", "_statistics": "statistics",
+               "_write_split": "write the splits (Petastorm)", "_fingerprint": "fingerprint",
+               "_check_accounting": "accounting check"}
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -83,6 +95,37 @@ def raw_inputs(kind: str, work: Path, limit: int | None) -> Path:
 
             write_reviews(raw, limit)
     return raw
+
+
+def time_stages() -> dict[str, float]:
+    """Wrap the ``STAGES`` functions so that each call adds its seconds to the returned dict."""
+    import importlib
+
+    spent: dict[str, float] = {}
+
+    def timed(module, name):
+        function = getattr(module, name)
+
+        def wrapper(*args, **kwargs):
+            started = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                spent[name] = spent.get(name, 0.0) + time.perf_counter() - started
+        setattr(module, name, wrapper)
+
+    for module_name, names in STAGES.items():
+        for name in names:
+            timed(importlib.import_module(module_name), name)
+    return spent
+
+
+def stage_table(spent: dict[str, float]) -> list[str]:
+    """A markdown table of ``time_stages``' seconds, in the order the stages ran."""
+    return ["The first stage to run Python tasks also starts the Python workers.", "",
+            "| stage | seconds |", "|---|---|",
+            *[f"| {STAGE_NAMES[name]} | {seconds:.1f} |" for name, seconds in spent.items()],
+            ""]
 
 
 def plain_loop(kind: str, raw: Path, vocab_file: Path) -> dict:
@@ -128,6 +171,7 @@ def spark_job(kind: str, raw: Path, output: Path, master: str) -> dict:
     from pipeline.spark import get_spark
 
     setup_logging()
+    spent = time_stages() if kind == "images" else {}
     cfg = load_config(overrides=[*OVERRIDES[kind], f"spark.master={master}"])
     spark = get_spark(cfg.spark, app_name=f"bench-{kind}-{master}")
     if kind == "images":
@@ -138,7 +182,7 @@ def spark_job(kind: str, raw: Path, output: Path, master: str) -> dict:
     manifest = ingest(spark, cfg, str(raw), str(output), mode="overwrite")
     seconds = time.perf_counter() - started
     spark.stop()
-    return {"inputs": manifest.discovered, "seconds": seconds}
+    return {"inputs": manifest.discovered, "seconds": seconds, "stages": spent}
 
 
 def run_step(script: str, *args: str) -> dict:
@@ -182,7 +226,9 @@ def report(kind: str, count: int, results: dict[str, dict]) -> str:
         *([f"| Spark {m}, marginal | | | {margin[m]:,.0f} |" for m in margin]
           if kind == "images" else []),
         "", "| ratio | value | goal |", "|---|---|---|",
-        *[f"| {name} | {value:.2f} | {goal} |" for name, value, goal in ratios], ""])
+        *[f"| {name} | {value:.2f} | {goal} |" for name, value, goal in ratios], "",
+        *([f"Where Spark local[1]'s {count:,}-image job spends its time:", "",
+           *stage_table(results["Spark local[1]"]["stages"])] if kind == "images" else [])])
 
 
 def marginal(large: dict, small: dict) -> float:

@@ -24,7 +24,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ingest import OVERRIDES, REPO, raw_inputs, run_step
+from ingest import OVERRIDES, REPO, raw_inputs, run_step, stage_table, time_stages
 
 STEPS = {"first": "first version (99%)", "reuse": "retrain ingest, 1% new, reused",
          "full": "retrain ingest, 1% new, every file read"}
@@ -41,37 +41,6 @@ def link_tree(source: Path, target: Path) -> list[Path]:
             continue
         os.link(path, target / path.parent.name / path.name)
     return held
-
-
-# the stages of the job timed in the reusing run, by module: where the fixed costs go
-STAGES = {"pipeline.ingest.image_job": ("discover_folder", "reused_rows", "_clean",
-                                        "apply_exact_duplicates", "with_label_index",
-                                        "with_images"),
-          "pipeline.datasets.writer": ("_statistics", "_write_split", "_fingerprint",
-                                       "_check_accounting")}
-
-
-def time_stages() -> dict[str, float]:
-    """Wrap the ``STAGES`` functions so that each call adds its seconds to the returned dict."""
-    import importlib
-
-    spent: dict[str, float] = {}
-
-    def timed(module, name):
-        function = getattr(module, name)
-
-        def wrapper(*args, **kwargs):
-            started = time.perf_counter()
-            try:
-                return function(*args, **kwargs)
-            finally:
-                spent[name] = spent.get(name, 0.0) + time.perf_counter() - started
-        setattr(module, name, wrapper)
-
-    for module_name, names in STAGES.items():
-        for name in names:
-            timed(importlib.import_module(module_name), name)
-    return spent
 
 
 def build(step: str, raw: Path, versions: Path) -> dict:
@@ -155,11 +124,8 @@ def report(results: dict[int, dict[str, dict]]) -> str:
         f"| marginal cost per input: reused / every file read | "
         f"{extra['reuse'] / extra['full']:.2f} | - |",
         "", f"Same fingerprint as the full rebuild, both trees: {'yes' if same else 'NO'}.", "",
-        "Where the reusing run on the 60,000 tree spends its time (seconds per stage; the "
-        "first stage to run Python tasks also starts the Python workers):", "",
-        "| stage | seconds |", "|---|---|",
-        *[f"| {name} | {seconds:.1f} |"
-          for name, seconds in large[STEPS["reuse"]]["stages"].items()], ""])
+        "Where the reusing run on the 60,000 tree spends its time:", "",
+        *stage_table(large[STEPS["reuse"]]["stages"])])
 
 
 def main() -> None:

@@ -129,7 +129,7 @@ def reused_rows(spark: SparkSession, reuse: Reuse, found: list[Discovered], root
     return Reused(_stored_rows(spark, files, keep), frozenset(paths), files, manifest.label_map)
 
 
-def _whole_files(reused: Reused, kept: set[str], layout: DatasetConfig,
+def files_kept_whole(reused: Reused, kept: set[str], layout: DatasetConfig,
                  label_map: dict[str, int]) -> list[str]:
     """The previous version's files that can be copied as they are: every row kept, at least
     one full row group, the same label indices, and enough row groups in their split."""
@@ -153,7 +153,7 @@ def with_images(spark: SparkSession, records: DataFrame, reused: Reused, layout:
     kept = {row.path for row in records.filter(F.col("reason").isNull()
                                                & F.col(CARRIED).isNotNull())
             .select("path").collect()}
-    whole = _whole_files(reused, kept, layout, label_map)
+    whole = files_kept_whole(reused, kept, layout, label_map)
     broken = sorted(set(reused.files) - set(whole))
     if broken:
         paths = spark.sparkContext.broadcast(kept)

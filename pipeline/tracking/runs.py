@@ -237,6 +237,9 @@ def log_ingest_run(tracker: Tracker, parent_run_id: str, manifest: Manifest, dat
     counts = {f"inputs_{name}": n for name, n in changes.items()}
     counts |= {"discovered": manifest.discovered, "quarantined": manifest.quarantined}
     counts |= {f"{split}_rows": info.rows for split, info in manifest.splits.items()}
+    # what an image version kept from the previous one (rows not decoded, files not rewritten)
+    counts |= {key: manifest.extra[key] for key in ("reused_rows", "carried_files")
+               if key in manifest.extra}
     log_metrics(tracker, run_id, counts)
     tracker.client.log_inputs(run_id, datasets=[dataset_input(manifest, dataset_url, "ingest")])
     tracker.client.log_text(run_id, manifest.to_json(), keys.MANIFEST_ARTIFACT)

@@ -176,6 +176,11 @@ def test_new_files_build_a_version_where_old_inputs_keep_their_split(ws):
     assert {path: new[path] for path in old} == old  # every old input, in its old split
     assert set(added) <= set(new)
     assert {new[path] for path in added} == {"train", "val", "test"}
+    # v0001's rows stood for its inputs: read back, not decoded again (README, step 2)
+    (ingest_run,) = [r for r in ws.runs("ingest") if r.data.tags.get("dataset.url", "")
+                     .endswith("/v0002")]
+    assert ingest_run.data.metrics["reused_rows"] == len(old)
+    assert ingest_run.data.metrics["carried_files"] > 0
 
     versions = ws.model_versions()
     assert [str(v.version) for v in versions] == ["1", "2"]
