@@ -142,7 +142,11 @@ def _clean(spark: SparkSession, inputs: Inputs, images: ImagesConfig,
                                                     ratios=ratios), RECORD_SCHEMA)
             records = records.unionByName(cleaned, allowMissingColumns=True)
         records = records.persist(StorageLevel.MEMORY_AND_DISK)
-        records.count()
+        try:
+            records.count()
+        except BaseException:
+            records.unpersist()
+            raise
     return records
 
 

@@ -28,7 +28,6 @@ from pipeline import storage
 from pipeline.config import DatasetConfig, ImagesConfig
 from pipeline.datasets.manifest import Manifest, open_version
 from pipeline.datasets.parquet import parquet_files, read_columns, read_frame
-from pipeline.datasets.statistics import relative_path
 from pipeline.datasets.writer import CARRIED
 from pipeline.ingest.discover import Discovered
 from pipeline.ingest.image_records import ROW_RULES, ImageRecord
@@ -102,8 +101,16 @@ def _stored_rows(spark: SparkSession, files: dict[str, StoredFile],
                          for name in (*ImageRecord._fields, CARRIED)])
 
 
+def _plain(uri: str) -> str:
+    """``uri`` with the ``file:`` spellings made one (``file:///x``, ``file:/x`` -> ``/x``)."""
+    return "/" + uri[len("file:"):].lstrip("/") if uri.startswith("file:") else uri
+
+
 def _unchanged(path: str, root: str, unchanged: frozenset[str]) -> bool:
-    return relative_path(path, root) in unchanged
+    """Whether ``path``, relative to ``root`` as written (no URL parsing: a '#', '?' or '%41'
+    is part of a file name, as in the snapshot), is among the ``unchanged``."""
+    base, full = _plain(root).rstrip("/") + "/", _plain(path)
+    return full.startswith(base) and full[len(base):] in unchanged
 
 
 def reused_rows(spark: SparkSession, reuse: Reuse, found: list[Discovered], root: str,
@@ -115,10 +122,12 @@ def reused_rows(spark: SparkSession, reuse: Reuse, found: list[Discovered], root
     if why_not is not None:
         log.info("reading every input again, not reusing %s: %s", reuse.version_uri, why_not)
         return None
-    wanted = spark.sparkContext.broadcast({
-        d.path: d.label for d in found
-        if d.reason is None and _unchanged(d.path, root, reuse.unchanged)})
-    keep = partial(_among, wanted=wanted)
+    unchanged = {d.path: d.label for d in found
+                 if d.reason is None and _unchanged(d.path, root, reuse.unchanged)}
+    if not unchanged:
+        log.info("no input is unchanged since %s: every input is read", reuse.version_uri)
+        return None
+    keep = partial(_among, wanted=spark.sparkContext.broadcast(unchanged))
     files, paths = {}, set()
     for split in manifest.splits:  # the sources first, one small column read here
         for file_uri in parquet_files(storage.join(version_uri, split)):
@@ -130,7 +139,7 @@ def reused_rows(spark: SparkSession, reuse: Reuse, found: list[Discovered], root
 
 
 def files_kept_whole(reused: Reused, kept: set[str], layout: DatasetConfig,
-                 label_map: dict[str, int]) -> list[str]:
+                     label_map: dict[str, int]) -> list[str]:
     """The previous version's files that can be copied as they are: every row kept, at least
     one full row group, the same label indices, and enough row groups in their split."""
     if label_map != reused.label_map:
@@ -156,17 +165,26 @@ def with_images(spark: SparkSession, records: DataFrame, reused: Reused, layout:
     whole = files_kept_whole(reused, kept, layout, label_map)
     broken = sorted(set(reused.files) - set(whole))
     if broken:
-        paths = spark.sparkContext.broadcast(kept)
-        pixels = read_frame(spark, broken, ["source", "image"], "path string, image binary",
-                            partial(_with_source_in, paths=paths))
-        in_broken = F.col(CARRIED).isin(broken)
-        again = (records.filter(in_broken).drop("image").join(pixels, "path", "left")
-                 .withColumn(CARRIED, F.lit(None).cast("string")))
-        records = (records.filter(F.col(CARRIED).isNull() | ~in_broken)
-                   .unionByName(again))
+        records = _written_again(spark, records, reused, broken, kept)
     log.info("%d stored files carried over whole, the rows of %d written again", len(whole),
              len(broken))
     return records, whole
+
+
+def _written_again(spark: SparkSession, records: DataFrame, reused: Reused, broken: list[str],
+                   kept: set[str]) -> DataFrame:
+    """``records`` in which the reused rows of the ``broken`` files are no longer carried, and
+    the kept ones have their pixels back (read only from files that hold one)."""
+    in_broken = F.col(CARRIED).isin(broken)
+    again = records.filter(in_broken).withColumn(CARRIED, F.lit(None).cast("string"))
+    holding = [file_uri for file_uri in broken
+               if any(source in kept for source in reused.files[file_uri].sources)]
+    if holding:
+        paths = spark.sparkContext.broadcast(kept)
+        pixels = read_frame(spark, holding, ["source", "image"], "path string, image binary",
+                            partial(_with_source_in, paths=paths))
+        again = again.drop("image").join(pixels, "path", "left")
+    return records.filter(F.col(CARRIED).isNull() | ~in_broken).unionByName(again)
 
 
 def _with_source_in(table: pa.Table, file_uri: str, paths: Broadcast) -> pa.Table:
