@@ -123,7 +123,7 @@ def test_a_killed_training_resumes_on_s3_and_its_model_is_evaluated_and_applied_
     assert rows == 30
 
 
-def test_a_retrains_version_on_s3_copies_the_untouched_files_server_side(flow, s3, spark):
+def test_a_retrains_version_on_s3_copies_the_untouched_files(flow, s3, spark):
     """New digits arrive; the next version reuses the previous one's rows, copies its files
     whose rows all stay (the same bytes under the new version's key), and reads back as a
     whole through Petastorm."""
