@@ -3,6 +3,9 @@
 VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
+# the test files run on two pytest processes (pytest-xdist): much of a test's time is a JVM, a
+# server or a worker starting up, and one file's tests stay together in order (--dist loadfile)
+PYTEST_WORKERS ?= -n 2 --dist loadfile
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: venv demo test test-unit test-fast lint format ui bench clean
@@ -20,7 +23,7 @@ test: venv
 	  || ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium)
 	@test -x /usr/sbin/sshd || $(SUDO) apt-get install -y -q openssh-server \
 	  || ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q openssh-server)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 # plain Python only: seconds, no Spark
 test-unit: venv
@@ -29,7 +32,7 @@ test-unit: venv
 # unit, deploy recipes and the integration tests not marked slow: no standalone clusters,
 # no Airflow, no retrain scenarios, no demo or notebooks
 test-fast: venv
-	$(BIN)/python -m pytest tests/unit tests/deploy tests/integration -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest tests/unit tests/deploy tests/integration -m "not slow" $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 # ruff (style, and which package may import mlflow, petastorm, horovod), then the layer table
 lint: venv

@@ -44,8 +44,10 @@ AIRFLOW_BUILD = pytest.StashKey[subprocess.Popen]()
 def pytest_collection_finish(session: pytest.Session) -> None:
     """When Airflow's tests are among those to run, start building its virtual environment
     now, in the background: on a fresh clone pip's downloads then overlap the tests before
-    them (``airflow_setup`` waits for it)."""
-    if any(item.path.name == "test_airflow_dag.py" for item in session.items):
+    them (``airflow_setup`` waits for it). Under pytest-xdist every process collects every
+    test: only the first starts the build (the script takes turns with a lock)."""
+    first_process = os.environ.get("PYTEST_XDIST_WORKER", "gw0") == "gw0"
+    if first_process and any(item.path.name == "test_airflow_dag.py" for item in session.items):
         session.config.stash[AIRFLOW_BUILD] = subprocess.Popen(
             [str(AIRFLOW_SETUP)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 

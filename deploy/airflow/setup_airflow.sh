@@ -14,6 +14,9 @@ REQUIREMENTS=deploy/airflow/requirements.txt
 say() { printf '[setup-airflow] %s\n' "$*"; }
 die() { printf '[setup-airflow] ERROR: %s\n' "$*" >&2; exit 1; }
 
+# two calls at once (the tests start one per pytest process) take turns: the second finds the stamp
+exec 9>"$VENV.lock"
+flock 9
 stamp_key=$(cat "$REQUIREMENTS" deploy/airflow/setup_airflow.sh | sha256sum | cut -c1-16)
 STAMP="$VENV/.setup-$stamp_key"
 if [ -f "$STAMP" ] && [ -x "$VENV/bin/airflow" ]; then
