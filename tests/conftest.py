@@ -25,9 +25,18 @@ FOLDER_MARKERS = {"unit": pytest.mark.unit, "integration": pytest.mark.integrati
 setup_logging()
 
 
+# the order files start in: the longest kinds first, so that under pytest-xdist the short unit
+# tests fill the end of the run instead of one long file running alone
+FOLDER_ORDER = ("e2e", "integration", "deploy", "unit")
+# ... except Airflow's, which waits for its environment, built in the background meanwhile
+STARTS_LATE = ("test_airflow_dag.py",)
+
+
 @pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark every test with the kind its folder stands for (tests/unit -> ``unit``, ...)."""
+    """Mark every test with the kind its folder stands for (tests/unit -> ``unit``, ...), and
+    start the files with slow tests first (a file's tests keep their order)."""
+    slow_files = set()
     for item in items:
         try:
             folder = item.path.relative_to(TESTS).parts[0]
@@ -35,6 +44,18 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             continue
         if folder in FOLDER_MARKERS:
             item.add_marker(FOLDER_MARKERS[folder])
+        if item.get_closest_marker("slow") is not None:
+            slow_files.add(item.path)
+    items.sort(key=lambda item: (item.path not in slow_files, item.path.name in STARTS_LATE,
+                                 _folder_rank(item.path)))
+
+
+def _folder_rank(path: Path) -> int:
+    """Where a test file's folder comes in FOLDER_ORDER (outside tests/: last)."""
+    try:
+        return FOLDER_ORDER.index(path.relative_to(TESTS).parts[0])
+    except ValueError:
+        return len(FOLDER_ORDER)
 
 
 AIRFLOW_SETUP = REPO / "deploy" / "airflow" / "setup_airflow.sh"

@@ -252,7 +252,7 @@ def _predict_files(spark: SparkSession, model_uri: str, model: _Model, input_uri
     with read_files(spark, sizes, input_uri) as scan, SparkProgress(spark, "predict"):
         if wanted:
             labels = spark.sparkContext.broadcast(wanted)
-            rows = rows.unionByName(scan.rows.mapInPandas(
+            rows = rows.unionByName(scan.map_batches(
                 partial(_predict_partition, wanted=labels, model=model), PREDICTION_SCHEMA))
         summary = _write(rows, output_uri, mode, len(files), root, model.kind)
         if wanted:

@@ -138,8 +138,8 @@ def _clean(spark: SparkSession, inputs: Inputs, images: ImagesConfig,
             log.info("decoding %d candidate images in %d partitions", len(candidates),
                      scan.partitions)
             labels = spark.sparkContext.broadcast(candidates)
-            cleaned = scan.rows.mapInPandas(partial(_clean_batches, labels=labels, images=images,
-                                                    ratios=ratios), RECORD_SCHEMA)
+            cleaned = scan.map_batches(partial(_clean_batches, labels=labels, images=images,
+                                               ratios=ratios), RECORD_SCHEMA)
             records = records.unionByName(cleaned, allowMissingColumns=True)
         records = records.persist(StorageLevel.MEMORY_AND_DISK)
         try:

@@ -38,6 +38,14 @@ SUPPORTED_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP")
 _SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"II*\x00", b"MM\x00*")
 # Formats whose extra frames are an animation (extra TIFF pages or MPO previews are not).
 _ANIMATED_FORMATS = ("GIF", "PNG", "WEBP")
+# (format, Pillow's raw mode of the first tile) -> mode: the files OpenCV decodes to the same
+# pixels (8 bits per sample; a 16-bit PNG's raw mode is "RGB;16B", a CMYK JPEG's "CMYK")
+_OPENCV_LAYOUTS = {("JPEG", "RGB"): "RGB", ("JPEG", "L"): "L", ("PNG", "RGB"): "RGB",
+                   ("PNG", "L"): "L"}
+_ORIENTATION = 0x0112  # the EXIF tag ImageOps.exif_transpose reads
+# how a complete file ends: OpenCV pads a truncated JPEG with grey (Pillow refuses it) and
+# warns on a truncated PNG, so only complete ones go to OpenCV
+_ENDINGS = {"JPEG": b"\xff\xd9", "PNG": b"IEND\xaeB`\x82"}
 
 
 @dataclass(frozen=True)
@@ -81,12 +89,15 @@ def decode_pixels(data: bytes, cfg: ImagesConfig) -> np.ndarray:
     return decode_image(data, cfg)[0]
 
 
-def decode_image(data: bytes, cfg: ImagesConfig) -> tuple[np.ndarray, Original]:
+def decode_image(data: bytes, cfg: ImagesConfig, opencv: bool = True
+                 ) -> tuple[np.ndarray, Original]:
     """Raw file bytes -> (oriented, mode-normalised uint8 pixels before resize, what the header
     said); raises ``Rejected``.
 
     Checks run cheapest first: pixel count and animation from the header, then the first
     frame alone is decoded, EXIF orientation applied, the mode normalised, the size checked.
+    The decode is OpenCV's where ``opencv_pixels`` takes the file (the same pixels, faster),
+    else Pillow's; ``opencv=False`` always takes Pillow's (the tests compare the two).
     """
     image = _open(data)
     width, height = image.size
@@ -100,15 +111,59 @@ def decode_image(data: bytes, cfg: ImagesConfig) -> tuple[np.ndarray, Original]:
         if (cfg.animation == "reject" and kind in _ANIMATED_FORMATS
                 and getattr(image, "is_animated", False)):
             raise Rejected(Reason.ANIMATED, f"{kind} has more than one frame")
-        image.load()  # the current (first) frame only
-        image = ImageOps.exif_transpose(image)
-        pixels = normalise_mode(image, cfg.color_mode)
+        pixels = opencv_pixels(data, image, cfg.color_mode) if opencv else None
+        if pixels is None:
+            image.load()  # the current (first) frame only
+            pixels = normalise_mode(ImageOps.exif_transpose(image), cfg.color_mode)
     except _DECODE_ERRORS as exc:
         raise Rejected(Reason.CORRUPT_IMAGE, f"{kind} failed to decode: {exc}") from None
     height, width = pixels.shape[:2]
     if min(height, width) < cfg.min_size:
         raise Rejected(Reason.TOO_SMALL, f"{width}x{height} is below min_size {cfg.min_size}")
     return pixels, original
+
+
+def opencv_pixels(data: bytes, image: Image.Image, color_mode: str) -> np.ndarray | None:
+    """The pixels Pillow would give (``normalise_mode`` of the upright image), decoded by
+    OpenCV; None where that is not known to hold, and for anything OpenCV cannot decode, so
+    Pillow decodes it (and names what is wrong).
+
+    Taken: a complete JPEG or an 8-bit PNG, RGB or gray, opaque, still, without EXIF rotation.
+    Both libraries decode with libjpeg-turbo and libpng, and both replicate gray into RGB.
+    Anything else, or anything OpenCV fails on, Pillow decodes and judges.
+    """
+    layout = _OPENCV_LAYOUTS.get((image.format, _raw_mode(image)))
+    if (layout is None or (layout == "RGB" and color_mode != "rgb")
+            or image.has_transparency_data or getattr(image, "is_animated", False)
+            or _pillow_must_decode(data, image)):
+        return None
+    flags = cv2.IMREAD_IGNORE_ORIENTATION | (cv2.IMREAD_COLOR if color_mode == "rgb"
+                                             else cv2.IMREAD_GRAYSCALE)
+    try:
+        pixels = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+    except cv2.error:  # e.g. more pixels than OpenCV's own limit: Pillow's checks decide
+        return None
+    if pixels is None:
+        return None
+    return cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB) if pixels.ndim == 3 else pixels
+
+
+def _raw_mode(image: Image.Image) -> str | None:
+    """How the first tile's samples are packed ("RGB", "L", "RGB;16B", "CMYK", ...)."""
+    if len(image.tile) != 1:
+        return None
+    args = image.tile[0].args
+    return args[0] if isinstance(args, tuple) else args
+
+
+def _pillow_must_decode(data: bytes, image: Image.Image) -> bool:
+    """A file that may be incomplete, or an EXIF rotation to apply. A PNG's EXIF chunk may
+    follow the pixels (Pillow decodes them to find it): any EXIF chunk is a maybe."""
+    if not data.endswith(_ENDINGS[image.format]):
+        return True
+    if image.format == "PNG":
+        return b"eXIf" in data
+    return image.getexif().get(_ORIENTATION, 1) != 1
 
 
 def normalise_mode(image: Image.Image, color_mode: str) -> np.ndarray:

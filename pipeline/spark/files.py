@@ -15,9 +15,10 @@ did not return get a row with the error too.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING
 
 from pipeline import storage
@@ -126,22 +127,54 @@ def read_batches(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
             yield pd.DataFrame.from_records(rows, columns=columns)
 
 
+def _read_then(batches: Iterator[pd.DataFrame],
+               then: Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]
+               ) -> Iterator[pd.DataFrame]:
+    """``then`` over the files this task reads: one Python pass, the contents never go back
+    to the JVM in between."""
+    return then(read_batches(batches))
+
+
 @dataclass(frozen=True)
 class FileScan:
     """The rows of one ``read_files`` block: exactly one per wanted file."""
 
-    rows: DataFrame  # path, content (null when the read failed), error (why, else null)
+    planned: DataFrame | None  # path, size: the files the tasks read through the storage layer
+    returned: DataFrame | None  # path, content, error: the files Spark's own reader read
     wanted: dict[str, int]  # path -> size in bytes, as listed
     partitions: int
 
+    @property
+    def rows(self) -> DataFrame:
+        """path, content (null when the read failed), error (why, else null)."""
+        read = None if self.planned is None else self.planned.mapInPandas(read_batches,
+                                                                          FILE_ROWS_SCHEMA)
+        return _union(read, self.returned)
 
-def _read_through_storage(spark: SparkSession, wanted: Mapping[str, int],
-                          partitions: int) -> DataFrame:
-    """The tasks read their planned files with ``storage.read_bytes``."""
+    def map_batches(self, then: Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]],
+                    schema: str) -> DataFrame:
+        """``then`` (mapInPandas) over the ``rows`` batches, in the tasks that read the files:
+        the bytes cross from Python to the JVM once, as ``then``'s output."""
+        read = (None if self.planned is None
+                else self.planned.mapInPandas(partial(_read_then, then=then), schema))
+        return _union(read, None if self.returned is None
+                      else self.returned.mapInPandas(then, schema))
+
+
+def _union(first: DataFrame | None, second: DataFrame | None) -> DataFrame:
+    """The two parts of a scan as one frame (at least one is there)."""
+    if first is None or second is None:
+        return first if second is None else second
+    return first.unionByName(second)
+
+
+def _planned_reads(spark: SparkSession, wanted: Mapping[str, int], partitions: int
+                   ) -> DataFrame:
+    """``(path, size)`` rows in the planned partitions: each task reads its files with
+    ``storage.read_bytes`` (``read_batches``)."""
     plan = plan_partitions(wanted, partitions)
     runs = spark.sparkContext.parallelize(plan, len(plan)).flatMap(lambda run: run)
-    planned = spark.createDataFrame(runs, "path string, size long")
-    return planned.mapInPandas(read_batches, FILE_ROWS_SCHEMA)
+    return spark.createDataFrame(runs, "path string, size long")
 
 
 def _read_with_spark(spark: SparkSession, wanted: Mapping[str, int],
@@ -173,7 +206,7 @@ def read_files(spark: SparkSession, wanted: Mapping[str, int],
     themselves). Run the actions (or ``.rdd`` conversions) on the rows inside the block.
     """
     if not wanted:
-        yield FileScan(spark.createDataFrame([], FILE_ROWS_SCHEMA), {}, 0)
+        yield FileScan(None, spark.createDataFrame([], FILE_ROWS_SCHEMA), {}, 0)
         return
     partitions = file_partitions(spark, list(wanted.values()))
     direct = {path: size for path, size in wanted.items() if listing.through_storage(path)}
@@ -181,10 +214,6 @@ def read_files(spark: SparkSession, wanted: Mapping[str, int],
     packing = (packed_file_partitions(spark, list(other.values()), partitions) if other
                else nullcontext())
     with packing:
-        parts = []
-        if direct:
-            parts.append(_read_through_storage(spark, direct, partitions))
-        if other:
-            parts.append(_read_with_spark(spark, other, source))
-        rows = parts[0] if len(parts) == 1 else parts[0].unionByName(parts[1])
-        yield FileScan(rows, dict(wanted), partitions)
+        yield FileScan(_planned_reads(spark, direct, partitions) if direct else None,
+                       _read_with_spark(spark, other, source) if other else None,
+                       dict(wanted), partitions)
