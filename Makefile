@@ -3,9 +3,9 @@
 VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
-# the test files run on two pytest processes (pytest-xdist): much of a test's time is a JVM, a
-# server or a worker starting up, and one file's tests stay together in order (--dist loadfile)
-PYTEST_WORKERS ?= -n 2 --dist loadfile
+# the test files run on two pytest processes (pytest-xdist); a file's tests stay together, in
+# order, and so do the files sharing an expensive fixture (--dist loadgroup, tests/conftest.py)
+PYTEST_WORKERS ?= -n 2 --dist loadgroup
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: venv demo test test-unit test-fast lint format ui bench clean

@@ -30,6 +30,8 @@ setup_logging()
 FOLDER_ORDER = ("e2e", "integration", "deploy", "unit")
 # ... except Airflow's, which waits for its environment, built in the background meanwhile
 STARTS_LATE = ("test_airflow_dag.py",)
+# session fixtures that take a minute or more -> the xdist group of every file using one
+SHARED_FIXTURES = {"demo": "demo", "digits_model": "models", "reviews_model": "models"}
 
 
 @pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
@@ -48,6 +50,20 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             slow_files.add(item.path)
     items.sort(key=lambda item: (item.path not in slow_files, item.path.name in STARTS_LATE,
                                  _folder_rank(item.path)))
+    _group_files(items)
+
+
+def _group_files(items: list[pytest.Item]) -> None:
+    """pytest-xdist's groups (``--dist loadgroup``): each file is one, so its tests run in
+    order in one process, and the files that share an expensive session fixture (the demo run,
+    the trained models) are one, so it is built once, not once per process."""
+    shared = {}
+    for item in items:
+        for fixture, group in SHARED_FIXTURES.items():
+            if fixture in item.fixturenames:
+                shared[item.path] = group
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(shared.get(item.path, str(item.path))))
 
 
 def _folder_rank(path: Path) -> int:
