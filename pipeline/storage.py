@@ -192,6 +192,9 @@ def replace_file(src: str, dst: str) -> None:
 
 def read_bytes(uri: str) -> bytes:
     filesystem, path = resolve(uri)
+    if isinstance(filesystem, pafs.LocalFileSystem):  # a third of pyarrow's cost per small file
+        with open(path, "rb") as file:
+            return file.read()
     with filesystem.open_input_stream(path) as stream:
         return stream.read()
 
