@@ -4,8 +4,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 # the test files run on two pytest processes (pytest-xdist); a file's tests stay together, in
-# order, and so do the files sharing an expensive fixture (--dist loadgroup, tests/conftest.py)
-PYTEST_WORKERS ?= -n 2 --dist loadgroup
+# order, and so do the files sharing an expensive fixture (tests/conftest.py: GROUPED_FILES)
+PYTEST_WORKERS ?= -n 2 --dist loadfile
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: venv demo test test-unit test-fast lint format ui bench clean

@@ -30,14 +30,21 @@ setup_logging()
 FOLDER_ORDER = ("e2e", "integration", "deploy", "unit")
 # ... except Airflow's, which waits for its environment, built in the background meanwhile
 STARTS_LATE = ("test_airflow_dag.py",)
-# session fixtures that take a minute or more -> the xdist group of every file using one
+# session fixtures that take a minute or more -> the group of the files using them, which
+# pytest-xdist runs in one process (pytest_xdist_make_scheduler), so each is built once
 SHARED_FIXTURES = {"demo": "demo", "digits_model": "models", "reviews_model": "models"}
+GROUPED_FILES = {
+    "demo": ("test_demo.py", "test_notebooks.py"),
+    "models": ("test_launchers.py", "test_mlflow_ui.py", "test_predict.py",
+               "test_robustness_and_explanations.py", "test_serving.py", "test_training.py",
+               "test_training_options.py"),
+}
 
 
 @pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark every test with the kind its folder stands for (tests/unit -> ``unit``, ...), and
-    start the files with slow tests first (a file's tests keep their order)."""
+    """Mark every test with the kind its folder stands for (tests/unit -> ``unit``, ...), start
+    the files with slow tests first (a file's tests keep their order), check GROUPED_FILES."""
     slow_files = set()
     for item in items:
         try:
@@ -50,20 +57,39 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             slow_files.add(item.path)
     items.sort(key=lambda item: (item.path not in slow_files, item.path.name in STARTS_LATE,
                                  _folder_rank(item.path)))
-    _group_files(items)
+    _check_groups(items)
 
 
-def _group_files(items: list[pytest.Item]) -> None:
-    """pytest-xdist's groups (``--dist loadgroup``): each file is one, so its tests run in
-    order in one process, and the files that share an expensive session fixture (the demo run,
-    the trained models) are one, so it is built once, not once per process."""
-    shared = {}
+def _check_groups(items: list[pytest.Item]) -> None:
+    """Every file using a fixture of SHARED_FIXTURES is in that fixture's group."""
     for item in items:
         for fixture, group in SHARED_FIXTURES.items():
-            if fixture in item.fixturenames:
-                shared[item.path] = group
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(shared.get(item.path, str(item.path))))
+            if fixture in item.fixturenames and xdist_group(item.nodeid) != group:
+                raise pytest.UsageError(
+                    f"{item.path.name} uses the session fixture {fixture!r}: add it to "
+                    f"GROUPED_FILES[{group!r}] in tests/conftest.py (so it is built once)")
+
+
+def xdist_group(nodeid: str) -> str:
+    """The scheduling unit of a test: its file's group in GROUPED_FILES, else its file."""
+    file = nodeid.split("::", 1)[0]
+    name = Path(file).name
+    return next((group for group, files in GROUPED_FILES.items() if name in files), file)
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """Under ``--dist loadfile``: whole files, and the files of one GROUPED_FILES group
+    together (pytest-xdist's own ``loadgroup`` cannot mark tests under pytest 9.2: it rewrites
+    ``item._nodeid``, which pytest 9.2 no longer reads)."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class GroupScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return xdist_group(nodeid)
+
+    return GroupScheduling(config, log)
 
 
 def _folder_rank(path: Path) -> int:

@@ -38,14 +38,12 @@ SUPPORTED_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP")
 _SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"II*\x00", b"MM\x00*")
 # Formats whose extra frames are an animation (extra TIFF pages or MPO previews are not).
 _ANIMATED_FORMATS = ("GIF", "PNG", "WEBP")
-# (format, Pillow's raw mode of the first tile) -> mode: the files OpenCV decodes to the same
-# pixels (8 bits per sample; a 16-bit PNG's raw mode is "RGB;16B", a CMYK JPEG's "CMYK")
-_OPENCV_LAYOUTS = {("JPEG", "RGB"): "RGB", ("JPEG", "L"): "L", ("PNG", "RGB"): "RGB",
-                   ("PNG", "L"): "L"}
+# color_mode -> the JPEG raw modes OpenCV decodes to Pillow's pixels (8-bit samples; an RGB
+# JPEG's gray is Pillow's luma, not libjpeg's Y, so only gray JPEGs decode straight to gray)
+_OPENCV_MODES = {"rgb": ("RGB", "L"), "grayscale": ("L",)}
+# after 0xFF inside a scan: a stuffed zero, a restart marker, or fill
+_IN_SCAN = frozenset([0x00, *range(0xD0, 0xD8), 0xFF])
 _ORIENTATION = 0x0112  # the EXIF tag ImageOps.exif_transpose reads
-# how a complete file ends: OpenCV pads a truncated JPEG with grey (Pillow refuses it) and
-# warns on a truncated PNG, so only complete ones go to OpenCV
-_ENDINGS = {"JPEG": b"\xff\xd9", "PNG": b"IEND\xaeB`\x82"}
 
 
 @dataclass(frozen=True)
@@ -128,14 +126,13 @@ def opencv_pixels(data: bytes, image: Image.Image, color_mode: str) -> np.ndarra
     OpenCV; None where that is not known to hold, and for anything OpenCV cannot decode, so
     Pillow decodes it (and names what is wrong).
 
-    Taken: a complete JPEG or an 8-bit PNG, RGB or gray, opaque, still, without EXIF rotation.
-    Both libraries decode with libjpeg-turbo and libpng, and both replicate gray into RGB.
-    Anything else, or anything OpenCV fails on, Pillow decodes and judges.
+    Taken: a JPEG with 8-bit RGB or gray samples, no EXIF rotation, whose last scan runs
+    straight into the end-of-image marker (``_ends_cleanly``). Both libraries decode it with
+    libjpeg-turbo, and both replicate gray into RGB. PNG is left to Pillow: its orientation can
+    sit in text or XMP chunks, and a transparency chunk after the pixels still counts.
     """
-    layout = _OPENCV_LAYOUTS.get((image.format, _raw_mode(image)))
-    if (layout is None or (layout == "RGB" and color_mode != "rgb")
-            or image.has_transparency_data or getattr(image, "is_animated", False)
-            or _pillow_must_decode(data, image)):
+    if (image.format != "JPEG" or _raw_mode(image) not in _OPENCV_MODES[color_mode]
+            or image.getexif().get(_ORIENTATION, 1) != 1 or not _ends_cleanly(data)):
         return None
     flags = cv2.IMREAD_IGNORE_ORIENTATION | (cv2.IMREAD_COLOR if color_mode == "rgb"
                                              else cv2.IMREAD_GRAYSCALE)
@@ -149,21 +146,31 @@ def opencv_pixels(data: bytes, image: Image.Image, color_mode: str) -> np.ndarra
 
 
 def _raw_mode(image: Image.Image) -> str | None:
-    """How the first tile's samples are packed ("RGB", "L", "RGB;16B", "CMYK", ...)."""
+    """How the first tile's samples are packed ("RGB", "L", "CMYK", ...)."""
     if len(image.tile) != 1:
         return None
     args = image.tile[0].args
     return args[0] if isinstance(args, tuple) else args
 
 
-def _pillow_must_decode(data: bytes, image: Image.Image) -> bool:
-    """A file that may be incomplete, or an EXIF rotation to apply. A PNG's EXIF chunk may
-    follow the pixels (Pillow decodes them to find it): any EXIF chunk is a maybe."""
-    if not data.endswith(_ENDINGS[image.format]):
-        return True
-    if image.format == "PNG":
-        return b"eXIf" in data
-    return image.getexif().get(_ORIENTATION, 1) != 1
+def _ends_cleanly(data: bytes) -> bool:
+    """Whether the JPEG's last scan is followed by the end-of-image marker and nothing else.
+
+    libjpeg reads what follows the last scan after the last row is decoded; OpenCV ignores an
+    error there (a stray marker, a second start-of-image) that Pillow reports, and pads a
+    truncated file with grey. In entropy-coded data 0xFF is followed by 0x00 (a stuffed byte),
+    a restart marker (0xD0-0xD7) or more 0xFF fill; any other marker ends the scan.
+    """
+    start = data.rfind(b"\xff\xda")  # the last start-of-scan: none inside entropy-coded data
+    if start < 0 or start + 4 > len(data):
+        return False
+    position = start + 2 + int.from_bytes(data[start + 2:start + 4], "big")
+    while (position := data.find(b"\xff", position)) >= 0 and position + 1 < len(data):
+        following = data[position + 1]
+        if following not in _IN_SCAN:
+            return following == 0xD9 and position + 2 == len(data)
+        position += 1
+    return False
 
 
 def normalise_mode(image: Image.Image, color_mode: str) -> np.ndarray:
