@@ -4,8 +4,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 # the test files run on two pytest processes (pytest-xdist); a file's tests stay together, in
-# order, and so do the files sharing an expensive fixture (tests/conftest.py: GROUPED_FILES)
-PYTEST_WORKERS ?= -n 2 --dist loadfile
+# order, and so do the files sharing an expensive fixture (tests/conftest.py: GROUPED_FILES);
+# they start in the order tests/conftest.py sorts them (slow files first), not by test count
+PYTEST_WORKERS ?= -n 2 --dist loadfile --no-loadscope-reorder
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: venv demo test test-unit test-fast lint format ui bench clean

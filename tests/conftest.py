@@ -77,6 +77,7 @@ def xdist_group(nodeid: str) -> str:
     return next((group for group, files in GROUPED_FILES.items() if name in files), file)
 
 
+@pytest.hookimpl(optionalhook=True)  # pytest-xdist's hook: absent under -p no:xdist
 def pytest_xdist_make_scheduler(config: pytest.Config, log):
     """Under ``--dist loadfile``: whole files, and the files of one GROUPED_FILES group
     together (pytest-xdist's own ``loadgroup`` cannot mark tests under pytest 9.2: it rewrites
@@ -117,9 +118,13 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
     """A background build still running (the session ended before Airflow's tests) is
-    stopped; the script's stamp is written last, so the next call builds again."""
+    stopped; the script's stamp is written last, so the next call builds again. Under
+    pytest-xdist it is waited for instead: another process may be running Airflow's tests."""
     building = session.config.stash.get(AIRFLOW_BUILD, None)
     if building is not None and building.poll() is None:
+        if os.environ.get("PYTEST_XDIST_WORKER"):
+            building.communicate(timeout=900)
+            return
         building.terminate()
         building.wait(timeout=60)
 

@@ -43,6 +43,9 @@ _ANIMATED_FORMATS = ("GIF", "PNG", "WEBP")
 _OPENCV_MODES = {"rgb": ("RGB", "L"), "grayscale": ("L",)}
 # after 0xFF inside a scan: a stuffed zero, a restart marker, or fill
 _IN_SCAN = frozenset([0x00, *range(0xD0, 0xD8), 0xFF])
+# markers without a length (start of image, restart, TEM) and the progressive frame headers
+_STANDALONE = frozenset([0x01, 0xD8, *range(0xD0, 0xD8)])
+_PROGRESSIVE_FRAMES = frozenset([0xC2, 0xC6, 0xCA, 0xCE])
 _ORIENTATION = 0x0112  # the EXIF tag ImageOps.exif_transpose reads
 
 
@@ -132,7 +135,7 @@ def opencv_pixels(data: bytes, image: Image.Image, color_mode: str) -> np.ndarra
     sit in text or XMP chunks, and a transparency chunk after the pixels still counts.
     """
     if (image.format != "JPEG" or _raw_mode(image) not in _OPENCV_MODES[color_mode]
-            or image.getexif().get(_ORIENTATION, 1) != 1 or not _ends_cleanly(data)):
+            or not _ends_cleanly(data) or _orientation(image) != 1):
         return None
     flags = cv2.IMREAD_IGNORE_ORIENTATION | (cv2.IMREAD_COLOR if color_mode == "rgb"
                                              else cv2.IMREAD_GRAYSCALE)
@@ -145,6 +148,18 @@ def opencv_pixels(data: bytes, image: Image.Image, color_mode: str) -> np.ndarra
     return cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB) if pixels.ndim == 3 else pixels
 
 
+def _orientation(image: Image.Image) -> int | None:
+    """The EXIF orientation ``exif_transpose`` would apply; None when the EXIF block is broken
+    (Pillow then decodes, and names what is wrong as it always does)."""
+    try:
+        return image.getexif().get(_ORIENTATION, 1)
+    except Exception:  # any parse failure: not this path's to judge
+        # getexif keeps what it read before failing and would not fail again: forget it, so
+        # that Pillow's path meets the broken block as if this had not looked
+        image._exif = None
+        return None
+
+
 def _raw_mode(image: Image.Image) -> str | None:
     """How the first tile's samples are packed ("RGB", "L", "CMYK", ...)."""
     if len(image.tile) != 1:
@@ -154,23 +169,40 @@ def _raw_mode(image: Image.Image) -> str | None:
 
 
 def _ends_cleanly(data: bytes) -> bool:
-    """Whether the JPEG's last scan is followed by the end-of-image marker and nothing else.
+    """Whether the JPEG is a clean run of segments from its start marker to its end marker,
+    which is the last two bytes, and a sequential (not progressive) file has one scan.
 
-    libjpeg reads what follows the last scan after the last row is decoded; OpenCV ignores an
-    error there (a stray marker, a second start-of-image) that Pillow reports, and pads a
-    truncated file with grey. In entropy-coded data 0xFF is followed by 0x00 (a stuffed byte),
-    a restart marker (0xD0-0xD7) or more 0xFF fill; any other marker ends the scan.
+    libjpeg reads what follows a sequential file's scan only after the last row is decoded;
+    OpenCV ignores an error there (a stray marker, a second image, a truncated one followed by
+    another) that Pillow reports, and pads a truncated file with grey. A progressive file is
+    read whole before any row, so OpenCV fails on such errors itself and Pillow decides.
     """
-    start = data.rfind(b"\xff\xda")  # the last start-of-scan: none inside entropy-coded data
-    if start < 0 or start + 4 > len(data):
-        return False
-    position = start + 2 + int.from_bytes(data[start + 2:start + 4], "big")
-    while (position := data.find(b"\xff", position)) >= 0 and position + 1 < len(data):
-        following = data[position + 1]
-        if following not in _IN_SCAN:
-            return following == 0xD9 and position + 2 == len(data)
-        position += 1
+    position, scans, progressive = 2, 0, False
+    while data.startswith(b"\xff\xd8") and position + 2 <= len(data) and data[position] == 0xFF:
+        marker = data[position + 1]
+        if marker == 0xFF:  # fill before a marker
+            position += 1
+            continue
+        if marker == 0xD9:  # end of image
+            return scans > 0 and position + 2 == len(data)
+        if marker in _STANDALONE or (scans and not progressive):
+            return False
+        progressive = progressive or marker in _PROGRESSIVE_FRAMES
+        position += 2 + int.from_bytes(data[position + 2:position + 4], "big")
+        if marker == 0xDA:  # start of scan: its entropy-coded data runs to the next marker
+            scans += 1
+            position = _scan_end(data, position)
     return False
+
+
+def _scan_end(data: bytes, position: int) -> int:
+    """Where the entropy-coded data starting at ``position`` ends: the first marker that is not
+    a stuffed 0xFF00, a restart marker or fill (``len(data)`` when there is none)."""
+    while (position := data.find(b"\xff", position)) >= 0 and position + 1 < len(data):
+        if data[position + 1] not in _IN_SCAN:
+            return position
+        position += 1
+    return len(data)
 
 
 def normalise_mode(image: Image.Image, color_mode: str) -> np.ndarray:

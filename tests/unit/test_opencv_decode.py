@@ -52,6 +52,7 @@ def _assert_same(data: bytes, color_mode: str) -> None:
         np.testing.assert_array_equal(fast[0], careful[0])
         assert fast[1] == careful[1]
     else:
+        assert not isinstance(fast[0], np.ndarray), f"OpenCV took what Pillow refuses: {careful}"
         assert fast == careful
 
 
@@ -166,6 +167,9 @@ def test_what_opencv_would_decode_differently_is_left_to_pillow(corpus):
         # libjpeg fails on these after the last row; OpenCV would return the pixels
         "JPEG with a second start-of-image": jpeg[:-2] + b"\xff\xd8\xff\xd9",
         "JPEG with a frame header after its scan": jpeg[:-2] + b"\xff\xc0\x00\x02\xff\xd9",
+        "JPEG with a scan header after its scan": jpeg[:-2] + b"\xff\xda\x00\x02\xff\xd9",
+        "truncated JPEG with a whole one after it": jpeg[: len(jpeg) * 3 // 4] + jpeg,
+        "JPEG without its end marker, another after it": jpeg[:-2] + jpeg,
         "8-bit RGB PNG (its orientation can be in text chunks)": _encode(photo, "PNG"),
         "EXIF rotation": corpus[EXIF_ROTATED],
         "CMYK JPEG": _cmyk_jpeg(photo),
@@ -178,8 +182,15 @@ def test_what_opencv_would_decode_differently_is_left_to_pillow(corpus):
         assert not _taken(data), what
         _assert_same(data, "rgb")
     for what in ("truncated JPEG (OpenCV pads it with grey)", "JPEG with a second start-of-image",
-                 "JPEG with a frame header after its scan"):
+                 "JPEG with a frame header after its scan",
+                 "JPEG with a scan header after its scan",
+                 "truncated JPEG with a whole one after it",
+                 "JPEG without its end marker, another after it"):
         assert _outcome(left[what], "rgb", True)[0] == "corrupt_image", what
+    # a broken EXIF block: Pillow's reading of it decides, whole or truncated
+    broken_exif = _encode(photo, "JPEG", exif=b"Exif\0\0JUNKJUNK", dpi=(72, 72))
+    for data in (broken_exif, broken_exif[:-100]):
+        _assert_same(data, "rgb")
 
 
 def _encode_palette(photo: np.ndarray) -> bytes:
