@@ -129,9 +129,9 @@ def opencv_pixels(data: bytes, image: Image.Image, color_mode: str) -> np.ndarra
     OpenCV; None where that is not known to hold, and for anything OpenCV cannot decode, so
     Pillow decodes it (and names what is wrong).
 
-    Taken: a JPEG with 8-bit RGB or gray samples, no EXIF rotation, whose last scan runs
-    straight into the end-of-image marker (``_ends_cleanly``). Both libraries decode it with
-    libjpeg-turbo, and both replicate gray into RGB. PNG is left to Pillow: its orientation can
+    Taken: a JPEG with 8-bit RGB or gray samples, no EXIF rotation, made of clean segments up
+    to its end marker (``_ends_cleanly``). Both libraries decode it with libjpeg-turbo, and both
+    replicate gray into RGB. PNG is left to Pillow: its orientation can
     sit in text or XMP chunks, and a transparency chunk after the pixels still counts.
     """
     if (image.format != "JPEG" or _raw_mode(image) not in _OPENCV_MODES[color_mode]
