@@ -177,8 +177,10 @@ def _ends_cleanly(data: bytes) -> bool:
     another) that Pillow reports, and pads a truncated file with grey. A progressive file is
     read whole before any row, so OpenCV fails on such errors itself and Pillow decides.
     """
+    if not data.startswith(b"\xff\xd8"):
+        return False
     position, scans, progressive = 2, 0, False
-    while data.startswith(b"\xff\xd8") and position + 2 <= len(data) and data[position] == 0xFF:
+    while position + 2 <= len(data) and data[position] == 0xFF:
         marker = data[position + 1]
         if marker == 0xFF:  # fill before a marker
             position += 1
