@@ -42,18 +42,27 @@ UNIT = {"images": "images", "text": "documents"}
 PLAIN = {"opencv": "plain loop, OpenCV (1 process)",
          "images": "plain loop, Pillow (pipeline's function)", "text": "plain loop (1 process)"}
 SMALL = 6000  # the images of the small run
+TEXT_DOCUMENTS = 500_000  # the documents of the large text run; the small one has a quarter
 # the stages of an image ingest timed, by module (``time_stages``): where a job's time goes
-STAGES = {"pipeline.ingest.image_job": ("discover_folder", "reused_rows", "_clean",
-                                        "apply_exact_duplicates", "with_label_index",
-                                        "with_images"),
-          "pipeline.datasets.writer": ("_statistics", "_write_split", "_fingerprint",
+WRITER = {"pipeline.datasets.writer": ("_statistics", "_write_split", "_fingerprint",
                                        "_check_accounting")}
+STAGES = {"images": {"pipeline.ingest.image_job": ("discover_folder", "reused_rows", "_clean",
+                                                   "apply_exact_duplicates", "with_label_index",
+                                                   "with_images"), **WRITER},
+          "text": {"pipeline.ingest.text_job": ("_read_documents", "_counts",
+                                                "apply_exact_duplicates",
+                                                "apply_near_duplicates", "_vocabulary",
+                                                "_encoded", "_token_counts"), **WRITER}}
 STAGE_NAMES = {"discover_folder": "listing (Spark)", "reused_rows": "previous rows: sources",
                "_clean": "read + decode + profile (+ reused rows), cached",
                "apply_exact_duplicates": "exact duplicates", "with_label_index": "label map",
                "with_images": "previous rows: files kept whole", "_statistics": "statistics",
                "_write_split": "write the splits (Petastorm)", "_fingerprint": "fingerprint",
-               "_check_accounting": "accounting check"}
+               "_check_accounting": "accounting check",
+               "_read_documents": "listing + CSV range scan", "_counts": "read + clean, cached",
+               "apply_near_duplicates": "near duplicates (MinHashLSH)",
+               "_vocabulary": "vocabulary", "_encoded": "token ids + label map",
+               "_token_counts": "token statistics"}
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -85,20 +94,89 @@ def write_images(raw: Path, limit: int) -> None:
     staging.rename(raw)
 
 
+def sentence_chain(seed: int) -> tuple[dict, list]:
+    """An order-2 word chain over the Rotten Tomatoes snippets of each category: (category ->
+    {(word, word): next words}, category -> sentence openings)."""
+    import re
+
+    from pipeline.samples.reviews import load_reviews
+
+    chains: dict = {}
+    openings: dict = {}
+    for category, group in load_reviews().dropna().groupby("category"):
+        chain, starts = chains.setdefault(category, {}), openings.setdefault(category, [])
+        for text in group["text"]:
+            for sentence in re.split(r"(?<=[.!?])\s+", text.strip()):
+                words = sentence.split()
+                if len(words) < 3:
+                    continue
+                starts.append((words[0], words[1]))
+                for i in range(len(words) - 1):
+                    chain.setdefault((words[i], words[i + 1]), []).append(
+                        words[i + 2] if i + 2 < len(words) else None)
+    return chains, openings
+
+
+def write_documents(raw: Path, count: int, seed: int = 0) -> None:
+    """``count`` documents as rows of ``raw/documents.csv`` (columns text, label). Each is 1 to
+    4 new sentences walked on an order-2 word chain built from the Rotten Tomatoes snippets of
+    one category (fresh, rotten, plot), which is its label: real words in real word-trigrams,
+    sentences rarely repeated. One document in a hundred is an earlier one with a word changed
+    (a near-duplicate to find)."""
+    import csv
+    import random
+
+    chains, openings = sentence_chain(seed)
+    names = sorted(chains)
+    pick = random.Random(seed)
+    staging = raw.with_name(raw.name + ".partial")
+    staging.mkdir(parents=True, exist_ok=True)
+    written: list[tuple[str, str]] = []
+    with (staging / "documents.csv").open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["text", "label"])
+        for _ in range(count):
+            if written and pick.random() < 0.01:
+                text, label = written[pick.randrange(len(written))]
+                words = text.split()
+                words[pick.randrange(len(words))] = pick.choice(("fine", "odd", "new", "big"))
+                writer.writerow([" ".join(words), label])
+                continue
+            label = pick.choice(names)
+            text = " ".join(_sentence(chains[label], openings[label], pick)
+                            for _ in range(pick.randint(1, 4)))
+            writer.writerow([text, label])
+            if len(written) < 10000:
+                written.append((text, label))
+    staging.rename(raw)
+
+
+def _sentence(chain: dict, openings: list, pick, longest: int = 40) -> str:
+    """One walk on ``chain`` from a random opening, to a sentence's end or ``longest`` words."""
+    words = list(pick.choice(openings))
+    while len(words) < longest:
+        following = chain.get((words[-2], words[-1]))
+        if not following:
+            break
+        word = following[pick.randrange(len(following))]
+        if word is None:
+            break
+        words.append(word)
+    return " ".join(words)
+
+
 def raw_inputs(kind: str, work: Path, limit: int | None) -> Path:
     raw = work / f"{kind}_raw_{limit or 'all'}"
     if not raw.exists():
         if kind == "images":
             write_images(raw, limit or 60000)
         else:
-            from pipeline.samples.reviews import write_reviews
-
-            write_reviews(raw, limit)
+            write_documents(raw, limit or TEXT_DOCUMENTS)
     return raw
 
 
-def time_stages() -> dict[str, float]:
-    """Wrap the ``STAGES`` functions so that each call adds its seconds to the returned dict."""
+def time_stages(kind: str) -> dict[str, float]:
+    """Wrap the ``STAGES[kind]`` functions: each call adds its seconds to the returned dict."""
     import importlib
 
     spent: dict[str, float] = {}
@@ -114,7 +192,7 @@ def time_stages() -> dict[str, float]:
                 spent[name] = spent.get(name, 0.0) + time.perf_counter() - started
         setattr(module, name, wrapper)
 
-    for module_name, names in STAGES.items():
+    for module_name, names in STAGES[kind].items():
         for name in names:
             timed(importlib.import_module(module_name), name)
     return spent
@@ -171,7 +249,7 @@ def spark_job(kind: str, raw: Path, output: Path, master: str) -> dict:
     from pipeline.spark import get_spark
 
     setup_logging()
-    spent = time_stages() if kind == "images" else {}
+    spent = time_stages(kind)
     cfg = load_config(overrides=[*OVERRIDES[kind], f"spark.master={master}"])
     spark = get_spark(cfg.spark, app_name=f"bench-{kind}-{master}")
     if kind == "images":

@@ -56,7 +56,7 @@ def build(step: str, raw: Path, versions: Path) -> dict:
     from pipeline.spark import get_spark
 
     setup_logging()
-    spent = time_stages() if step == "reuse" else {}
+    spent = time_stages("images") if step == "reuse" else {}
     cfg = load_config(overrides=OVERRIDES["images"])
     spark = get_spark(cfg.spark, app_name=f"bench-retrain-{step}")
     started = time.perf_counter()

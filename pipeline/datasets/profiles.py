@@ -48,7 +48,7 @@ def image_profile(pixels: np.ndarray, width: int, height: int, fmt: str, mode: s
 
 def text_profile(cleaned: str, n_tokens: int, encoding: str) -> Profile:
     """Measures of a cleaned text: characters, tokens, non-ASCII share, how it was decoded."""
-    non_ascii = sum(1 for char in cleaned if ord(char) > 127)
+    non_ascii = len(cleaned) - len(cleaned.encode("ascii", "ignore"))  # counted in C
     return {"chars": len(cleaned), "tokens": n_tokens, "encoding": encoding,
             "non_ascii": non_ascii / len(cleaned) if cleaned else 0.0}
 

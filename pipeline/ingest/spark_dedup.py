@@ -7,12 +7,16 @@ Records are DataFrames with ``path`` (the input's identity), ``label_name``, ``s
 from __future__ import annotations
 
 import logging
+from functools import partial
 
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from pipeline.config import TextConfig
 from pipeline.datasets.reasons import Reason
 from pipeline.ingest.dedup import DuplicateGroup, connected_groups, duplicate_decisions
+from pipeline.ingest.minhash import sketch_batches
 
 log = logging.getLogger(__name__)
 
@@ -48,26 +52,23 @@ def apply_exact_duplicates(spark: SparkSession, records: DataFrame) -> DataFrame
     return apply_decisions(spark, records, decisions)
 
 
-def apply_near_duplicates(spark: SparkSession, records: DataFrame, shingles: Column,
-                          jaccard: float, seed: int = 42) -> DataFrame:
-    """Pairs of accepted inputs whose shingle sets have Jaccard similarity >= ``jaccard``,
-    found with MinHashLSH: same label keeps one (``near_duplicate``), else
-    ``conflicting_labels``."""
-    from pyspark.ml.feature import HashingTF, MinHashLSH
+SKETCH_SCHEMA = "path string, label_name string, shingles array<int>, bands array<bigint>"
 
-    candidates = (records.filter(F.col("reason").isNull())
-                  .select("path", "label_name", shingles.alias("shingles"))
-                  .filter(F.size("shingles") > 0))
-    vectors = HashingTF(inputCol="shingles", outputCol="features", numFeatures=1 << 20,
-                        binary=True).transform(candidates).cache()
-    model = MinHashLSH(inputCol="features", outputCol="hashes", numHashTables=5,
-                       seed=seed).fit(vectors)
-    pairs = (model.approxSimilarityJoin(vectors, vectors, 1.0 - jaccard, distCol="distance")
-             .filter(F.col("datasetA.path") < F.col("datasetB.path"))
-             .select(F.col("datasetA.path").alias("a"), F.col("datasetA.label_name").alias("la"),
-                     F.col("datasetB.path").alias("b"), F.col("datasetB.label_name").alias("lb"))
-             .collect())
-    vectors.unpersist()
+
+def apply_near_duplicates(spark: SparkSession, records: DataFrame, text: TextConfig,
+                          seed: int = 42) -> DataFrame:
+    """Pairs of accepted inputs whose word-shingle sets have Jaccard similarity >=
+    ``text.near_duplicate_jaccard``: same label keeps one (``near_duplicate``), else
+    ``conflicting_labels``. Candidates share a MinHash band key (``minhash``); their exact
+    Jaccard similarity is computed in Spark, so only true pairs reach the driver."""
+    sketches = (records.filter(F.col("reason").isNull())
+                .select("path", "label_name", "text")
+                .mapInPandas(partial(sketch_batches, pattern=text.token_pattern,
+                                     k=text.shingle_size, seed=seed), SKETCH_SCHEMA)
+                .filter(F.size("shingles") > 0)
+                .persist(StorageLevel.MEMORY_AND_DISK))
+    pairs = _similar_pairs(sketches, text.near_duplicate_jaccard).collect()
+    sketches.unpersist()
     labels = {row.a: row.la for row in pairs} | {row.b: row.lb for row in pairs}
     groups = [DuplicateGroup([(path, labels[path]) for path in members])
               for members in connected_groups([(row.a, row.b) for row in pairs])]
@@ -75,3 +76,18 @@ def apply_near_duplicates(spark: SparkSession, records: DataFrame, shingles: Col
     if decisions:
         log.info("%d inputs are near-duplicates of another", len(decisions))
     return apply_decisions(spark, records, decisions)
+
+
+def _similar_pairs(sketches: DataFrame, jaccard: float) -> DataFrame:
+    """(a, la, b, lb): the paths and labels of the pairs sharing a band key whose shingle sets
+    are at least ``jaccard`` similar, each pair once (a < b)."""
+    keys = sketches.select("path", F.posexplode("bands").alias("band", "key"))
+    candidates = (keys.alias("x").join(keys.alias("y"), ["band", "key"])
+                  .filter(F.col("x.path") < F.col("y.path"))
+                  .select(F.col("x.path").alias("a"), F.col("y.path").alias("b")).distinct())
+    side = {name: sketches.select(F.col("path").alias(name), F.col("label_name").alias(f"l{name}"),
+                                  F.col("shingles").alias(f"s{name}")) for name in ("a", "b")}
+    both = candidates.join(side["a"], "a").join(side["b"], "b")
+    similarity = (F.size(F.array_intersect("sa", "sb"))
+                  / F.size(F.array_union("sa", "sb")))
+    return both.filter(similarity >= jaccard).select("a", "la", "b", "lb")

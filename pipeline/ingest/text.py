@@ -195,9 +195,14 @@ def _invisible(char: str) -> bool:
     return category == "Cs" or (category == "Cf" and char not in _KEPT_FORMAT)
 
 
+_ASCII_INVISIBLE = {code: None for code in range(128) if _invisible(chr(code))}
+
+
 def _drop_invisible(text: str) -> str:
     """Control, format and lone-surrogate characters removed (surrogates come from JSON
     escapes like ``"\\ud800"``; they cannot be encoded as UTF-8, hashed or stored)."""
+    if text.isascii():  # the usual case: only ASCII controls to look for
+        return text.translate(_ASCII_INVISIBLE) if not text.isprintable() else text
     table = {ord(char): None for char in set(text) if _invisible(char)}
     return text.translate(table) if table else text
 

@@ -6,23 +6,22 @@ split, and write a dataset version with ``vocab.txt``. Per-record logic: ``text`
 from __future__ import annotations
 
 import logging
+import pickle
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
-from functools import partial
+from functools import partial, reduce
 from typing import Any, Literal
 
-from pyspark import RDD, Broadcast, StorageLevel
-from pyspark.sql import DataFrame, Row, SparkSession
+from pyspark import Broadcast, StorageLevel
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from pipeline import storage
 from pipeline.config import Config, TextConfig
 from pipeline.datasets.commit import WriteMode, check_output
-from pipeline.datasets.features import encode_token_ids
 from pipeline.datasets.manifest import Manifest
-from pipeline.datasets.profiles import oov_share, with_oov
 from pipeline.datasets.reasons import Reason
 from pipeline.datasets.schema import text_schema
 from pipeline.datasets.statistics import TOP_TOKENS
@@ -32,8 +31,17 @@ from pipeline.ingest.discover import classify_data_file, classify_folder_file, i
 from pipeline.ingest.rows import RowFormat
 from pipeline.ingest.spark_dedup import apply_exact_duplicates, apply_near_duplicates
 from pipeline.ingest.spark_labels import with_label_index
-from pipeline.ingest.text_records import RawDocument, TextRecord, clean_text_document, file_rows
+from pipeline.ingest.text_batches import (
+    Item,
+    clean_items,
+    file_records,
+    token_counts,
+    unit_records,
+    with_token_ids,
+)
+from pipeline.ingest.text_records import RawDocument, TextRecord, file_rows
 from pipeline.ingest.text_splits import (
+    MIN_SPLIT_BYTES,
     SPLIT_BYTES,
     RowGroup,
     nominal_ranges,
@@ -44,15 +52,7 @@ from pipeline.ingest.text_splits import (
     scan_file_range,
     spark_file_path,
 )
-from pipeline.ingest.tokens import (
-    OOV,
-    Tokenizer,
-    build_vocab,
-    parse_vocab,
-    tokenize,
-    vocab_text,
-    word_shingles,
-)
+from pipeline.ingest.tokens import build_vocab, parse_vocab, vocab_text
 from pipeline.spark import SparkProgress, listing, read_files
 
 log = logging.getLogger(__name__)
@@ -77,10 +77,11 @@ RECORD_SCHEMA = T.StructType([
 assert tuple(RECORD_SCHEMA.names) == TextRecord._fields
 
 
-def _partitions(spark: SparkSession, at_least: int) -> int:
-    """Tasks for the per-row work: every core busy, a file's rows spread (up to 8 per core)."""
-    parallelism = spark.sparkContext.defaultParallelism
-    return max(parallelism * 2, min(at_least, parallelism * 8))
+def _range_bytes(spark: SparkSession, sizes: dict[str, int]) -> int:
+    """The byte ranges' size: at most ``SPLIT_BYTES``, less when the files would give a core
+    fewer than four (a core that finishes early takes another), at least ``MIN_SPLIT_BYTES``."""
+    per_task = -(-sum(sizes.values()) // (4 * spark.sparkContext.defaultParallelism))
+    return min(SPLIT_BYTES, max(MIN_SPLIT_BYTES, per_task))
 
 
 def _extension(path: str) -> str:
@@ -102,22 +103,35 @@ def choose_format(root: str, files: list[tuple[str, int]]) -> tuple[str, str]:
 
 @dataclass(frozen=True)
 class _Documents:
-    """What was read: the format, and the items to clean (``TextRecord`` rejections or
-    ``RawDocument`` rows). Every input listed is among them, read or not."""
+    """What was read: the format, and every input listed as one cleaned record (``TextRecord``
+    rows, the quarantined ones included), read or not."""
 
     fmt: str
-    items: RDD
+    records: DataFrame  # persisted: the caller unpersists
+    discovered: int  # inputs
+    blank_lines: int  # blank JSONL lines, which are no input
 
 
-def _clean_partition(items: Iterable[TextRecord | RawDocument], cfg: TextConfig,
-                     ratios: dict[str, float]) -> Iterator[TextRecord]:
-    """Items -> records: rejections pass through, documents are cleaned (mapPartitions)."""
-    for item in items:
-        if isinstance(item, TextRecord):
-            yield item
-        else:
-            source, line, text, label = item
-            yield clean_text_document(source, line, text, label, cfg, ratios)
+def _records(spark: SparkSession, parts: list[DataFrame]) -> DataFrame:
+    """The parts as one frame of ``RECORD_SCHEMA`` rows (an empty one without parts)."""
+    return reduce(DataFrame.unionByName, parts) if parts else spark.createDataFrame(
+        [], RECORD_SCHEMA)
+
+
+def _rejections(spark: SparkSession, rejected: list[TextRecord]) -> list[DataFrame]:
+    """The records made on the driver (inputs refused at listing or planning), as a part."""
+    return [spark.createDataFrame(rejected, RECORD_SCHEMA)] if rejected else []
+
+
+def _cleaned_units(spark: SparkSession, units: list, read: Callable[[object], Iterable[Item]],
+                   cfg: Config) -> DataFrame:
+    """Each unit (a byte range, a row group) read and its items cleaned in one task and one
+    Python pass; the records reach the JVM as Arrow."""
+    blobs = spark.sparkContext.parallelize([(pickle.dumps(unit),) for unit in units],
+                                           len(units))
+    return spark.createDataFrame(blobs, "unit binary").mapInPandas(
+        partial(unit_records, read=read, cfg=cfg.text, ratios=cfg.split.model_dump()),
+        RECORD_SCHEMA)
 
 
 def _check_columns(input_uri: str, columns: list[str], text_col: str, label_col: str) -> None:
@@ -128,15 +142,19 @@ def _check_columns(input_uri: str, columns: list[str], text_col: str, label_col:
 
 
 def _read_parquet_with_spark(spark: SparkSession, input_uri: str, text_col: str,
-                             label_col: str) -> _Documents:
+                             label_col: str, cfg: Config) -> DataFrame:
     """Every row of a Parquet input on a filesystem pyarrow cannot open, through Spark's
-    reader, named by its file and 1-based row index."""
+    reader, named by its file and 1-based row index, cleaned (values keep their Python types,
+    so this one path goes through an RDD)."""
     frame = spark.read.parquet(input_uri)
     _check_columns(input_uri, frame.columns, text_col, label_col)
     rows = frame.select(F.col("_metadata.file_path").alias("source"),
                         (F.col("_metadata.row_index") + 1).cast("int").alias("line"),
                         F.col(text_col).alias("text"), F.col(label_col).alias("label"))
-    return _Documents("parquet", rows.rdd.map(tuple))
+    clean = partial(clean_items, cfg=cfg.text, ratios=cfg.split.model_dump())
+    return spark.createDataFrame(
+        rows.rdd.mapPartitions(lambda part: clean(RawDocument(*row) for row in part)),
+        RECORD_SCHEMA)
 
 
 def _parquet_footers(root: str, files: list[tuple[str, int]]
@@ -169,21 +187,19 @@ def _parquet_footers(root: str, files: list[tuple[str, int]]
 
 
 def _read_parquet(spark: SparkSession, input_uri: str, root: str, files: list[tuple[str, int]],
-                  text_col: str, label_col: str) -> _Documents:
+                  text_col: str, label_col: str, cfg: Config) -> DataFrame:
     """Every row of a Parquet input, one task per row group, named by its file and 1-based
-    row index (as Spark's ``_metadata`` names them)."""
+    row index (as Spark's ``_metadata`` names them), cleaned."""
     if not listing.through_storage(input_uri):
-        return _read_parquet_with_spark(spark, input_uri, text_col, label_col)
+        return _read_parquet_with_spark(spark, input_uri, text_col, label_col, cfg)
     groups, columns, rejected = _parquet_footers(root, files)
+    parts = _rejections(spark, rejected)
     if groups:
         _check_columns(input_uri, columns, text_col, label_col)
-    sc = spark.sparkContext
-    items = sc.parallelize(rejected, 1) if rejected else sc.emptyRDD()
-    if groups:
         log.info("reading %d Parquet row groups of %s", len(groups), input_uri)
         read = partial(read_row_group, text_col=text_col, label_col=label_col)
-        items = items.union(sc.parallelize(groups, len(groups)).flatMap(read))
-    return _Documents("parquet", items)
+        parts.append(_cleaned_units(spark, groups, read, cfg))
+    return _records(spark, parts)
 
 
 def _classify(files: list[tuple[str, int]], root: str, fmt: str, max_bytes: int
@@ -202,82 +218,90 @@ def _classify(files: list[tuple[str, int]], root: str, fmt: str, max_bytes: int
 
 
 def _ranges(spark: SparkSession, sizes: dict[str, int], fmt: RowFormat, text_col: str,
-            label_col: str) -> tuple[RDD | None, dict[str, int]]:
-    """(the items of the JSONL or CSV files over ``SPLIT_BYTES``, read in ranges, one task
-    each; the sizes of the files left to read whole)."""
+            label_col: str, cfg: Config) -> tuple[list[DataFrame], dict[str, int]]:
+    """(the cleaned records of the JSONL or CSV files over ``_range_bytes``, read in ranges,
+    one task each; the sizes of the files left to read whole)."""
+    split = _range_bytes(spark, sizes)
     big = {path: size for path, size in sizes.items()
-           if size > SPLIT_BYTES and listing.through_storage(path)}
+           if size > split and listing.through_storage(path)}
     if not big:
-        return None, sizes
+        return [], sizes
     sc = spark.sparkContext
     pieces = [(path, size, start, end, fmt) for path, size in sorted(big.items())
-              for start, end in nominal_ranges(size, SPLIT_BYTES)]
+              for start, end in nominal_ranges(size, split)]
     with SparkProgress(spark, f"{fmt} ranges"):  # the first pass: cuts, line counts
         scans = sc.parallelize(pieces, len(pieces)).map(
             lambda piece: scan_file_range(*piece)).collect()
     plan = plan_ranges(scans, (text_col, label_col))
     log.info("%d %s files over %d bytes: %d ranges, %d read whole", len(big), fmt.upper(),
-             SPLIT_BYTES, len(plan.ranges), len(plan.whole))
-    items = sc.parallelize(plan.records, 1) if plan.records else sc.emptyRDD()
+             split, len(plan.ranges), len(plan.whole))
+    parts = _rejections(spark, plan.records)
     if plan.ranges:
         read = partial(read_range, text_col=text_col, label_col=label_col)
-        items = items.union(sc.parallelize(plan.ranges, len(plan.ranges)).flatMap(read))
+        parts.append(_cleaned_units(spark, plan.ranges, read, cfg))
     rest = {path: size for path, size in sizes.items() if path not in big or path in plan.whole}
-    return items, rest
+    return parts, rest
 
 
-def _folder_document(row: Row, labels: Broadcast) -> RawDocument | TextRecord:
-    """A ``(path, content, error)`` row of a label folder's file -> a document to clean, or
-    ``unreadable`` when the read failed (map)."""
-    label = labels.value[row.path]
-    if row.content is None:
-        return TextRecord.rejected(row.path, None, Reason.UNREADABLE, row.error, label)
-    return RawDocument(row.path, None, bytes(row.content), label)
+def _folder_document(path: str, content: bytes | None, error: str | None,
+                     labels: Broadcast) -> list[Item]:
+    """A label folder's file as read -> a document to clean, or ``unreadable`` when the read
+    failed."""
+    label = labels.value[path]
+    if content is None:
+        return [TextRecord.rejected(path, None, Reason.UNREADABLE, error, label)]
+    return [RawDocument(path, None, bytes(content), label)]
+
+
+def _file_rows(path: str, content: bytes | None, error: str | None, fmt: RowFormat,
+               text_col: str, label_col: str, cfg: TextConfig) -> Iterator[Item]:
+    """A CSV or JSONL file as read -> its rows; a file that could not be read -> one
+    ``unreadable`` record."""
+    if content is None:
+        return iter([TextRecord.rejected(path, None, Reason.UNREADABLE, error)])
+    return file_rows(path, bytes(content), fmt, text_col, label_col, cfg)
 
 
 def _read_documents(spark: SparkSession, input_uri: str, fmt: TextFormat, text_col: str,
                     label_col: str, cfg: Config) -> _Documents:
-    """Label folders of documents, CSV or JSONL files of rows, or Parquet, as items to clean."""
+    """Label folders of documents, CSV or JSONL files of rows, or Parquet, read and cleaned:
+    every input listed is one record."""
     root, files = listing.list_tree(spark, input_uri, allow_file=True)
     if fmt == "auto":
         fmt, why = choose_format(root, files)
         log.info("format auto: chose %s (%s)", fmt, why)
     if fmt == "parquet":
-        return _read_parquet(spark, input_uri, root, files, text_col, label_col)
-    sc = spark.sparkContext
+        return _cached(spark, fmt, [_read_parquet(spark, input_uri, root, files, text_col,
+                                                  label_col, cfg)])
     rejected, labels, sizes = _classify(files, root, fmt, cfg.ingest.max_file_bytes)
-    items = sc.parallelize(rejected, 1) if rejected else sc.emptyRDD()
+    parts = _rejections(spark, rejected)
     if fmt in ("jsonl", "csv"):
-        ranged, sizes = _ranges(spark, sizes, fmt, text_col, label_col)
-        items = items if ranged is None else items.union(ranged)
+        ranged, sizes = _ranges(spark, sizes, fmt, text_col, label_col, cfg)
+        parts += ranged
     if not sizes:
-        return _Documents(fmt, items)
-    with read_files(spark, sizes, input_uri) as scan:
-        content = scan.rows.rdd  # planned inside the block (Spark's own reader needs that)
+        return _cached(spark, fmt, parts)
     if fmt == "folders":
-        wanted = sc.broadcast({path: labels[path] for path in sizes})
-        return _Documents(fmt, items.union(content.map(partial(_folder_document,
-                                                                labels=wanted))))
-    parse = partial(_file_rows, fmt=fmt, text_col=text_col, label_col=label_col, cfg=cfg.text)
-    return _Documents(fmt, items.union(content.flatMap(parse)))
+        wanted = spark.sparkContext.broadcast({path: labels[path] for path in sizes})
+        to_items = partial(_folder_document, labels=wanted)
+    else:
+        to_items = partial(_file_rows, fmt=fmt, text_col=text_col, label_col=label_col,
+                           cfg=cfg.text)
+    clean = partial(file_records, to_items=to_items, cfg=cfg.text,
+                    ratios=cfg.split.model_dump())
+    with read_files(spark, sizes, input_uri) as scan:  # Spark's own reader plans in the block
+        return _cached(spark, fmt, [*parts, scan.map_batches(clean, RECORD_SCHEMA)])
 
 
-def _file_rows(row: Row, fmt: RowFormat, text_col: str, label_col: str, cfg: TextConfig
-               ) -> Iterator[RawDocument | TextRecord]:
-    """A ``(path, content, error)`` row of a CSV or JSONL file -> its rows (flatMap); a file
-    that could not be read -> one ``unreadable`` record."""
-    if row.content is None:
-        return iter([TextRecord.rejected(row.path, None, Reason.UNREADABLE, row.error)])
-    return file_rows(row.path, bytes(row.content), fmt, text_col, label_col, cfg)
-
-
-def _clean(spark: SparkSession, documents: _Documents, cfg: Config) -> DataFrame:
-    """Every document or row as one ``TextRecord`` row, persisted (the caller unpersists)."""
-    items = documents.items
-    # a file (or range) is one task to parse; spread its rows before the per-row work
-    cleaned = items.repartition(_partitions(spark, items.getNumPartitions())).mapPartitions(
-        partial(_clean_partition, cfg=cfg.text, ratios=cfg.split.model_dump()))
-    return spark.createDataFrame(cleaned, RECORD_SCHEMA).persist(StorageLevel.MEMORY_AND_DISK)
+def _cached(spark: SparkSession, fmt: str, parts: list[DataFrame]) -> _Documents:
+    """The records of ``parts`` persisted, and counted (the job's first action)."""
+    records = _records(spark, parts).persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        with SparkProgress(spark, "clean"):
+            discovered, blank_lines = _counts(records)
+    except BaseException:
+        records.unpersist()
+        raise
+    return _Documents(fmt, records, discovered, blank_lines)
 
 
 def _counts(records: DataFrame) -> tuple[int, int]:
@@ -301,47 +325,36 @@ def _vocabulary(records: DataFrame, cfg: TextConfig, fixed: list[str] | None
     their meaning)."""
     pattern = cfg.token_pattern
     counts = (records.filter(F.col("reason").isNull() & (F.col("split") == "train"))
-              .select("text").rdd.flatMap(lambda row: tokenize(row.text, pattern))
-              .map(lambda token: (token, 1)).reduceByKey(lambda a, b: a + b))
-    total = counts.map(lambda kv: kv[1]).sum() if not counts.isEmpty() else 0
-    frequent = dict(counts.filter(lambda kv: kv[1] >= cfg.min_count).collect())
+              .select("text").mapInPandas(partial(token_counts, pattern=pattern),
+                                          "token string, count long")
+              .groupBy("token").agg(F.sum("count").alias("count")).persist())
+    total = counts.agg(F.sum("count")).first()[0] or 0
+    frequent = {row.token: row["count"] for row in
+                counts.filter(F.col("count") >= cfg.min_count).collect()}
+    counts.unpersist()
     vocab = fixed if fixed is not None else build_vocab(frequent, cfg.vocab_size, cfg.min_count)
     covered = sum(frequent.get(token, 0) for token in vocab)
     top = sorted(frequent.items(), key=lambda kv: (-kv[1], kv[0]))[:TOP_TOKENS]
     return vocab, (covered / total if total else 0.0), top
 
 
-def _add_token_ids(spark: SparkSession, records: DataFrame, vocab_text_: str, max_len: int,
-                   pattern: str) -> DataFrame:
+def _add_token_ids(records: DataFrame, vocab_text_: str, text: TextConfig) -> DataFrame:
     """``records`` with ``token_ids`` (stored encoding) and ``length`` for accepted rows, and
-    their share of out-of-vocabulary tokens in their profile."""
-    # the very tokeniser serving uses (built from vocab.txt), so ids match by construction
-    tokenizer = spark.sparkContext.broadcast(
-        Tokenizer.from_vocab_text(vocab_text_, pattern, max_len))
-
-    def encode_partition(rows):
-        for row in rows:
-            if row.reason is None:
-                ids, length = tokenizer.value(row.text)
-                yield (row.path, encode_token_ids(ids), length,
-                       with_oov(row.profile, oov_share(ids, length, OOV)))
-
-    encoded = spark.createDataFrame(
-        records.select("path", "text", "reason", "profile").rdd.mapPartitions(encode_partition),
-        "path string, token_ids binary, length int, profile string")
-    return records.drop("profile").join(encoded, "path", "left")
+    their share of out-of-vocabulary tokens in their profile (one Python pass, no join)."""
+    schema = T.StructType([*records.schema.fields, T.StructField("token_ids", T.BinaryType()),
+                           T.StructField("length", T.IntegerType())])
+    return records.mapInPandas(partial(with_token_ids, vocabulary=vocab_text_,
+                                       max_len=text.max_len, pattern=text.token_pattern),
+                               schema)
 
 
 def _deduplicate(spark: SparkSession, records: DataFrame, text: TextConfig) -> DataFrame:
-    """Exact duplicates by content hash, then (``text.near_duplicates``) near ones by MinHash."""
+    """Exact duplicates by content hash, then (``text.near_duplicates``) near ones by MinHash
+    band keys and their exact Jaccard similarity."""
     deduped = apply_exact_duplicates(spark, records)
     if text.near_duplicates:
-        pattern, k = text.token_pattern, text.shingle_size
-        shingle = F.udf(lambda t: word_shingles(tokenize(t, pattern), k) if t else [],
-                        T.ArrayType(T.StringType()))
         with SparkProgress(spark, "near-duplicates"):
-            deduped = apply_near_duplicates(spark, deduped, shingle(F.col("text")),
-                                            text.near_duplicate_jaccard)
+            deduped = apply_near_duplicates(spark, deduped, text)
     return deduped.persist(StorageLevel.MEMORY_AND_DISK)
 
 
@@ -360,7 +373,7 @@ def _encoded(spark: SparkSession, deduped: DataFrame, vocabulary: str, text: Tex
              ) -> tuple[DataFrame, dict[str, int]]:
     """(records with token ids and label index, persisted; the label map)."""
     indexed, label_map = with_label_index(deduped)
-    final = (_add_token_ids(spark, indexed, vocabulary, text.max_len, text.token_pattern)
+    final = (_add_token_ids(indexed, vocabulary, text)
              .persist(StorageLevel.MEMORY_AND_DISK))  # the writer reads it several times
     return final, label_map
 
@@ -396,11 +409,9 @@ def ingest_text(spark: SparkSession, cfg: Config, input_path: str, output_path: 
     input_uri, output_uri = storage.to_uri(input_path), storage.to_uri(output_path)
     check_output(output_uri, mode)
     documents = _read_documents(spark, input_uri, fmt, text_col, label_col, cfg)
-    base = _clean(spark, documents, cfg)
+    discovered, blank_lines = documents.discovered, documents.blank_lines
     try:
-        with SparkProgress(spark, "clean"):
-            discovered, blank_lines = _counts(base)
-        records = _with_identity(base.filter(F.col("blank_lines") == 0))  # the inputs
+        records = _with_identity(documents.records.filter(F.col("blank_lines") == 0))
         if discovered == 0:
             raise InputError(f"no documents found in {input_uri}")
         log.info("%d documents or rows read from %s (%s)", discovered, input_uri, documents.fmt)
@@ -419,5 +430,5 @@ def ingest_text(spark: SparkSession, cfg: Config, input_path: str, output_path: 
         final.unpersist()
         deduped.unpersist()
     finally:
-        base.unpersist()
+        documents.records.unpersist()
     return manifest

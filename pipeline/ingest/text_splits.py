@@ -59,6 +59,7 @@ from pipeline.ingest.text_records import (
 )
 
 SPLIT_BYTES = 64 << 20  # JSONL and CSV files larger than this are read in ranges of this size
+MIN_SPLIT_BYTES = 1 << 20  # the least a range is cut to, to give every core several tasks
 SEEK_CHUNK = 64 << 10  # bytes read at a time while looking for the end of a line
 ReadAt = Callable[[int, int], bytes]  # (offset, length) -> the bytes there
 

@@ -27,7 +27,10 @@ def _compiled(pattern: str) -> re.Pattern[str]:
 
 def tokenize(text: str, pattern: str) -> list[str]:
     """Every non-empty match of ``pattern``, in order (whole matches, even if it has groups)."""
-    return [match.group() for match in _compiled(pattern).finditer(text) if match.group()]
+    compiled = _compiled(pattern)
+    if compiled.groups:  # findall would give the groups
+        return [match.group() for match in compiled.finditer(text) if match.group()]
+    return [token for token in compiled.findall(text) if token]
 
 
 def build_vocab(counts: Mapping[str, int], size: int, min_count: int) -> list[str]:
