@@ -30,10 +30,11 @@ test: venv
 test-unit: venv
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 
-# unit, deploy recipes and the integration tests not marked slow: no standalone clusters,
-# no Airflow, no retrain scenarios, no demo or notebooks
+# the inner loop, a few minutes: unit, deploy recipes, and the data path's integration tests
+# (image and text ingest, object storage, the training input); no model trained, no cluster,
+# no browser (FAST_FILES in tests/conftest.py)
 test-fast: venv
-	$(BIN)/python -m pytest tests/unit tests/deploy tests/integration -m "not slow" $(PYTEST_WORKERS) $(PYTEST_ARGS)
+	$(BIN)/python -m pytest tests/unit tests/deploy tests/integration -m fast $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 # ruff (style, and which package may import mlflow, petastorm, horovod), then the layer table
 lint: venv

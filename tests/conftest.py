@@ -22,6 +22,10 @@ TESTS = REPO / "tests"
 # the folder a test lives in is its kind: `pytest -m unit`, `-m "not e2e"`, ...
 FOLDER_MARKERS = {"unit": pytest.mark.unit, "integration": pytest.mark.integration,
                   "e2e": pytest.mark.e2e, "deploy": pytest.mark.deploy}
+# the inner-loop tier (``make test-fast``, marked ``fast``): unit and deploy, and the data path's
+# integration files (ingest, object storage, the training input); no model is trained
+FAST_FILES = ("test_image_ingest.py", "test_text_ingest.py", "test_object_store.py",
+              "test_s3_faults.py", "test_s3_credentials.py", "test_training_input.py")
 setup_logging()
 
 
@@ -43,7 +47,8 @@ GROUPED_FILES = {
 
 @pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark every test with the kind its folder stands for (tests/unit -> ``unit``, ...), start
+    """Mark every test with the kind its folder stands for (tests/unit -> ``unit``, ...) and
+    the inner-loop tier with ``fast``, start
     the files with slow tests first (a file's tests keep their order), check GROUPED_FILES."""
     slow_files = set()
     for item in items:
@@ -53,6 +58,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             continue
         if folder in FOLDER_MARKERS:
             item.add_marker(FOLDER_MARKERS[folder])
+        if folder in ("unit", "deploy") or item.path.name in FAST_FILES:
+            item.add_marker(pytest.mark.fast)
         if item.get_closest_marker("slow") is not None:
             slow_files.add(item.path)
     items.sort(key=lambda item: (item.path not in slow_files, item.path.name in STARTS_LATE,

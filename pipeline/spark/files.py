@@ -28,6 +28,7 @@ from pipeline.spark import listing
 if TYPE_CHECKING:  # pyspark is imported where it runs: ``pipeline.spark`` imports without it
     import pandas as pd
     from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql.types import StructType
 
 FILES_PER_PARTITION = 2000
 BYTES_PER_PARTITION = 16 << 20
@@ -152,7 +153,7 @@ class FileScan:
         return _union(read, self.returned)
 
     def map_batches(self, then: Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]],
-                    schema: str) -> DataFrame:
+                    schema: str | StructType) -> DataFrame:
         """``then`` (mapInPandas) over the ``rows`` batches, in the tasks that read the files:
         the bytes cross from Python to the JVM once, as ``then``'s output."""
         read = (None if self.planned is None
