@@ -57,7 +57,7 @@ STAGES = {"images": {"pipeline.ingest.image_job": ("discover_folder", "reused_ro
                    "pipeline.ingest.text_job": ("_ranges", "_cached",
                                                 "apply_exact_duplicates",
                                                 "apply_near_duplicates", "_vocabulary",
-                                                "_encoded", "_token_counts"), **WRITER}}
+                                                "_encoded", "_tokens_per_document"), **WRITER}}
 STAGE_NAMES = {"discover_folder": "listing (Spark)", "reused_rows": "previous rows: sources",
                "_clean": "read + decode + profile (+ reused rows), cached",
                "apply_exact_duplicates": "exact duplicates", "with_label_index": "label map",
@@ -68,7 +68,7 @@ STAGE_NAMES = {"discover_folder": "listing (Spark)", "reused_rows": "previous ro
                "_cached": "read + parse + clean, cached",
                "apply_near_duplicates": "near duplicates (MinHash bands, exact Jaccard)",
                "_vocabulary": "vocabulary", "_encoded": "token ids + label map",
-               "_token_counts": "token statistics"}
+               "_tokens_per_document": "token statistics"}
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -412,8 +412,9 @@ def run_all(kind: str, work: Path, limit: int | None) -> dict[str, dict]:
         size = ["--limit", str(inputs)] if inputs else []
         return run_step(__file__, *more, "--work", str(work), *size)
 
-    spark = {run_name(m, inputs): step(inputs, kind, "--step", "spark", "--master", m)
-             for inputs in (*reversed(SMALLER[kind]), limit) for m in MASTERS}  # largest last
+    sizes = [*reversed(SMALLER[kind]), None]  # the largest (``limit``, else all) last
+    spark = {run_name(m, inputs): step(inputs or limit, kind, "--step", "spark", "--master", m)
+             for inputs in sizes for m in MASTERS}
     plain = {PLAIN["opencv"]: step(limit, "opencv", "--step", "plain")} if kind == "images" else {}
     # after Spark: the text loop takes the vocabulary the job built as already known
     return {PLAIN[kind]: step(limit, kind, "--step", "plain"), **plain, **spark}

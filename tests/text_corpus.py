@@ -176,6 +176,8 @@ def _jsonl() -> tuple[bytes, dict[int, str]]:
          "accepted"),
         (json.dumps({"text": "<script>document.write('hi')</script>", "label": "pos"}),
          "empty_text"),
+        (json.dumps({"text": "A label with an escaped lone surrogate is no label.",
+                     "label": "pos\ud800"}), "missing_label"),
     ]
     outcomes = {number: outcome for number, (_, outcome) in enumerate(rows, start=1)
                 if outcome is not None}

@@ -96,7 +96,8 @@ MEANINGS: dict[Reason, str] = {
     Reason.BINARY_CONTENT: "bytes that are not text: a known binary signature (image, archive, "
                            "executable, ...) or over 5% control characters once decoded",
     Reason.EMPTY_TEXT: "nothing left after decoding or cleaning",
-    Reason.MISSING_LABEL: "no label, an empty one, or one that is not a string or an integer",
+    Reason.MISSING_LABEL: "no label, an empty one, or one that is not a string or an integer "
+                          "(or not valid Unicode)",
     Reason.UNKNOWN_LABEL: "a label outside `text.labels` when that list is set",
     Reason.TOO_SHORT: "fewer characters than `text.min_chars` after cleaning",
     Reason.TOO_LONG: "more characters than `text.max_chars` after cleaning",

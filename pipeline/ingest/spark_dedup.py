@@ -1,7 +1,8 @@
 """Duplicates across the whole dataset, found with Spark; decided by ``dedup``.
 
 Records are DataFrames with ``path`` (the input's identity), ``label_name``, ``split``,
-``content_hash``, ``reason`` and ``detail``; rows with a reason are already rejected.
+``content_hash``, ``reason`` and ``detail`` (and ``text``, for near duplicates); rows with a
+reason are already rejected.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ def apply_exact_duplicates(spark: SparkSession, records: DataFrame) -> DataFrame
     return apply_decisions(spark, records, decisions)
 
 
-SKETCH_SCHEMA = "path string, label_name string, shingles array<int>, bands array<bigint>"
+SKETCH_SCHEMA = "path string, label_name string, shingles array<bigint>, bands array<bigint>"
 
 
 def apply_near_duplicates(spark: SparkSession, records: DataFrame, text: TextConfig,
@@ -61,14 +62,16 @@ def apply_near_duplicates(spark: SparkSession, records: DataFrame, text: TextCon
     ``text.near_duplicate_jaccard``: same label keeps one (``near_duplicate``), else
     ``conflicting_labels``. Candidates share a MinHash band key (``minhash``); their exact
     Jaccard similarity is computed in Spark, so only true pairs reach the driver."""
+    sketch = partial(sketch_batches, pattern=text.token_pattern, k=text.shingle_size,
+                     jaccard=text.near_duplicate_jaccard, seed=seed)
     sketches = (records.filter(F.col("reason").isNull())
-                .select("path", "label_name", "text")
-                .mapInPandas(partial(sketch_batches, pattern=text.token_pattern,
-                                     k=text.shingle_size, seed=seed), SKETCH_SCHEMA)
-                .filter(F.size("shingles") > 0)
+                .select("path", "label_name", "text").mapInPandas(sketch, SKETCH_SCHEMA)
+                .filter(F.size("shingles") > 0).withColumn("id", F.monotonically_increasing_id())
                 .persist(StorageLevel.MEMORY_AND_DISK))
-    pairs = _similar_pairs(sketches, text.near_duplicate_jaccard).collect()
-    sketches.unpersist()
+    try:
+        pairs = _similar_pairs(sketches, text.near_duplicate_jaccard).collect()
+    finally:
+        sketches.unpersist()
     labels = {row.a: row.la for row in pairs} | {row.b: row.lb for row in pairs}
     groups = [DuplicateGroup([(path, labels[path]) for path in members])
               for members in connected_groups([(row.a, row.b) for row in pairs])]
@@ -80,14 +83,19 @@ def apply_near_duplicates(spark: SparkSession, records: DataFrame, text: TextCon
 
 def _similar_pairs(sketches: DataFrame, jaccard: float) -> DataFrame:
     """(a, la, b, lb): the paths and labels of the pairs sharing a band key whose shingle sets
-    are at least ``jaccard`` similar, each pair once (a < b)."""
-    keys = sketches.select("path", F.posexplode("bands").alias("band", "key"))
-    candidates = (keys.alias("x").join(keys.alias("y"), ["band", "key"])
-                  .filter(F.col("x.path") < F.col("y.path"))
-                  .select(F.col("x.path").alias("a"), F.col("y.path").alias("b")).distinct())
-    side = {name: sketches.select(F.col("path").alias(name), F.col("label_name").alias(f"l{name}"),
-                                  F.col("shingles").alias(f"s{name}")) for name in ("a", "b")}
-    both = candidates.join(side["a"], "a").join(side["b"], "b")
-    similarity = (F.size(F.array_intersect("sa", "sb"))
-                  / F.size(F.array_union("sa", "sb")))
-    return both.filter(similarity >= jaccard).select("a", "la", "b", "lb")
+    are at least ``jaccard`` similar, each pair once. Buckets are grouped by the
+    sketches' numeric ``id``, not their paths: the one shuffle of every band key stays small."""
+    buckets = (sketches.select("id", F.posexplode("bands").alias("band", "key"))
+               .groupBy("band", "key").agg(F.collect_list("id").alias("ids"))
+               .filter(F.size("ids") > 1))
+    candidates = (buckets.select(F.explode("ids").alias("x"), "ids")
+                  .select("x", F.explode("ids").alias("y")).filter(F.col("x") < F.col("y"))
+                  .distinct())
+    side = {name: sketches.select(F.col("id").alias(name), F.col("path").alias(f"p{name}"),
+                                  F.col("label_name").alias(f"l{name}"),
+                                  F.col("shingles").alias(f"s{name}")) for name in ("x", "y")}
+    both = candidates.join(side["x"], "x").join(side["y"], "y")
+    similarity = F.size(F.array_intersect("sx", "sy")) / F.size(F.array_union("sx", "sy"))
+    return both.filter(similarity >= jaccard).select(
+        F.col("px").alias("a"), F.col("lx").alias("la"), F.col("py").alias("b"),
+        F.col("ly").alias("lb"))

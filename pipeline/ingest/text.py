@@ -51,6 +51,7 @@ _REPLACEABLE = re.compile(
 # html.unescape calls int() on decimal references, which refuses more than 4300 digits: a
 # reference of 8 digits or more (after leading zeros) is past U+10FFFF, so it is shortened to
 # the first invalid code point, which unescape turns into U+FFFD as it would the original.
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _LONG_DECIMAL_REF = re.compile(r"&#([0-9]{8,})")
 # Sentence punctuation after a URL is not part of it: "see www.example.com." keeps its ".".
 _URL_TRAILING = ".,;:!?)]}'\""
@@ -243,6 +244,8 @@ def normalise_label(raw: object, cfg: TextConfig) -> str:
     label = _canonical(raw)
     if not label:
         raise Rejected(Reason.MISSING_LABEL, "the label is empty")
+    if _SURROGATE.search(label):  # a JSON escape like "\ud800": no UTF-8 can hold it
+        raise Rejected(Reason.MISSING_LABEL, f"the label is not valid Unicode: {label!r:.40}")
     allowed = {_canonical(name) for name in cfg.labels}
     if allowed and label not in allowed:
         raise Rejected(Reason.UNKNOWN_LABEL, f"label {label!r} is not one of text.labels: "

@@ -65,7 +65,7 @@ def file_records(frames: Iterable[pd.DataFrame],
         yield from record_frames(clean_items(items, cfg, ratios))
 
 
-def token_counts(frames: Iterable[pd.DataFrame], pattern: str) -> Iterator[pd.DataFrame]:
+def count_tokens(frames: Iterable[pd.DataFrame], pattern: str) -> Iterator[pd.DataFrame]:
     """Frames of ``text`` -> one frame of (token, count) over them all: each distinct token
     leaves the task once."""
     counts: Counter[str] = Counter()
@@ -81,7 +81,8 @@ def with_token_ids(frames: Iterable[pd.DataFrame], vocabulary: str, max_len: int
     accepted rows, and their share of out-of-vocabulary tokens in their ``profile``."""
     tokenizer = Tokenizer.from_vocab_text(vocabulary, pattern, max_len)  # as serving builds it
     for frame in frames:
-        encoded = [_encoded(tokenizer, text, profile) if reason is None else (None, None, None)
+        encoded = [_ids_and_profile(tokenizer, text, profile) if reason is None
+                   else (None, None, None)
                    for text, reason, profile in zip(frame["text"], frame["reason"],
                                                     frame["profile"], strict=True)]
         ids, lengths, profiles = zip(*encoded, strict=True) if encoded else ((), (), ())
@@ -89,8 +90,8 @@ def with_token_ids(frames: Iterable[pd.DataFrame], vocabulary: str, max_len: int
                            profile=list(profiles))
 
 
-def _encoded(tokenizer: Tokenizer, text: str, profile: str) -> tuple[bytes, int, str]:
+def _ids_and_profile(tokenizer: Tokenizer, text: str, profile: str) -> tuple[bytes, int, str]:
     """An accepted text's (stored token ids, length, profile with its out-of-vocabulary
     share); a rejected row has none of them."""
-    tokens, length = tokenizer(text)
-    return encode_token_ids(tokens), length, with_oov(profile, oov_share(tokens, length, OOV))
+    ids, length = tokenizer(text)
+    return encode_token_ids(ids), length, with_oov(profile, oov_share(ids, length, OOV))

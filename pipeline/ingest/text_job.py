@@ -34,21 +34,23 @@ from pipeline.ingest.spark_labels import with_label_index
 from pipeline.ingest.text_batches import (
     Item,
     clean_items,
+    count_tokens,
     file_records,
-    token_counts,
     unit_records,
     with_token_ids,
 )
 from pipeline.ingest.text_records import RawDocument, TextRecord, file_rows
 from pipeline.ingest.text_splits import (
-    MIN_SPLIT_BYTES,
     SPLIT_BYTES,
+    TASKS_PER_CORE,
     RowGroup,
     nominal_ranges,
     plan_ranges,
+    range_bytes,
     read_footer,
     read_range,
     read_row_group,
+    row_slices,
     scan_file_range,
     spark_file_path,
 )
@@ -75,13 +77,6 @@ RECORD_SCHEMA = T.StructType([
     T.StructField("blank_lines", T.IntegerType(), False),
 ])
 assert tuple(RECORD_SCHEMA.names) == TextRecord._fields
-
-
-def _range_bytes(spark: SparkSession, sizes: dict[str, int]) -> int:
-    """The byte ranges' size: at most ``SPLIT_BYTES``, less when the files would give a core
-    fewer than four (a core that finishes early takes another), at least ``MIN_SPLIT_BYTES``."""
-    per_task = -(-sum(sizes.values()) // (4 * spark.sparkContext.defaultParallelism))
-    return min(SPLIT_BYTES, max(MIN_SPLIT_BYTES, per_task))
 
 
 def _extension(path: str) -> str:
@@ -152,8 +147,9 @@ def _read_parquet_with_spark(spark: SparkSession, input_uri: str, text_col: str,
                         (F.col("_metadata.row_index") + 1).cast("int").alias("line"),
                         F.col(text_col).alias("text"), F.col(label_col).alias("label"))
     clean = partial(clean_items, cfg=cfg.text, ratios=cfg.split.model_dump())
+    spread = rows.repartition(TASKS_PER_CORE * spark.sparkContext.defaultParallelism)
     return spark.createDataFrame(
-        rows.rdd.mapPartitions(lambda part: clean(RawDocument(*row) for row in part)),
+        spread.rdd.mapPartitions(lambda part: clean(RawDocument(*row) for row in part)),
         RECORD_SCHEMA)
 
 
@@ -198,7 +194,9 @@ def _read_parquet(spark: SparkSession, input_uri: str, root: str, files: list[tu
         _check_columns(input_uri, columns, text_col, label_col)
         log.info("reading %d Parquet row groups of %s", len(groups), input_uri)
         read = partial(read_row_group, text_col=text_col, label_col=label_col)
-        parts.append(_cleaned_units(spark, groups, read, cfg))
+        cores = spark.sparkContext.defaultParallelism
+        parts.append(_cleaned_units(spark, row_slices(groups, TASKS_PER_CORE * cores), read,
+                                    cfg))
     return _records(spark, parts)
 
 
@@ -219,9 +217,9 @@ def _classify(files: list[tuple[str, int]], root: str, fmt: str, max_bytes: int
 
 def _ranges(spark: SparkSession, sizes: dict[str, int], fmt: RowFormat, text_col: str,
             label_col: str, cfg: Config) -> tuple[list[DataFrame], dict[str, int]]:
-    """(the cleaned records of the JSONL or CSV files over ``_range_bytes``, read in ranges,
+    """(the cleaned records of the JSONL or CSV files over ``range_bytes``, read in ranges,
     one task each; the sizes of the files left to read whole)."""
-    split = _range_bytes(spark, sizes)
+    split = range_bytes(sum(sizes.values()), spark.sparkContext.defaultParallelism, SPLIT_BYTES)
     big = {path: size for path, size in sizes.items()
            if size > split and listing.through_storage(path)}
     if not big:
@@ -325,13 +323,15 @@ def _vocabulary(records: DataFrame, cfg: TextConfig, fixed: list[str] | None
     their meaning)."""
     pattern = cfg.token_pattern
     counts = (records.filter(F.col("reason").isNull() & (F.col("split") == "train"))
-              .select("text").mapInPandas(partial(token_counts, pattern=pattern),
+              .select("text").mapInPandas(partial(count_tokens, pattern=pattern),
                                           "token string, count long")
               .groupBy("token").agg(F.sum("count").alias("count")).persist())
-    total = counts.agg(F.sum("count")).first()[0] or 0
-    frequent = {row.token: row["count"] for row in
-                counts.filter(F.col("count") >= cfg.min_count).collect()}
-    counts.unpersist()
+    try:
+        total = counts.agg(F.sum("count")).first()[0] or 0
+        frequent = {row.token: row["count"] for row in
+                    counts.filter(F.col("count") >= cfg.min_count).collect()}
+    finally:
+        counts.unpersist()
     vocab = fixed if fixed is not None else build_vocab(frequent, cfg.vocab_size, cfg.min_count)
     covered = sum(frequent.get(token, 0) for token in vocab)
     top = sorted(frequent.items(), key=lambda kv: (-kv[1], kv[0]))[:TOP_TOKENS]
@@ -358,7 +358,7 @@ def _deduplicate(spark: SparkSession, records: DataFrame, text: TextConfig) -> D
     return deduped.persist(StorageLevel.MEMORY_AND_DISK)
 
 
-def _token_counts(records: DataFrame) -> dict[str, Any]:
+def _tokens_per_document(records: DataFrame) -> dict[str, Any]:
     """min, mean, median, p95 and max tokens per accepted document (for the manifest)."""
     lengths = (records.filter(F.col("reason").isNull())
                .agg(F.min("n_tokens"), F.avg("n_tokens"),
@@ -421,7 +421,7 @@ def ingest_text(spark: SparkSession, cfg: Config, input_path: str, output_path: 
         final, label_map = _encoded(spark, deduped, vocab_text(vocab), cfg.text)
         version = _version_spec(cfg, input_uri, documents.fmt,
                                 {"text": text_col, "label": label_col}, label_map, vocab,
-                                coverage, _token_counts(deduped), attachments or {})
+                                coverage, _tokens_per_document(deduped), attachments or {})
         version = replace(version, top_tokens=tuple(top), increment=increment,
                           extra={**version.extra, "blank_lines": blank_lines}
                           if documents.fmt == "jsonl" else version.extra)

@@ -2,7 +2,8 @@
 CSV files in byte ranges cut at line starts, Parquet files by row group. Plain Python over the
 storage layer; ``text_job`` runs each piece in its own Spark task.
 
-JSONL: a file larger than ``SPLIT_BYTES`` is cut into ranges of about that size. A first pass
+JSONL: a file larger than ``range_bytes`` (at most ``SPLIT_BYTES``, less when the input would
+give each core fewer than four tasks) is cut into ranges of about that size. A first pass
 (one task per range) moves each cut to the next line start and counts the newlines in the
 range, so that the driver knows every range's first line number exactly; it also checks that
 the range is strict UTF-8 and holds more than whitespace. Only when the whole file is UTF-8
@@ -33,7 +34,7 @@ import string
 import unicodedata
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import groupby
 
 import pyarrow.parquet as pq
@@ -58,8 +59,9 @@ from pipeline.ingest.text_records import (
     range_rows,
 )
 
-SPLIT_BYTES = 64 << 20  # JSONL and CSV files larger than this are read in ranges of this size
+SPLIT_BYTES = 64 << 20  # the largest range of a JSONL or CSV file read in ranges
 MIN_SPLIT_BYTES = 1 << 20  # the least a range is cut to, to give every core several tasks
+TASKS_PER_CORE = 4  # ranges or row-group slices per core: a core that finishes early takes more
 SEEK_CHUNK = 64 << 10  # bytes read at a time while looking for the end of a line
 ReadAt = Callable[[int, int], bytes]  # (offset, length) -> the bytes there
 
@@ -70,6 +72,13 @@ def open_file(uri: str) -> Iterator[ReadAt]:
     filesystem, path = storage.resolve(uri)
     with filesystem.open_input_file(path) as handle:
         yield lambda offset, length: handle.read_at(length, offset)
+
+
+def range_bytes(total: int, cores: int, largest: int = SPLIT_BYTES) -> int:
+    """The size of the ranges that ``total`` bytes of JSONL or CSV files are cut into (files
+    larger than it are read in ranges): ``TASKS_PER_CORE`` per core, within ``MIN_SPLIT_BYTES``
+    and ``largest`` (Spark's own rule for file splits, with more tasks per core)."""
+    return min(largest, max(MIN_SPLIT_BYTES, -(-total // (TASKS_PER_CORE * max(1, cores)))))
 
 
 def nominal_ranges(size: int, split_bytes: int = SPLIT_BYTES) -> list[tuple[int, int]]:
@@ -330,13 +339,30 @@ def spark_file_path(uri: str) -> str:
 
 @dataclass(frozen=True)
 class RowGroup:
-    """One row group of a Parquet file: its rows are lines ``first_line`` to
-    ``first_line + rows - 1`` of ``source``."""
+    """One row group of a Parquet file, or a slice of one: its rows are lines ``first_line`` to
+    ``first_line + rows - 1`` of ``source``, from row ``skip`` of the group on."""
 
     source: str  # the file's URI as listed, read through the storage layer
     index: int
     first_line: int
     rows: int
+    skip: int = 0
+
+
+def row_slices(groups: list[RowGroup], at_least: int) -> list[RowGroup]:
+    """``groups`` cut into slices of rows when they are fewer than ``at_least``, so that every
+    core gets work even from a file of one row group (each slice reads its group and keeps its
+    rows)."""
+    if len(groups) >= at_least:
+        return groups
+    pieces = -(-at_least // max(1, len(groups)))
+    sliced = []
+    for group in groups:
+        step = max(1, -(-group.rows // pieces))
+        sliced += [replace(group, first_line=group.first_line + skip, skip=group.skip + skip,
+                           rows=min(step, group.rows - skip))
+                   for skip in range(0, group.rows, step)] or [group]
+    return sliced
 
 
 @dataclass(frozen=True)
@@ -364,9 +390,9 @@ def read_footer(uri: str) -> ParquetFooter:
 
 def read_row_group(group: RowGroup, text_col: str, label_col: str
                    ) -> Iterator[RawDocument | TextRecord]:
-    """The rows of one row group, ``(source, line, text, label)``; a column the file lacks
-    reads as null (as Spark reads it). A group that cannot be read gives each of its rows an
-    ``unreadable`` record."""
+    """The rows of one row group (or slice), ``(source, line, text, label)``; a column the
+    file lacks reads as null (as Spark reads it). A group that cannot be read gives each of its
+    rows an ``unreadable`` record."""
     name = spark_file_path(group.source)
     try:
         filesystem, path = storage.resolve(group.source)
@@ -374,7 +400,8 @@ def read_row_group(group: RowGroup, text_col: str, label_col: str
             parquet = pq.ParquetFile(handle)
             present = [c for c in dict.fromkeys((text_col, label_col))
                        if c in parquet.schema_arrow.names]
-            table = parquet.read_row_group(group.index, columns=present)
+            table = parquet.read_row_group(group.index, columns=present).slice(group.skip,
+                                                                               group.rows)
     except Exception as exc:  # the rows' outcome (unreadable), not the job's
         detail = (f"row group {group.index} cannot be read: {type(exc).__name__}: "
                   f"{first_line(exc)}")

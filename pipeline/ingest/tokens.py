@@ -76,16 +76,6 @@ def encode(tokens: Sequence[str], vocab: Mapping[str, int], max_len: int
     return ids, length
 
 
-def word_shingles(tokens: Sequence[str], k: int) -> list[str]:
-    """The k-grams of ``tokens`` joined by a space, for MinHash; a document shorter than ``k``
-    is one shingle, an empty one has none."""
-    if k < 1:
-        raise ValueError(f"shingle size must be at least 1, got {k}")
-    if len(tokens) < k:
-        return [" ".join(tokens)] if tokens else []
-    return [" ".join(tokens[i:i + k]) for i in range(len(tokens) - k + 1)]
-
-
 @dataclass(frozen=True)
 class Tokenizer:
     """Cleaned text -> (ids, length) exactly as the ingest job encodes a dataset version.

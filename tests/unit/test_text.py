@@ -13,6 +13,7 @@ import pytest
 from pipeline.config import TextConfig, load_config
 from pipeline.ingest import text_records
 from pipeline.ingest.discover import classify_folder_file
+from pipeline.ingest.minhash import shingle_hashes
 from pipeline.ingest.rejection import Rejected
 from pipeline.ingest.rows import jsonl_rows
 from pipeline.ingest.text import (
@@ -29,7 +30,8 @@ from pipeline.ingest.text_records import (
     document_text,
     file_rows,
 )
-from pipeline.ingest.tokens import tokenize, word_shingles
+from pipeline.ingest.text_splits import SPLIT_BYTES, RowGroup, range_bytes, row_slices
+from pipeline.ingest.tokens import tokenize
 from tests.text_corpus import (
     ENCODED,
     FAMILY,
@@ -530,7 +532,7 @@ def test_corpus_has_near_duplicates_only_where_intended(corpus, corpus_records):
         if record.reason is None and record.content_hash not in seen:
             seen.add(record.content_hash)
             tokens = tokenize(record.text, DEFAULTS.token_pattern)
-            shingles[key] = set(word_shingles(tokens, DEFAULTS.shingle_size))
+            shingles[key] = set(shingle_hashes(tokens, DEFAULTS.shingle_size).tolist())
     similar = {(a, b) for a, b in combinations(sorted(shingles), 2)
                if len(shingles[a] & shingles[b]) / len(shingles[a] | shingles[b])
                >= DEFAULTS.near_duplicate_jaccard}
@@ -594,3 +596,21 @@ def test_a_csv_without_the_columns_is_one_bad_header_and_an_undecodable_file_one
     (whole,) = [(r.line, r.reason) for r in file_rows("f", b"\xff\xfe\x00", "csv", "text",
                                                         "label", STRICT)]
     assert whole == (None, "undecodable")
+
+
+def test_ranges_give_every_core_several_tasks_within_bounds():
+    mib = 1 << 20
+    assert range_bytes(130 * mib, 2) == -(-130 * mib // 8)  # four per core
+    assert range_bytes(4 * mib, 2) == mib  # never under MIN_SPLIT_BYTES
+    assert range_bytes(100_000 * mib, 2) == SPLIT_BYTES  # never over the largest
+    assert range_bytes(130 * mib, 2, largest=200) == 200  # the largest wins
+
+
+def test_row_groups_are_sliced_when_fewer_than_the_tasks_wanted():
+    one = RowGroup("s3://b/t.parquet", 0, 1, 10)
+    slices = row_slices([one], 4)
+    assert [(s.first_line, s.rows, s.skip) for s in slices] == [(1, 3, 0), (4, 3, 3),
+                                                                (7, 3, 6), (10, 1, 9)]
+    many = [RowGroup("f", i, 1 + 5 * i, 5) for i in range(4)]
+    assert row_slices(many, 4) == many
+    assert row_slices([RowGroup("f", 0, 1, 0)], 4) == [RowGroup("f", 0, 1, 0)]

@@ -11,8 +11,8 @@ from pipeline.config import load_config
 from pipeline.datasets.features import decode_token_ids
 from pipeline.ingest import text_batches
 from pipeline.ingest.text_batches import (
+    count_tokens,
     record_frames,
-    token_counts,
     unit_records,
     with_token_ids,
 )
@@ -47,9 +47,9 @@ def test_units_are_read_and_their_documents_cleaned():
     assert TextRecord(*out.iloc[0]) == expected
 
 
-def test_token_counts_and_ids_match_the_tokenizer():
+def test_count_tokens_and_ids_match_the_tokenizer():
     texts = ["a film about a dog", "the dog again", "a cat"]
-    counted = pd.concat(list(token_counts([pd.DataFrame({"text": texts[:2]}),
+    counted = pd.concat(list(count_tokens([pd.DataFrame({"text": texts[:2]}),
                                            pd.DataFrame({"text": texts[2:]})], r"[\w']+")))
     counts = dict(zip(counted["token"], counted["count"], strict=True))
     assert counts == {"a": 3, "film": 1, "about": 1, "dog": 2, "the": 1, "again": 1, "cat": 1}

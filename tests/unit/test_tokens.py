@@ -25,7 +25,6 @@ from pipeline.ingest.tokens import (
     parse_vocab,
     tokenize,
     vocab_text,
-    word_shingles,
 )
 from tests.text_corpus import FAMILY, STRICT_DECODING_OVERRIDES
 
@@ -129,15 +128,6 @@ def test_encode_maps_unknown_tokens_to_oov():
 def test_encode_empty():
     ids, length = encode([], VOCAB, 4)
     assert ids.tolist() == [0, 0, 0, 0] and length == 0
-
-
-def test_shingles_are_k_grams_joined_by_a_space():
-    assert word_shingles(["a", "b", "c", "d"], 3) == ["a b c", "b c d"]
-    assert word_shingles(["a", "b"], 1) == ["a", "b"]
-    assert word_shingles(["a", "b"], 3) == ["a b"]
-    assert word_shingles([], 3) == []
-    with pytest.raises(ValueError):
-        word_shingles(["a"], 0)
 
 
 # --- the tokenizer for inference ---------------------------------------------------------
