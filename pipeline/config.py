@@ -81,7 +81,7 @@ class TextConfig(_Section):
     max_len: int = Field(ge=1)
     near_duplicates: bool
     shingle_size: int = Field(ge=1)
-    near_duplicate_jaccard: float = Field(gt=0, le=1)
+    near_duplicate_jaccard: float = Field(ge=0.1, le=1)  # below 0.1 MinHash bands miss pairs
 
     @field_validator("fallback_encoding")
     @classmethod

@@ -53,6 +53,10 @@ def apply_exact_duplicates(spark: SparkSession, records: DataFrame) -> DataFrame
     return apply_decisions(spark, records, decisions)
 
 
+# documents sharing one band key beyond which only pairs with the bucket's first are checked:
+# such a crowd is near-identical texts (the same words, punctuation apart), which the first
+# links into one group; a member like others of the crowd but not like the first can be missed
+LARGEST_BUCKET = 100
 SKETCH_SCHEMA = "path string, label_name string, shingles array<bigint>, bands array<bigint>"
 
 
@@ -88,7 +92,10 @@ def _similar_pairs(sketches: DataFrame, jaccard: float) -> DataFrame:
     buckets = (sketches.select("id", F.posexplode("bands").alias("band", "key"))
                .groupBy("band", "key").agg(F.collect_list("id").alias("ids"))
                .filter(F.size("ids") > 1))
-    candidates = (buckets.select(F.explode("ids").alias("x"), "ids")
+    # a large bucket pairs its smallest id with each other member (n pairs, not n squared)
+    firsts = F.when(F.size("ids") <= LARGEST_BUCKET, F.col("ids")).otherwise(
+        F.array(F.array_min("ids")))
+    candidates = (buckets.select(F.explode(firsts).alias("x"), "ids")
                   .select("x", F.explode("ids").alias("y")).filter(F.col("x") < F.col("y"))
                   .distinct())
     side = {name: sketches.select(F.col("id").alias(name), F.col("path").alias(f"p{name}"),

@@ -147,9 +147,11 @@ def _read_parquet_with_spark(spark: SparkSession, input_uri: str, text_col: str,
                         (F.col("_metadata.row_index") + 1).cast("int").alias("line"),
                         F.col(text_col).alias("text"), F.col(label_col).alias("label"))
     clean = partial(clean_items, cfg=cfg.text, ratios=cfg.split.model_dump())
-    spread = rows.repartition(TASKS_PER_CORE * spark.sparkContext.defaultParallelism)
+    cores = spark.sparkContext.defaultParallelism
+    if rows.rdd.getNumPartitions() < cores:  # a file or two: spread the rows over the cores
+        rows = rows.repartition(TASKS_PER_CORE * cores)
     return spark.createDataFrame(
-        spread.rdd.mapPartitions(lambda part: clean(RawDocument(*row) for row in part)),
+        rows.rdd.mapPartitions(lambda part: clean(RawDocument(*row) for row in part)),
         RECORD_SCHEMA)
 
 
@@ -184,8 +186,8 @@ def _parquet_footers(root: str, files: list[tuple[str, int]]
 
 def _read_parquet(spark: SparkSession, input_uri: str, root: str, files: list[tuple[str, int]],
                   text_col: str, label_col: str, cfg: Config) -> DataFrame:
-    """Every row of a Parquet input, one task per row group, named by its file and 1-based
-    row index (as Spark's ``_metadata`` names them), cleaned."""
+    """Every row of a Parquet input, one task per row group (or slice, ``row_slices``), named
+    by its file and 1-based row index (as Spark's ``_metadata`` names them), cleaned."""
     if not listing.through_storage(input_uri):
         return _read_parquet_with_spark(spark, input_uri, text_col, label_col, cfg)
     groups, columns, rejected = _parquet_footers(root, files)
@@ -195,8 +197,7 @@ def _read_parquet(spark: SparkSession, input_uri: str, root: str, files: list[tu
         log.info("reading %d Parquet row groups of %s", len(groups), input_uri)
         read = partial(read_row_group, text_col=text_col, label_col=label_col)
         cores = spark.sparkContext.defaultParallelism
-        parts.append(_cleaned_units(spark, row_slices(groups, TASKS_PER_CORE * cores), read,
-                                    cfg))
+        parts.append(_cleaned_units(spark, row_slices(groups, cores), read, cfg))
     return _records(spark, parts)
 
 

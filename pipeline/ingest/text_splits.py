@@ -24,7 +24,8 @@ header without the wanted columns is the file's one ``bad_header`` record, and a
 cannot be read (or does not end in the first range) sends the file to be read whole.
 
 Parquet: the driver reads the footers (row groups and their row counts); a task reads one row
-group with ``ParquetFile.read_row_group``. Rows are named as Spark's ``_metadata`` names them:
+group with ``ParquetFile.read_row_group`` (or a slice of its rows, when the groups are fewer than
+the cores: ``row_slices``). Rows are named as Spark's ``_metadata`` names them:
 ``source`` the file's URI (``spark_file_path``), ``line`` the 1-based row index in the file.
 """
 
@@ -350,9 +351,9 @@ class RowGroup:
 
 
 def row_slices(groups: list[RowGroup], at_least: int) -> list[RowGroup]:
-    """``groups`` cut into slices of rows when they are fewer than ``at_least``, so that every
-    core gets work even from a file of one row group (each slice reads its group and keeps its
-    rows)."""
+    """``groups`` cut into slices of rows when they are fewer than ``at_least`` (the cores), so
+    that every core gets work even from a file of one row group; each slice reads its whole
+    group and keeps its rows, so groups are sliced only when cores would be idle."""
     if len(groups) >= at_least:
         return groups
     pieces = -(-at_least // max(1, len(groups)))

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.datasets.reader import read_batches
-from pipeline.ingest import text_job
+from pipeline.ingest import spark_dedup, text_job
 from pipeline.ingest.text_job import ingest_text
 from pipeline.ingest.text_splits import plan_ranges
 from pipeline.ingest.tokens import PAD, RESERVED, parse_vocab, tokenize
@@ -239,3 +239,18 @@ def test_documents_that_are_all_quarantined_make_a_version_of_quarantine_alone(s
     manifest = ingest_text(spark, config, str(tmp_path / "raw"), str(tmp_path / "out"))
     assert (manifest.discovered, manifest.splits, manifest.label_map) == (2, {}, {})
     assert sum(manifest.quarantine.values()) == 2 and manifest.accounted()
+
+
+def test_a_crowd_of_near_identical_texts_past_the_largest_bucket_is_one_group(
+        spark, tmp_path, monkeypatch):
+    """Texts that differ only in punctuation share every band key: past ``LARGEST_BUCKET``
+    members a bucket pairs its first with each other, and the crowd still keeps exactly one."""
+    monkeypatch.setattr(spark_dedup, "LARGEST_BUCKET", 3)
+    words = "a slow burn of a thriller that earns every minute of its long final act"
+    texts = [words + mark for mark in (".", "!", "?", "...", "!!", " :)", " ;)")]
+    texts.append("something else entirely, about a dog who finds his way home at last")
+    pd.DataFrame({"text": texts, "label": "pos"}).to_csv(tmp_path / "in.csv", index=False)
+    manifest = ingest_text(spark, make_config(tmp_path), str(tmp_path / "in.csv"),
+                           str(tmp_path / "out"))
+    assert manifest.discovered == 8 and manifest.accounted()
+    assert manifest.quarantine == {"near_duplicate": 6}

@@ -18,7 +18,6 @@ from pipeline.ingest.minhash import (
 )
 from pipeline.ingest.tokens import tokenize
 
-pytestmark = pytest.mark.unit
 PATTERN = r"[\w']+"
 
 

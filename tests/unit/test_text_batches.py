@@ -5,7 +5,6 @@ from __future__ import annotations
 import pickle
 
 import pandas as pd
-import pytest
 
 from pipeline.config import load_config
 from pipeline.datasets.features import decode_token_ids
@@ -19,7 +18,6 @@ from pipeline.ingest.text_batches import (
 from pipeline.ingest.text_records import RawDocument, TextRecord, clean_text_document
 from pipeline.ingest.tokens import Tokenizer, vocab_text
 
-pytestmark = pytest.mark.unit
 CFG = load_config()
 RATIOS = CFG.split.model_dump()
 
